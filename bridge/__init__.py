@@ -1,0 +1,18 @@
+"""MyRouter gRPC bridge: MyRouter's OpenAI-compatible chat API, served over gRPC.
+
+The modules, each owning one thing:
+
+* ``config``     the one typed configuration object
+* ``errors``     the exception hierarchy and its mapping to gRPC status
+* ``sse``        server-sent-events decoding (pure)
+* ``mapping``    JSON <-> protobuf (pure)
+* ``validation`` request checks before any upstream call (pure)
+* ``upstream``   the pooled httpx client towards the API
+* ``service``    the gRPC ChatService
+* ``server``     the grpc.aio server's lifecycle
+* ``client``     the small human client (``chat``, ``models``)
+* ``cli``        ``myrouter-bridge`` / ``python -m bridge``
+* ``embedded_upstream``  a deterministic local MyRouter API for demos and tests
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,112 @@
+"""`myrouter-bridge` and `python -m bridge`: serve, chat, models, upstream, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, add_serve_arguments, config_from_args
+
+DEFAULT_TARGET = "localhost:50051"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="myrouter-bridge",
+        description="gRPC bridge for MyRouter's OpenAI-compatible chat API.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the bridge")
+    add_serve_arguments(serve)
+
+    for name, text in (("chat", "send a prompt and stream the answer"), ("models", "list models")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument(
+            "--target",
+            default=os.environ.get("BRIDGE_TARGET", DEFAULT_TARGET),
+            help=f"bridge address [env BRIDGE_TARGET, default {DEFAULT_TARGET}]",
+        )
+        sub.add_argument("--timeout", type=float, help="deadline of the call, in seconds")
+        if name == "chat":
+            sub.add_argument(
+                "--model",
+                default=os.environ.get("MYROUTER_MODEL"),
+                help="model id [env MYROUTER_MODEL]; see `models`",
+            )
+            sub.add_argument("--system", help="a system message to send first")
+            sub.add_argument("--max-tokens", type=int)
+            sub.add_argument("--temperature", type=float)
+            sub.add_argument("--request-id", help="x-request-id to send")
+            sub.add_argument("--json", action="store_true", help="print each chunk as a JSON line")
+            sub.add_argument("prompt", nargs="*", help="the prompt; read from stdin if absent or '-'")
+
+    upstream = commands.add_parser(
+        "upstream", help="run the embedded MyRouter API (for demos and tests)", add_help=False
+    )
+    upstream.add_argument("args", nargs=argparse.REMAINDER)
+    commands.add_parser("demo", help="run the embedded upstream and the bridge; stream an answer")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "upstream":
+        from .embedded_upstream import main as upstream_main
+
+        return upstream_main(args.args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo()
+    from . import client
+
+    token = os.environ.get("MYROUTER_TOKEN") or None
+    if args.command == "models":
+        return client.list_models(args.target, token=token, timeout=args.timeout)
+    if not args.model:
+        print("error: --model is required (or set MYROUTER_MODEL); see `models`", file=sys.stderr)
+        return 2
+    prompt = client.read_prompt(args.prompt)
+    if not prompt:
+        print("error: empty prompt", file=sys.stderr)
+        return 2
+    return client.chat(
+        args.target,
+        model=args.model,
+        prompt=prompt,
+        system=args.system,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        token=token,
+        request_id=args.request_id,
+        as_json=args.json,
+        timeout=args.timeout,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args, os.environ)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from .server import serve
+
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The small human client: `chat` streams an answer to the terminal, `models` lists models.
+
+It is also the plainest example of calling the bridge from Python with the
+generated stubs, which is why it uses nothing but them and grpc.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import grpc
+import orjson
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
+
+from . import mapping
+
+
+def _metadata(token: str | None, request_id: str | None) -> list[tuple[str, str]]:
+    metadata = []
+    if token:
+        metadata.append(("authorization", f"Bearer {token}"))
+    if request_id:
+        metadata.append(("x-request-id", request_id))
+    return metadata
+
+
+def chat(
+    target: str,
+    *,
+    model: str,
+    prompt: str,
+    system: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    token: str | None = None,
+    request_id: str | None = None,
+    as_json: bool = False,
+    timeout: float | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Stream one answer; print text as it arrives (or each chunk as JSON). Returns an exit code."""
+    messages = []
+    if system:
+        messages.append(chat_pb2.ChatMessage(role="system", content=system))
+    messages.append(chat_pb2.ChatMessage(role="user", content=prompt))
+    request = chat_pb2.ChatCompletionRequest(model=model, messages=messages)
+    if max_tokens is not None:
+        request.max_tokens = max_tokens
+    if temperature is not None:
+        request.temperature = temperature
+    usage: chat_pb2.Usage | None = None
+    with grpc.insecure_channel(target) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        call = stub.StreamChatCompletion(
+            request, metadata=_metadata(token, request_id), timeout=timeout
+        )
+        try:
+            for chunk in call:
+                if as_json:
+                    out.write(orjson.dumps(mapping.encode(chunk)).decode() + "\n")
+                else:
+                    for choice in chunk.choices:
+                        if choice.delta.HasField("content"):
+                            out.write(choice.delta.content)
+                        for tool_call in choice.delta.tool_calls:
+                            if tool_call.function.name:
+                                out.write(f"[tool call {tool_call.function.name}] ")
+                            out.write(tool_call.function.arguments)
+                out.flush()
+                if chunk.HasField("usage"):
+                    usage = chunk.usage
+        except grpc.RpcError as exc:
+            if not as_json:
+                out.write("\n")
+            err.write(describe_error(exc) + "\n")
+            return 1
+    if not as_json:
+        out.write("\n")
+    if usage is not None:
+        err.write(
+            f"[usage] input {usage.input_tokens}, output {usage.output_tokens}, "
+            f"total {usage.total_tokens} tokens\n"
+        )
+    return 0
+
+
+def list_models(
+    target: str,
+    *,
+    token: str | None = None,
+    timeout: float | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Print one model id per line. Returns an exit code."""
+    with grpc.insecure_channel(target) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        try:
+            models = stub.ListModels(
+                chat_pb2.ListModelsRequest(), metadata=_metadata(token, None), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            err.write(describe_error(exc) + "\n")
+            return 1
+    for model in models.data:
+        out.write(f"{model.id}\t{model.name}\n" if model.name else f"{model.id}\n")
+    return 0
+
+
+def describe_error(exc: grpc.RpcError) -> str:
+    """One line: the status code, the message, and the details worth a human's eye."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    text = f"error: {code.name}: {exc.details() if isinstance(exc, grpc.Call) else exc}"
+    status = rpc_status.from_call(exc) if isinstance(exc, grpc.Call) else None
+    extras: list[str] = []
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            extras += [f"{v.field}: {v.description}" for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            extras.append(f"retry after {retry.retry_delay.ToTimedelta().total_seconds():g} s")
+    return text + (f" ({'; '.join(extras)})" if extras else "")
+
+
+def read_prompt(words: Sequence[str], stdin: TextIO = sys.stdin) -> str:
+    """The prompt from the command line, or from standard input when none is given or it is '-'."""
+    if words and list(words) != ["-"]:
+        return " ".join(words)
+    return stdin.read().strip()

@@ -1,0 +1,177 @@
+"""The bridge's configuration: one frozen, validated object built once at start-up.
+
+Every setting comes from a command-line flag or an environment variable (the
+flag wins), and the result is passed explicitly to whatever needs it; no module
+reads the environment on its own. The service key is the one setting that has
+no flag, because flags are visible to every user of the machine through `ps`:
+it comes from ``MYROUTER_API_KEY`` or from a file named by ``--api-key-file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+DEFAULT_UPSTREAM_URL = "https://api.myrouter.example/api/v1"
+DEFAULT_LISTEN = "0.0.0.0:50051"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or out of range; the message names the setting."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Secret:
+    """A credential that never prints itself, so it cannot leak through a repr or a log."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('[secure]')"
+
+    __str__ = __repr__
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class BridgeConfig:
+    """Everything the bridge process needs to know, validated on construction."""
+
+    listen: str = DEFAULT_LISTEN
+    """host:port the gRPC server binds."""
+    upstream_url: str = DEFAULT_UPSTREAM_URL
+    """Base URL of the MyRouter API; /chat/completions and /models hang off it."""
+    api_key: Secret | None = None
+    """The bridge's own service key, used when a caller sends no authorization."""
+    connect_timeout: float = 5.0
+    """Seconds to open a TCP/TLS connection to the upstream."""
+    request_timeout: float = 600.0
+    """Cap, in seconds, on one whole upstream request; a caller's deadline can only shorten it."""
+    stream_idle_timeout: float = 300.0
+    """Longest silence, in seconds, tolerated between bytes of an upstream stream."""
+    deadline_margin: float = 0.05
+    """Seconds kept back from the caller's deadline so our own status reaches it first."""
+    max_upstream_connections: int = 1000
+    """Size of the pooled HTTP client's connection pool."""
+    max_response_bytes: int = 32 * 1024 * 1024
+    """Largest upstream answer body read into memory (unary calls and model lists)."""
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        _require(":" in self.listen, "listen must be host:port")
+        _require(
+            self.upstream_url.startswith(("http://", "https://")),
+            "upstream_url must be an http:// or https:// URL",
+        )
+        for name in ("connect_timeout", "request_timeout", "stream_idle_timeout"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and value > 0, f"{name} must be a positive number")
+        _require(0 <= self.deadline_margin < 10, "deadline_margin must be in [0, 10)")
+        _require(self.max_upstream_connections >= 1, "max_upstream_connections must be >= 1")
+        _require(self.max_response_bytes >= 1024, "max_response_bytes must be >= 1024")
+        _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        _require(self.api_key is None or bool(self.api_key.value), "the service key is empty")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the flags of `serve`; each flag's default comes from its environment variable."""
+    d = BridgeConfig()
+    parser.add_argument(
+        "--listen",
+        help=f"host:port to serve gRPC on [env BRIDGE_LISTEN, default {d.listen}]",
+    )
+    parser.add_argument(
+        "--upstream-url",
+        help=f"base URL of the MyRouter API [env MYROUTER_BASE_URL, default {d.upstream_url}]",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        help="file holding the service key, used when a caller sends no authorization "
+        "metadata [env MYROUTER_API_KEY holds the key itself; there is deliberately no "
+        "flag for the key, since flags show in ps]",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        help=f"seconds to connect to the upstream [env BRIDGE_CONNECT_TIMEOUT, default {d.connect_timeout}]",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        help="cap in seconds on one upstream request; a shorter caller deadline wins "
+        f"[env BRIDGE_REQUEST_TIMEOUT, default {d.request_timeout}]",
+    )
+    parser.add_argument(
+        "--stream-idle-timeout",
+        type=float,
+        help="longest silence in seconds between bytes of an upstream stream before the "
+        f"call fails [env BRIDGE_STREAM_IDLE_TIMEOUT, default {d.stream_idle_timeout}]",
+    )
+    parser.add_argument(
+        "--max-upstream-connections",
+        type=int,
+        help="connection pool size towards the upstream "
+        f"[env BRIDGE_MAX_UPSTREAM_CONNECTIONS, default {d.max_upstream_connections}]",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help=f"log verbosity [env BRIDGE_LOG_LEVEL, default {d.log_level}]",
+    )
+
+
+# flag attribute -> (environment variable, config field, converter)
+_ENV_SOURCES: dict[str, tuple[str, str, type]] = {
+    "listen": ("BRIDGE_LISTEN", "listen", str),
+    "upstream_url": ("MYROUTER_BASE_URL", "upstream_url", str),
+    "connect_timeout": ("BRIDGE_CONNECT_TIMEOUT", "connect_timeout", float),
+    "request_timeout": ("BRIDGE_REQUEST_TIMEOUT", "request_timeout", float),
+    "stream_idle_timeout": ("BRIDGE_STREAM_IDLE_TIMEOUT", "stream_idle_timeout", float),
+    "max_upstream_connections": ("BRIDGE_MAX_UPSTREAM_CONNECTIONS", "max_upstream_connections", int),
+    "log_level": ("BRIDGE_LOG_LEVEL", "log_level", str),
+}
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> BridgeConfig:
+    """Build the config from parsed `serve` flags, falling back to environment variables."""
+    values: dict[str, object] = {}
+    for attr, (env_name, field, convert) in _ENV_SOURCES.items():
+        raw = getattr(args, attr, None)
+        if raw is None and environ.get(env_name):
+            try:
+                raw = convert(environ[env_name])
+            except ValueError as exc:
+                raise ConfigError(f"{env_name}: {exc}") from None
+        if raw is not None:
+            values[field] = raw
+    values["api_key"] = _load_api_key(getattr(args, "api_key_file", None), environ)
+    return BridgeConfig(**values)  # type: ignore[arg-type]
+
+
+def _load_api_key(path: Path | None, environ: Mapping[str, str]) -> Secret | None:
+    if path is not None:
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"--api-key-file: cannot read {path}: {exc.strerror}") from None
+        if not key:
+            raise ConfigError(f"--api-key-file: {path} is empty")
+        return Secret(key)
+    key = environ.get("MYROUTER_API_KEY", "").strip()
+    return Secret(key) if key else None
+
+
+def parse_serve_config(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeConfig:
+    """Parse `serve` flags alone (handy for tests and embedding)."""
+    parser = argparse.ArgumentParser(prog="myrouter-bridge serve")
+    add_serve_arguments(parser)
+    return config_from_args(parser.parse_args(list(argv)), environ)

@@ -1,0 +1,328 @@
+"""The bridge's exception hierarchy and the one place it becomes a gRPC status.
+
+    BridgeError                      anything the bridge reports to a caller
+    ├── InvalidRequest               caller must fix the request      INVALID_ARGUMENT
+    ├── MissingCredentials           caller must authenticate         UNAUTHENTICATED
+    ├── ServiceKeyRejected           operator must fix the key        INTERNAL
+    ├── UpstreamError                the upstream failed the call
+    │   ├── UpstreamHTTPError        an HTTP error status             (status table)
+    │   ├── UpstreamReportedError    an "error" object in a 200 body  (code table)
+    │   ├── UpstreamUnavailable      cannot connect / connection lost UNAVAILABLE
+    │   ├── UpstreamTimeout          no answer in time                DEADLINE_EXCEEDED
+    │   └── UpstreamProtocolError    broken stream or body            UNAVAILABLE
+    └── (any other exception)        our bug                          INTERNAL, generic text
+
+Classification is by who must act, so that a mesh and a caller can decide
+whether to retry, fix their request, or page someone. `to_status` is the only
+function that turns an exception into a status; the services never pick codes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Mapping
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "bridge.myrouter.example"
+MAX_MESSAGE_CHARS = 1024
+
+HTTP_STATUS_TO_GRPC: Mapping[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    402: grpc.StatusCode.FAILED_PRECONDITION,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    409: grpc.StatusCode.ABORTED,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
+    500: grpc.StatusCode.INTERNAL,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+"""Upstream HTTP status -> gRPC code. Other 5xx: UNAVAILABLE; other 4xx: FAILED_PRECONDITION."""
+
+ERROR_CODE_NAMES_TO_GRPC: Mapping[str, grpc.StatusCode] = {
+    "invalid_request_error": grpc.StatusCode.INVALID_ARGUMENT,
+    "invalid_request": grpc.StatusCode.INVALID_ARGUMENT,
+    "bad_request": grpc.StatusCode.INVALID_ARGUMENT,
+    "context_length_exceeded": grpc.StatusCode.INVALID_ARGUMENT,
+    "invalid_prompt": grpc.StatusCode.INVALID_ARGUMENT,
+    "authentication_error": grpc.StatusCode.UNAUTHENTICATED,
+    "invalid_api_key": grpc.StatusCode.UNAUTHENTICATED,
+    "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
+    "payment_required": grpc.StatusCode.FAILED_PRECONDITION,
+    "insufficient_credits": grpc.StatusCode.FAILED_PRECONDITION,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "permission_error": grpc.StatusCode.PERMISSION_DENIED,
+    "forbidden": grpc.StatusCode.PERMISSION_DENIED,
+    "content_filter": grpc.StatusCode.PERMISSION_DENIED,
+    "moderation": grpc.StatusCode.PERMISSION_DENIED,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "model_not_found": grpc.StatusCode.NOT_FOUND,
+    "not_found_error": grpc.StatusCode.NOT_FOUND,
+    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "request_timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "gateway_timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "conflict": grpc.StatusCode.ABORTED,
+    "rate_limit_exceeded": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "rate_limit_error": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "too_many_requests": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "insufficient_quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "cancelled": grpc.StatusCode.CANCELLED,
+    "server_error": grpc.StatusCode.INTERNAL,
+    "internal_error": grpc.StatusCode.INTERNAL,
+    "api_error": grpc.StatusCode.INTERNAL,
+    "not_implemented": grpc.StatusCode.UNIMPLEMENTED,
+    "unsupported": grpc.StatusCode.UNIMPLEMENTED,
+    "bad_gateway": grpc.StatusCode.UNAVAILABLE,
+    "service_unavailable": grpc.StatusCode.UNAVAILABLE,
+    "overloaded": grpc.StatusCode.UNAVAILABLE,
+    "overloaded_error": grpc.StatusCode.UNAVAILABLE,
+    "provider_error": grpc.StatusCode.UNAVAILABLE,
+}
+"""Named upstream error codes -> gRPC code; names not listed map to UNAVAILABLE."""
+
+
+def grpc_code_for_http_status(status: int) -> grpc.StatusCode:
+    """The gRPC code for an upstream HTTP error status."""
+    code = HTTP_STATUS_TO_GRPC.get(status)
+    if code is not None:
+        return code
+    if status >= 500:
+        return grpc.StatusCode.UNAVAILABLE
+    if status >= 400:
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.UNKNOWN
+
+
+def numeric_error_code(code: object) -> int | None:
+    """The HTTP-status-like number in an upstream error code (429, 429.0, "429"), or None."""
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, float) and code.is_integer():
+        return int(code)
+    if isinstance(code, int):
+        return code
+    if isinstance(code, str) and code.strip().isdigit():
+        return int(code.strip())
+    return None
+
+
+def grpc_code_for_error_code(code: int | str | None) -> grpc.StatusCode:
+    """The nearest gRPC code for an upstream error object's code (a number or a name)."""
+    numeric = numeric_error_code(code)
+    if numeric is not None:
+        mapped = grpc_code_for_http_status(numeric)
+        return grpc.StatusCode.UNAVAILABLE if mapped is grpc.StatusCode.UNKNOWN else mapped
+    if isinstance(code, str):
+        return ERROR_CODE_NAMES_TO_GRPC.get(code.strip().lower(), grpc.StatusCode.UNAVAILABLE)
+    return grpc.StatusCode.UNAVAILABLE
+
+
+class BridgeError(Exception):
+    """Something the bridge reports to its caller as a non-OK status."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    def details(self) -> list[any_pb2.Any]:
+        """Rich status details beyond ErrorInfo; subclasses add their own."""
+        return []
+
+
+class InvalidRequest(BridgeError):
+    """The caller's request breaks a rule; it was refused before reaching the upstream."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        self.violations = violations
+        summary = "; ".join(f"{field}: {why}" for field, why in violations)
+        super().__init__(f"invalid request: {summary}")
+
+    def details(self) -> list[any_pb2.Any]:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=field, description=why)
+                for field, why in self.violations
+            ]
+        )
+        return [_pack(bad_request)]
+
+
+class MissingCredentials(BridgeError):
+    """Neither the caller nor the bridge's configuration supplied credentials."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "MISSING_CREDENTIALS"
+
+
+class ServiceKeyRejected(BridgeError):
+    """The upstream refused the bridge's own service key: the operator's fault, not the caller's."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "SERVICE_KEY_REJECTED"
+
+
+class UpstreamError(BridgeError):
+    """The upstream did not deliver a usable answer."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UPSTREAM_ERROR"
+
+
+class UpstreamHTTPError(UpstreamError):
+    """The upstream answered with an HTTP error status."""
+
+    reason = "UPSTREAM_HTTP_ERROR"
+
+    def __init__(
+        self,
+        http_status: int,
+        message: str,
+        *,
+        upstream_code: str | None = None,
+        retry_after: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        meta = {"http_status": str(http_status), **(metadata or {})}
+        if upstream_code is not None:
+            meta["code"] = upstream_code
+        super().__init__(message, metadata=meta)
+        self.http_status = http_status
+        self.code = grpc_code_for_http_status(http_status)
+        self.retry_after = retry_after
+
+    def details(self) -> list[any_pb2.Any]:
+        return _retry_info(self.retry_after)
+
+
+class UpstreamReportedError(UpstreamError):
+    """The upstream reported an error object inside a 200 answer (for example mid-stream)."""
+
+    reason = "UPSTREAM_REPORTED_ERROR"
+
+    def __init__(
+        self,
+        upstream_code: int | str | None,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        meta = dict(metadata or {})
+        if upstream_code is not None:
+            numeric = numeric_error_code(upstream_code)
+            meta["code"] = str(upstream_code) if numeric is None else str(numeric)
+            if numeric is not None:
+                meta["http_status"] = str(numeric)
+        super().__init__(message, metadata=meta)
+        self.code = grpc_code_for_error_code(upstream_code)
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream could not be reached, or the connection broke."""
+
+    reason = "UPSTREAM_UNAVAILABLE"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer within the deadline or the configured timeouts."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "UPSTREAM_TIMEOUT"
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream's answer broke the protocol: a cut stream, a malformed event, a bad body."""
+
+    reason = "UPSTREAM_PROTOCOL_ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+def to_status(exc: BaseException, *, request_id: str | None = None) -> grpc.Status:
+    """Turn any exception into the gRPC status (with rich details) the caller receives.
+
+    Unknown exceptions are our bugs: they become INTERNAL with a generic message,
+    so that no internal text (which could hold anything) reaches a caller.
+    """
+    if not isinstance(exc, BridgeError):
+        exc = BridgeError("internal error in the bridge; see its logs")
+    metadata = dict(exc.metadata)
+    if request_id:
+        metadata["request_id"] = request_id
+    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    status = status_pb2.Status(
+        code=_CODE_NUMBERS[exc.code],
+        message=_shorten(exc.message),
+        details=[_pack(info), *exc.details()],
+    )
+    return rpc_status.to_status(status)
+
+
+_CODE_NUMBERS: Mapping[grpc.StatusCode, int] = {
+    code: code.value[0] for code in grpc.StatusCode
+}
+assert _CODE_NUMBERS[grpc.StatusCode.UNAVAILABLE] == code_pb2.UNAVAILABLE
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _retry_info(seconds: float | None) -> list[any_pb2.Any]:
+    if seconds is None:
+        return []
+    whole = int(seconds)
+    delay = duration_pb2.Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9)))
+    return [_pack(error_details_pb2.RetryInfo(retry_delay=delay))]
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def _shorten(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 1] + "…"

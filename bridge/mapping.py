@@ -1,0 +1,353 @@
+"""JSON <-> protobuf mapping for the MyRouter API: pure, lossless, and cheap per chunk.
+
+Why not ``google.protobuf.json_format``? It is slow (it walks descriptors and
+builds intermediate objects for every message), it rejects unknown members,
+and it cannot put them aside. Here each message type gets a *decoding plan*
+compiled once from its descriptor: a dict from JSON member name to a small
+converter. Decoding a chunk is then one dict lookup and one type check per
+member, and one constructor call per message.
+
+Faithfulness rules (the proto's header comment states them for users):
+
+* A member the proto does not model goes into the message's ``extra`` Struct,
+  untouched. So does a modelled member whose JSON type does not fit the field
+  (``"index": "0"``): an odd upstream answer is kept, never a crash.
+* ``null`` and absent are the same for modelled members.
+* Numbers inside ``extra`` travel as doubles (that is what Struct holds);
+  integral ones are written back as JSON integers.
+* A few members have two JSON shapes, handled by name: message ``content``
+  (string or parts array), ``tool_choice`` (string or object), an error's
+  ``code`` (number or string), and usage in the OpenAI dialect
+  (``prompt_tokens``/``completion_tokens`` and their ``*_details``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+from google.protobuf import struct_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from myrouter.chat.v1 import chat_pb2
+
+M = TypeVar("M", bound=Message)
+
+EXTRA: Final = "extra"
+"""The field that holds unmodelled JSON members, in every message that has one."""
+
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class _Mismatch:
+    """Marker: the JSON value does not fit the field; keep it in ``extra`` instead."""
+
+
+MISMATCH: Final = _Mismatch()
+Converter = Callable[[Any], Any]
+
+
+# --------------------------------------------------------------------------- #
+# Struct <-> dict
+# --------------------------------------------------------------------------- #
+
+
+def struct_from_dict(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    """A Struct holding a JSON object."""
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """The JSON object a Struct holds; integral numbers come back as ints."""
+    return {key: _value_to_python(value) for key, value in struct.fields.items()}
+
+
+def _value_to_python(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and abs(number) < 2**53:
+            return int(number)
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value_to_python(item) for item in value.list_value.values]
+    return None
+
+
+# --------------------------------------------------------------------------- #
+# JSON -> protobuf
+# --------------------------------------------------------------------------- #
+
+
+class _Plan:
+    """How to decode one message type: JSON member name -> (field name, converter).
+
+    A spec whose field name is None has a converter that returns a dict of
+    several fields at once (used where one JSON member fills one of two fields).
+    """
+
+    __slots__ = ("cls", "fields", "has_extra")
+
+    def __init__(self, cls: type[Message]) -> None:
+        self.cls = cls
+        self.fields: dict[str, tuple[str | None, Converter]] = {}
+        self.has_extra = EXTRA in cls.DESCRIPTOR.fields_by_name
+
+    def decode(self, data: Mapping[str, Any]) -> Message:
+        fields = self.fields
+        kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] | None = None
+        for key, value in data.items():
+            spec = fields.get(key)
+            if spec is not None:
+                if value is None:
+                    continue
+                converted = spec[1](value)
+                if converted is not MISMATCH:
+                    if spec[0] is None:
+                        kwargs.update(converted)
+                    else:
+                        kwargs[spec[0]] = converted
+                    continue
+            if extra is None:
+                extra = {}
+            extra[key] = value
+        if extra:
+            if not self.has_extra:
+                raise ValueError(f"{self.cls.__name__} has no field for {sorted(extra)}")
+            kwargs[EXTRA] = struct_from_dict(extra)
+        return self.cls(**kwargs)
+
+
+class _UsagePlan(_Plan):
+    """Usage also reads the OpenAI dialect: *_tokens_details fill the cache/reasoning counts."""
+
+    __slots__ = ()
+
+    def decode(self, data: Mapping[str, Any]) -> Message:
+        usage = super().decode(data)
+        assert isinstance(usage, chat_pb2.Usage)
+        prompt = data.get("prompt_tokens_details")
+        if type(prompt) is dict:
+            _fill(usage, "cache_read_tokens", prompt.get("cached_tokens"))
+            _fill(usage, "cache_write_tokens", prompt.get("cache_write_tokens"))
+        completion = data.get("completion_tokens_details")
+        if type(completion) is dict:
+            _fill(usage, "reasoning_tokens", completion.get("reasoning_tokens"))
+        return usage
+
+
+def _fill(usage: chat_pb2.Usage, field: str, value: Any) -> None:
+    if not getattr(usage, field) and _int_in(_INT32)(value) is not MISMATCH:
+        setattr(usage, field, value)
+
+
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan_for(descriptor: Descriptor) -> _Plan:
+    plan = _PLANS.get(descriptor.full_name)
+    if plan is not None:
+        return plan
+    cls = _message_class(descriptor)
+    plan = _UsagePlan(cls) if cls is chat_pb2.Usage else _Plan(cls)
+    _PLANS[descriptor.full_name] = plan  # before the fields: message types can nest
+    for field in descriptor.fields:
+        if field.name == EXTRA:
+            continue
+        plan.fields[field.name] = (field.name, _converter_for(field))
+    return plan
+
+
+def _message_class(descriptor: Descriptor) -> type[Message]:
+    cls = getattr(chat_pb2, descriptor.name)
+    assert cls.DESCRIPTOR is descriptor
+    return cls  # type: ignore[no-any-return]
+
+
+def _converter_for(field: FieldDescriptor) -> Converter:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.message_type.full_name == "google.protobuf.Struct":
+            single: Converter = _to_struct
+        else:
+            single = _message_converter(field.message_type)
+    else:
+        single = _SCALARS[field.type]
+    if field.is_repeated:
+        return _repeated(single)
+    return single
+
+
+def _message_converter(descriptor: Descriptor) -> Converter:
+    def convert(value: Any) -> Any:
+        if type(value) is not dict:
+            return MISMATCH
+        return _plan_for(descriptor).decode(value)
+
+    return convert
+
+
+def _repeated(single: Converter) -> Converter:
+    def convert(value: Any) -> Any:
+        if type(value) is not list:
+            return MISMATCH
+        items = [single(item) for item in value]
+        if any(item is MISMATCH for item in items):
+            return MISMATCH
+        return items
+
+    return convert
+
+
+def _to_struct(value: Any) -> Any:
+    return struct_from_dict(value) if type(value) is dict else MISMATCH
+
+
+def _to_str(value: Any) -> Any:
+    return value if type(value) is str else MISMATCH
+
+
+def _to_bool(value: Any) -> Any:
+    return value if type(value) is bool else MISMATCH
+
+
+def _to_double(value: Any) -> Any:
+    return value if type(value) is float or type(value) is int else MISMATCH
+
+
+def _int_in(bounds: tuple[int, int]) -> Converter:
+    low, high = bounds
+
+    def convert(value: Any) -> Any:
+        return value if type(value) is int and low <= value <= high else MISMATCH
+
+    return convert
+
+
+_SCALARS: Mapping[int, Converter] = {
+    FieldDescriptor.TYPE_STRING: _to_str,
+    FieldDescriptor.TYPE_BOOL: _to_bool,
+    FieldDescriptor.TYPE_DOUBLE: _to_double,
+    FieldDescriptor.TYPE_INT32: _int_in(_INT32),
+    FieldDescriptor.TYPE_INT64: _int_in(_INT64),
+}
+
+
+def _install_special_members() -> None:
+    """Members whose JSON shape varies, and JSON aliases of modelled fields."""
+    parts = _repeated(_message_converter(chat_pb2.ContentPart.DESCRIPTOR))
+
+    def content(value: Any) -> Any:
+        if type(value) is str:
+            return {"content": value}
+        converted = parts(value)
+        return MISMATCH if converted is MISMATCH else {"content_parts": converted}
+
+    message = _plan_for(chat_pb2.ChatMessage.DESCRIPTOR)
+    message.fields["content"] = (None, content)
+    del message.fields["content_parts"]  # JSON calls it "content"
+
+    named = _message_converter(chat_pb2.NamedToolChoice.DESCRIPTOR)
+
+    def tool_choice(value: Any) -> Any:
+        if type(value) is str:
+            return chat_pb2.ToolChoice(mode=value)
+        tool = named(value)
+        return MISMATCH if tool is MISMATCH else chat_pb2.ToolChoice(tool=tool)
+
+    _plan_for(chat_pb2.ChatCompletionRequest.DESCRIPTOR).fields["tool_choice"] = (
+        "tool_choice",
+        tool_choice,
+    )
+
+    def error_code(value: Any) -> Any:
+        if type(value) is int and _INT32[0] <= value <= _INT32[1]:
+            return {"code": str(value), "http_status": value}
+        return {"code": value} if type(value) is str else MISMATCH
+
+    error = _plan_for(chat_pb2.StreamError.DESCRIPTOR)
+    error.fields["code"] = (None, error_code)
+    del error.fields["http_status"]  # derived from "code", never a JSON member
+
+    usage = _plan_for(chat_pb2.Usage.DESCRIPTOR)
+    usage.fields["prompt_tokens"] = ("input_tokens", _int_in(_INT32))
+    usage.fields["completion_tokens"] = ("output_tokens", _int_in(_INT32))
+
+
+_install_special_members()
+
+
+def decode(cls: type[M], data: Mapping[str, Any]) -> M:
+    """Decode a parsed JSON object into a message of type `cls`; never raises on odd values."""
+    return _plan_for(cls.DESCRIPTOR).decode(data)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- #
+# protobuf -> JSON
+# --------------------------------------------------------------------------- #
+
+_ALWAYS_WRITTEN: Mapping[str, frozenset[str]] = {
+    # Indexes are meaningful at 0, which proto3 would otherwise leave out.
+    "myrouter.chat.v1.Choice": frozenset({"index"}),
+    "myrouter.chat.v1.ChunkChoice": frozenset({"index"}),
+    "myrouter.chat.v1.ToolCallDelta": frozenset({"index"}),
+}
+
+
+def encode(message: Message) -> dict[str, Any]:
+    """The JSON object a message stands for: `extra` members first, modelled fields on top.
+
+    Modelled fields always win over `extra` members of the same name, which is
+    the rule that makes request `extra` unable to override a checked field.
+    """
+    descriptor = message.DESCRIPTOR
+    out: dict[str, Any] = {}
+    if EXTRA in descriptor.fields_by_name and message.HasField(EXTRA):
+        out.update(struct_to_dict(getattr(message, EXTRA)))
+    for name in _ALWAYS_WRITTEN.get(descriptor.full_name, ()):
+        out[name] = getattr(message, name)
+    for field, value in message.ListFields():
+        name = field.name
+        if name == EXTRA:
+            continue
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            out[name] = (
+                [_encode_message(item) for item in value]
+                if field.is_repeated
+                else _encode_message(value)
+            )
+        elif field.is_repeated:
+            out[name] = list(value)
+        else:
+            out[name] = value
+    _rename_special_members(descriptor.full_name, out)
+    return out
+
+
+def _encode_message(message: Message) -> Any:
+    if isinstance(message, struct_pb2.Struct):
+        return struct_to_dict(message)
+    if isinstance(message, chat_pb2.ToolChoice):
+        if message.WhichOneof("choice") == "tool":
+            return encode(message.tool)
+        return message.mode
+    return encode(message)
+
+
+def _rename_special_members(full_name: str, out: dict[str, Any]) -> None:
+    if full_name == "myrouter.chat.v1.ChatMessage" and "content_parts" in out:
+        out["content"] = out.pop("content_parts")
+    elif full_name == "myrouter.chat.v1.StreamError":
+        status = out.pop("http_status", None)
+        if status is not None and out.get("code") == str(status):
+            out["code"] = status

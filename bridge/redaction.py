@@ -1,0 +1,33 @@
+"""Keeping credentials out of every text the bridge emits.
+
+Upstream error messages sometimes quote the key they refused ("Incorrect API
+key provided: sk-..."), and exception texts can carry headers. Everything that
+leaves the process as text (status messages, error details, log lines) passes
+through `redact` first: it removes the exact secrets we know of and, as a
+second net, anything shaped like a bearer token or an API key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+REDACTED = "[redacted]"
+
+_TOKEN_SHAPES = re.compile(
+    r"(?i)(bearer\s+)[^\s,;\"']+"  # an Authorization value
+    r"|\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}"  # provider-style keys
+)
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Return `text` without any of `secrets` nor anything that looks like a token."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    return _TOKEN_SHAPES.sub(_replace_token, text)
+
+
+def _replace_token(match: re.Match[str]) -> str:
+    prefix = match.group(1)
+    return f"{prefix}{REDACTED}" if prefix else REDACTED

@@ -1,0 +1,226 @@
+"""The gRPC ChatService: each RPC is one upstream call, relayed faithfully.
+
+The order inside every RPC is fixed: credentials, validation, then the
+upstream call, so nothing that is bound to fail can cost money. Failures of
+any kind go through `errors.to_status` and leave as one status with rich
+details; the request id travels back in the initial metadata when a message
+is sent, and in the trailing metadata when the call fails first (so an early
+error stays a Trailers-Only response that a mesh can act on).
+
+The streaming loop is the hot path: per event it does one orjson parse, one
+plan-driven protobuf construction and one write, nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any, NoReturn
+
+import grpc
+import orjson
+
+from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
+
+from . import mapping
+from .config import BridgeConfig
+from .errors import (
+    BridgeError,
+    InvalidRequest,
+    MissingCredentials,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    to_status,
+)
+from .upstream import UpstreamCall, UpstreamClient, reported_error
+from .validation import validate_chat_request
+
+REQUEST_ID_KEY = "x-request-id"
+MAX_REQUEST_ID_LENGTH = 256
+
+log = logging.getLogger("bridge.service")
+
+
+class ChatService(chat_pb2_grpc.ChatServiceServicer):
+    """myrouter.chat.v1.ChatService over an injected upstream client."""
+
+    def __init__(self, config: BridgeConfig, upstream: UpstreamClient) -> None:
+        self._config = config
+        self._upstream = upstream
+
+    async def CreateChatCompletion(  # noqa: N802 - gRPC method name
+        self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatCompletion:
+        request_id = _request_id(context)
+        try:
+            call = self._upstream_call(context, request_id)
+            validate_chat_request(request)
+            body = orjson.dumps(request_body(request, stream=False))
+            async with _deadline(call):
+                answer = await self._upstream.create_chat_completion(body, call)
+            error = answer.get("error")
+            if error is not None and not answer.get("choices"):
+                raise reported_error(error if type(error) is dict else {"message": str(error)}, call)
+            completion = mapping.decode(chat_pb2.ChatCompletion, answer)
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            return completion
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _abort(context, exc, request_id, "CreateChatCompletion")
+
+    async def StreamChatCompletion(  # noqa: N802 - gRPC method name
+        self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        request_id = _request_id(context)
+        sent = False
+        try:
+            call = self._upstream_call(context, request_id)
+            validate_chat_request(request)
+            body = orjson.dumps(request_body(request, stream=True))
+            decode = mapping.decode
+            chunk_type = chat_pb2.ChatCompletionChunk
+            async with _deadline(call), contextlib.aclosing(
+                self._upstream.stream_chat_completion(body, call)
+            ) as events:
+                async for data in events:
+                    event = _parse_event(data)
+                    chunk = decode(chunk_type, event)
+                    error = event.get("error")
+                    if error is not None:
+                        if sent:  # after chunks, the error is a chunk too; first, status only
+                            await context.write(chunk)
+                        raise reported_error(
+                            error if type(error) is dict else {"message": str(error)}, call
+                        )
+                    if not sent:
+                        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                        sent = True
+                    await context.write(chunk)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _abort(context, exc, request_id, "StreamChatCompletion")
+
+    async def ListModels(  # noqa: N802 - gRPC method name
+        self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ListModelsResponse:
+        request_id = _request_id(context)
+        try:
+            call = self._upstream_call(context, request_id)
+            async with _deadline(call):
+                answer = await self._upstream.list_models(call)
+            models = mapping.decode(chat_pb2.ListModelsResponse, answer)
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            return models
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _abort(context, exc, request_id, "ListModels")
+
+    def _upstream_call(self, context: grpc.aio.ServicerContext, request_id: str) -> UpstreamCall:
+        """Credentials and time budget of this RPC's upstream request."""
+        _check_request_id(context)
+        authorization = _metadata_value(context, "authorization")
+        using_service_key = False
+        if authorization:
+            authorization = authorization.strip()
+            if " " not in authorization:
+                authorization = f"Bearer {authorization}"
+        elif self._config.api_key is not None:
+            authorization = f"Bearer {self._config.api_key.value}"
+            using_service_key = True
+        else:
+            raise MissingCredentials(
+                "no authorization metadata was sent and the bridge has no service key configured"
+            )
+        timeout = self._config.request_timeout
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, remaining - self._config.deadline_margin)
+        if timeout <= 0:
+            raise UpstreamTimeout("the call's deadline leaves no time for the upstream request")
+        return UpstreamCall(
+            authorization=authorization,
+            request_id=request_id,
+            using_service_key=using_service_key,
+            timeout=timeout,
+        )
+
+
+def request_body(request: chat_pb2.ChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
+    """The JSON body of /chat/completions for a request; the RPC decides `stream`."""
+    body = mapping.encode(request)
+    body["stream"] = stream
+    return body
+
+
+def _parse_event(data: bytes) -> dict[str, Any]:
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        event = None
+    if type(event) is not dict:
+        raise UpstreamProtocolError(
+            "the upstream sent a stream event that is not a JSON object",
+            reason="UPSTREAM_MALFORMED_EVENT",
+        )
+    return event
+
+
+@contextlib.asynccontextmanager
+async def _deadline(call: UpstreamCall) -> Any:
+    """Bound the whole upstream exchange by the call's time budget."""
+    try:
+        async with asyncio.timeout(call.timeout):
+            yield
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"the upstream did not finish within the call's time budget ({call.timeout:.3g} s)"
+        ) from None
+
+
+def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for item in context.invocation_metadata() or ():
+        if item[0] == key:
+            value = item[1]
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id if usable, else a fresh one (see _check_request_id)."""
+    value = _metadata_value(context, REQUEST_ID_KEY)
+    if value is not None and _usable_request_id(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def _usable_request_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable()
+
+
+def _check_request_id(context: grpc.aio.ServicerContext) -> None:
+    value = _metadata_value(context, REQUEST_ID_KEY)
+    if value is not None and not _usable_request_id(value):
+        raise InvalidRequest(
+            [(REQUEST_ID_KEY, f"must be 1 to {MAX_REQUEST_ID_LENGTH} printable ASCII characters")]
+        )
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, exc: Exception, request_id: str, method: str
+) -> NoReturn:
+    if isinstance(exc, BridgeError):
+        log.info(
+            "%s failed: %s %s (request_id=%s)", method, exc.code.name, exc.message, request_id
+        )
+    else:
+        log.error("%s failed with an internal error (request_id=%s)", method, request_id,
+                  exc_info=exc)
+    status = to_status(exc, request_id=request_id)
+    await context.abort(
+        status.code,
+        status.details,
+        trailing_metadata=(*status.trailing_metadata, (REQUEST_ID_KEY, request_id)),
+    )
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+__all__ = ["REQUEST_ID_KEY", "ChatService", "request_body"]

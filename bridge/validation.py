@@ -1,0 +1,66 @@
+"""Checks a chat request before it can cost anything upstream.
+
+All violations are collected, not just the first, so a caller fixes their
+request in one round trip; each names the offending field by its path
+(``messages[2].role``), as google.rpc.BadRequest expects.
+"""
+
+from __future__ import annotations
+
+import math
+
+from myrouter.chat.v1 import chat_pb2
+
+from .errors import InvalidRequest
+
+RESERVED_EXTRA_MEMBERS = frozenset(
+    field.name
+    for field in chat_pb2.ChatCompletionRequest.DESCRIPTOR.fields
+    if field.name != "extra"
+) | {"stream"}
+"""Request `extra` members that would shadow a checked field or the RPC's own choice."""
+
+
+def validate_chat_request(request: chat_pb2.ChatCompletionRequest) -> None:
+    """Raise InvalidRequest listing every rule `request` breaks."""
+    violations: list[tuple[str, str]] = []
+    add = violations.append
+
+    if not request.model.strip():
+        add(("model", "is required: a model id from ListModels"))
+    if not request.messages:
+        add(("messages", "at least one message is required"))
+    for i, message in enumerate(request.messages):
+        if not message.role.strip():
+            add((f"messages[{i}].role", "is required"))
+        if message.HasField("content") and message.content_parts:
+            add((f"messages[{i}].content_parts", "set either content or content_parts, not both"))
+    if request.HasField("max_tokens") and request.max_tokens < 1:
+        add(("max_tokens", f"must be at least 1, got {request.max_tokens}"))
+    if request.HasField("temperature") and not _within(request.temperature, 0.0, 2.0):
+        add(("temperature", f"must be between 0 and 2, got {request.temperature}"))
+    if request.HasField("top_p") and not _within(request.top_p, 0.0, 1.0):
+        add(("top_p", f"must be between 0 and 1, got {request.top_p}"))
+    for i, tool in enumerate(request.tools):
+        if not tool.type:
+            add((f"tools[{i}].type", 'is required ("function")'))
+        if tool.type == "function" and not tool.function.name:
+            add((f"tools[{i}].function.name", "is required"))
+    if request.tool_choice.WhichOneof("choice") == "tool":
+        if not request.tool_choice.tool.function.name:
+            add(("tool_choice.tool.function.name", "is required"))
+    if request.HasField("response_format"):
+        response_format = request.response_format
+        if not response_format.type:
+            add(("response_format.type", 'is required ("text", "json_object" or "json_schema")'))
+        if response_format.type == "json_schema" and not response_format.HasField("json_schema"):
+            add(("response_format.json_schema", 'is required when type is "json_schema"'))
+    for key in sorted(set(request.extra.fields) & RESERVED_EXTRA_MEMBERS):
+        add((f"extra.{key}", "names a modelled field or the RPC's own choice; use the field itself"))
+
+    if violations:
+        raise InvalidRequest(violations)
+
+
+def _within(value: float, low: float, high: float) -> bool:
+    return math.isfinite(value) and low <= value <= high
