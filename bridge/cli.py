@@ -45,22 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print each chunk as a JSON line")
             sub.add_argument("prompt", nargs="*", help="the prompt; read from stdin if absent or '-'")
 
-    upstream = commands.add_parser(
-        "upstream", help="run the embedded MyRouter API (for demos and tests)", add_help=False
+    commands.add_parser(
+        "upstream", help="run the embedded MyRouter API (for demos and tests); see `upstream --help`"
     )
-    upstream.add_argument("args", nargs=argparse.REMAINDER)
     commands.add_parser("demo", help="run the embedded upstream and the bridge; stream an answer")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["upstream"]:  # its own CLI parses the rest
+        from .embedded_upstream import main as upstream_main
+
+        return upstream_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    if args.command == "upstream":
-        from .embedded_upstream import main as upstream_main
-
-        return upstream_main(args.args)
     if args.command == "demo":
         from .demo import run_demo
 

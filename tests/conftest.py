@@ -1,0 +1,125 @@
+"""Shared fixtures: a real embedded upstream and real bridges on loopback ports.
+
+Each bridge runs its own grpc.aio server and event loop in a background
+thread, exactly as `serve` runs it in a process, and tests call it with the
+generated synchronous stub over a real socket. The upstream is the embedded
+MyRouter API, which records every request so tests can assert what reached
+it and when the bridge let go of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from bridge.config import BridgeConfig, Secret
+from bridge.embedded_upstream import EmbeddedUpstream, UpstreamConfig
+from bridge.server import BridgeServer
+from myrouter.chat.v1 import chat_pb2_grpc
+
+from support import CALLER_TOKEN, SERVICE_KEY
+
+
+class BridgeThread:
+    """A BridgeServer on its own event loop in a daemon thread."""
+
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bridge", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        server = BridgeServer(self.config)
+        try:
+            self.port = await server.start()
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stopped.wait()
+        await server.stop(grace=1.0)
+
+    def start(self) -> BridgeThread:
+        self._thread.start()
+        if not self._ready.wait(15):
+            raise RuntimeError("bridge did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopped is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(10)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[EmbeddedUpstream]:
+    server = EmbeddedUpstream(
+        UpstreamConfig(host="127.0.0.1", port=0, api_keys=frozenset({CALLER_TOKEN, SERVICE_KEY}))
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstream_records(request: pytest.FixtureRequest) -> None:
+    if "upstream" in request.fixturenames:
+        request.getfixturevalue("upstream").clear()
+
+
+@pytest.fixture(scope="session")
+def make_bridge(upstream: EmbeddedUpstream) -> Iterator[Callable[..., BridgeThread]]:
+    """Start a bridge towards the embedded upstream, with config overrides."""
+    started: list[BridgeThread] = []
+
+    def make(**overrides: Any) -> BridgeThread:
+        settings: dict[str, Any] = {
+            "listen": "127.0.0.1:0",
+            "upstream_url": upstream.base_url,
+            "api_key": Secret(SERVICE_KEY),
+            **overrides,
+        }
+        bridge = BridgeThread(BridgeConfig(**settings)).start()
+        started.append(bridge)
+        return bridge
+
+    yield make
+    for bridge in started:
+        bridge.stop()
+
+
+@pytest.fixture(scope="session")
+def bridge(make_bridge: Callable[..., BridgeThread]) -> BridgeThread:
+    return make_bridge()
+
+
+@pytest.fixture(scope="session")
+def channel(bridge: BridgeThread) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(bridge.target) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.Channel) -> chat_pb2_grpc.ChatServiceStub:
+    return chat_pb2_grpc.ChatServiceStub(channel)

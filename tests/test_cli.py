@@ -1,0 +1,104 @@
+"""The command line as a user runs it: real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from support import CALLER_TOKEN, SERVICE_KEY
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _bridge_process(upstream_url: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve", "--listen", "127.0.0.1:0",
+         "--upstream-url", upstream_url],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = re.search(r"bridge listening on (\S+)", line)
+        if match:
+            return proc, match.group(1)
+    raise AssertionError(f"bridge did not start, exit {proc.wait()}")
+
+
+def _run(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def bridge_process(upstream):
+    proc, target = _bridge_process(upstream.base_url, MYROUTER_API_KEY=SERVICE_KEY)
+    yield target
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+
+
+def test_help_lists_the_commands_and_settings():
+    result = _run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "chat", "models", "upstream", "demo"):
+        assert command in result.stdout
+    serve_help = _run("serve", "--help").stdout
+    for setting in ("BRIDGE_LISTEN", "MYROUTER_BASE_URL", "MYROUTER_API_KEY", "--api-key-file"):
+        assert setting in serve_help
+    assert "--api-key " not in serve_help  # never a plain flag for the key
+
+
+def test_chat_streams_the_answer(bridge_process):
+    result = _run("chat", "--target", bridge_process, "--model", "myrouter/echo", "hello", "cli")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "You said: hello cli"
+    assert "[usage] input 2, output 4, total 6 tokens" in result.stderr
+
+
+def test_chat_reads_the_prompt_from_stdin_and_sends_the_token(bridge_process, upstream):
+    result = _run(
+        "chat", "--target", bridge_process, "--model", "myrouter/echo",
+        stdin="from stdin\n", MYROUTER_TOKEN=CALLER_TOKEN,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "You said: from stdin"
+    assert upstream.requests()[-1].headers["authorization"] == f"Bearer {CALLER_TOKEN}"
+
+
+def test_chat_reports_a_failed_call_in_one_line_with_exit_1(bridge_process):
+    result = _run("chat", "--target", bridge_process, "--model", "nope/none", "hi")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: NOT_FOUND:")
+
+
+def test_models_lists_model_ids(bridge_process):
+    result = _run("models", "--target", bridge_process)
+    assert result.returncode == 0, result.stderr
+    assert "myrouter/echo" in result.stdout
+
+
+def test_serve_refuses_bad_configuration():
+    result = _run("serve", "--upstream-url", "ftp://nowhere")
+    assert result.returncode == 2
+    assert "upstream_url" in result.stderr
+
+
+def test_demo_runs_end_to_end():
+    result = _run("demo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "You said: Explain in one breath" in result.stdout
+    assert "myrouter/echo" in result.stdout
