@@ -18,7 +18,10 @@ $(VENV)/.installed: pyproject.toml
 
 # The one command that produces the generated code (never edited by hand).
 proto: $(VENV)/.installed
-	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=. \
+		$(PROTO)
 
 $(GEN): $(PROTO) $(VENV)/.installed
 	$(MAKE) proto
@@ -28,6 +31,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -m "not soak"
+
+lint: install
+	$(VENV)/bin/ruff check bridge tests
+	$(VENV)/bin/ruff format --check bridge tests
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) myrouter build *.egg-info .pytest_cache

@@ -34,7 +34,7 @@ def _process(args: list[str], env: dict[str, str], ready: re.Pattern[str]) -> It
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
     try:
-        yield _wait_for_line(proc, ready)
+        yield _wait_for_line(proc, " ".join(args[2:4]), ready)
     finally:
         proc.terminate()
         try:
@@ -44,7 +44,7 @@ def _process(args: list[str], env: dict[str, str], ready: re.Pattern[str]) -> It
             proc.wait()
 
 
-def _wait_for_line(proc: subprocess.Popen[str], ready: re.Pattern[str]) -> str:
+def _wait_for_line(proc: subprocess.Popen[str], name: str, ready: re.Pattern[str]) -> str:
     deadline = time.monotonic() + STARTUP_SECONDS
     stream: IO[str] | None = proc.stdout
     assert stream is not None
@@ -57,7 +57,7 @@ def _wait_for_line(proc: subprocess.Popen[str], ready: re.Pattern[str]) -> str:
         match = ready.search(line)
         if match:
             return match.group(1)
-    raise RuntimeError(f"{proc.args[2:]} did not start:\n{''.join(seen)}")
+    raise RuntimeError(f"{name} did not start:\n{''.join(seen)}")
 
 
 def run_demo() -> int:

@@ -177,10 +177,12 @@ def _message_class(descriptor: Descriptor) -> type[Message]:
 
 def _converter_for(field: FieldDescriptor) -> Converter:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        if field.message_type.full_name == "google.protobuf.Struct":
+        message_type = field.message_type
+        assert message_type is not None
+        if message_type.full_name == "google.protobuf.Struct":
             single: Converter = _to_struct
         else:
-            single = _message_converter(field.message_type)
+            single = _message_converter(message_type)
     else:
         single = _SCALARS[field.type]
     if field.is_repeated:
@@ -289,7 +291,8 @@ _install_special_members()
 
 def decode(cls: type[M], data: Mapping[str, Any]) -> M:
     """Decode a parsed JSON object into a message of type `cls`; never raises on odd values."""
-    return _plan_for(cls.DESCRIPTOR).decode(data)  # type: ignore[return-value]
+    descriptor: Descriptor = cls.DESCRIPTOR  # type: ignore[assignment]
+    return _plan_for(descriptor).decode(data)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- #

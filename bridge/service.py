@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import grpc
@@ -71,7 +72,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
 
     async def StreamChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
-    ) -> None:
+    ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         request_id = _request_id(context)
         sent = False
         try:
@@ -89,14 +90,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     error = event.get("error")
                     if error is not None:
                         if sent:  # after chunks, the error is a chunk too; first, status only
-                            await context.write(chunk)
+                            yield chunk
                         raise reported_error(
                             error if type(error) is dict else {"message": str(error)}, call
                         )
                     if not sent:
                         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
                         sent = True
-                    await context.write(chunk)
+                    yield chunk
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc, request_id, "StreamChatCompletion")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -113,7 +113,9 @@ class UpstreamClient:
         )
         return await self._json_call(request, call)
 
-    async def stream_chat_completion(self, body: bytes, call: UpstreamCall) -> AsyncIterator[bytes]:
+    async def stream_chat_completion(
+        self, body: bytes, call: UpstreamCall
+    ) -> AsyncGenerator[bytes, None]:
         """POST /chat/completions (stream true); yield each event's data, up to [DONE].
 
         Ends normally only after [DONE]; any other end raises, so a cut stream
