@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 import orjson
@@ -49,12 +50,15 @@ MALFORMED_EVENT: Final = b'data: {"id": "broken", not json\n\n'
 NOT_JSON_BODY: Final = b"this is not json"
 REASONING_DELTA: Final = "Thinking about it. "
 """Streamed twice as ``delta.reasoning`` when a scenario asks for reasoning."""
-REASONING_DETAIL: Final[dict[str, Any]] = {
-    "type": "reasoning.text",
-    "text": "Thinking about it.",
-    "format": "embedded-v1",
-    "index": 0,
-}
+REASONING_DETAIL: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "type": "reasoning.text",
+        "text": "Thinking about it.",
+        "format": "embedded-v1",
+        "index": 0,
+    }
+)
+"""Sent once as ``delta.reasoning_details[0]`` (a read-only view; copy it to encode)."""
 TOOL_CALL_ID: Final = "call_0"
 
 _WORD: Final = re.compile(r"\S+\s*")
@@ -182,7 +186,7 @@ def render_completion(answer: Answer, envelope: Envelope) -> bytes:
     }
     if envelope.reasoning:
         message["reasoning"] = REASONING_DELTA * 2
-        message["reasoning_details"] = [REASONING_DETAIL]
+        message["reasoning_details"] = [dict(REASONING_DETAIL)]
     if answer.tool_name is not None:
         message["tool_calls"] = [
             {
@@ -254,7 +258,7 @@ def render_stream(answer: Answer, envelope: Envelope) -> StreamPlan:
     if envelope.reasoning:
         preamble += [envelope.chunk(choices=[_choice({"reasoning": REASONING_DELTA})])] * 2
         preamble.append(
-            envelope.chunk(choices=[_choice({"reasoning_details": [REASONING_DETAIL]})])
+            envelope.chunk(choices=[_choice({"reasoning_details": [dict(REASONING_DETAIL)]})])
         )
     finish = {
         "index": 0,

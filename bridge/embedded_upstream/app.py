@@ -23,6 +23,7 @@ from aiohttp import web
 from .chat_request import parse_chat_request
 from .errors import UpstreamError, error_body
 from .models import MODEL_IDS
+from .recording import Outcome
 from .responder import JSON, Exchange, respond_chat, respond_models
 from .scenario import Scenario, ScenarioError, parse_scenario
 from .state import UpstreamState
@@ -75,19 +76,21 @@ async def _api_middleware(request: web.Request, handler: _Handler) -> web.Stream
             response = await handler(request)
         except UpstreamError as refusal:
             response = await exchange.send(refusal.status, refusal.body(), JSON)
-        # Finish the body here, so that ended_at means "the last byte was written".
+        # Handlers end their own bodies (stamping the record just before the last
+        # bytes leave, see Exchange.completing); this only catches one that did not.
         await response.prepare(request)
         await response.write_eof()
     except asyncio.CancelledError:
-        state.recorder.finish(record, "error" if state.closing else "disconnected")
+        outcome: Outcome = "error" if state.closing else "disconnected"
+        state.recorder.finish(record, outcome, replace=exchange.provisional)
         raise
     except ConnectionResetError:
-        state.recorder.finish(record, "disconnected")
+        state.recorder.finish(record, "disconnected", replace=exchange.provisional)
         # Hand aiohttp the response already begun: its own write_eof fails quietly
         # on the dead connection, instead of logging a handler error.
         return exchange.response if exchange.response is not None else web.Response()
     except BaseException:
-        state.recorder.finish(record, "error")
+        state.recorder.finish(record, "error", replace=exchange.provisional)
         raise
     finally:
         if task is not None:

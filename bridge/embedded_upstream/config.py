@@ -19,7 +19,7 @@ class UpstreamConfig:
     """0 picks a free ephemeral port; read it back from `EmbeddedUpstream.port`."""
     api_keys: frozenset[str] | None = None
     """Accepted bearer tokens; None accepts any non-empty token."""
-    default_scenario: Scenario = Scenario()
+    default_scenario: Scenario = dataclasses.field(default_factory=Scenario)
     """The scenario in force when a request names none (``DELETE /_control/scenario``
     returns to it)."""
     chunk_delay: float = 0.0

@@ -10,27 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any, Final
 
 import orjson
 
 __all__ = ["UpstreamError", "default_message", "error_body"]
 
-_DEFAULT_MESSAGES: Final[Mapping[int, str]] = {
-    400: "Bad request",
-    401: "Invalid credentials",
-    402: "Insufficient credits",
-    403: "Forbidden",
-    404: "Not found",
-    408: "Request timed out",
-    413: "Request too large",
-    422: "Unprocessable request",
-    429: "Rate limit exceeded",
-    500: "Internal server error",
-    502: "Provider returned error",
-    503: "No available provider",
-    504: "Gateway timeout",
-}
+_DEFAULT_MESSAGES: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        400: "Bad request",
+        401: "Invalid credentials",
+        402: "Insufficient credits",
+        403: "Forbidden",
+        404: "Not found",
+        408: "Request timed out",
+        413: "Request too large",
+        422: "Unprocessable request",
+        429: "Rate limit exceeded",
+        500: "Internal server error",
+        502: "Provider returned error",
+        503: "No available provider",
+        504: "Gateway timeout",
+    }
+)
 
 
 def default_message(status: int) -> str:

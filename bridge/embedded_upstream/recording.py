@@ -50,7 +50,11 @@ class RecordedRequest:
     started_at: float
     """`time.monotonic` when the request was received."""
     ended_at: float | None = None
-    """`time.monotonic` when the handler finished or was cancelled."""
+    """`time.monotonic` when the handler finished or was cancelled.
+
+    For an answer that ends normally it is stamped right before the last bytes
+    are handed to the socket, so a client that has read a whole answer always
+    finds its record finished (no polling needed for that case)."""
     outcome: Outcome | None = None
     status: int | None = None
     """The status line sent, when one was sent."""
@@ -81,6 +85,8 @@ class Recorder:
         self._changed = threading.Condition(threading.Lock())
         self._records: list[RecordedRequest] = []
         self._seq = 0
+        self._version = 0
+        """Bumped on every change, so waiters never miss one."""
 
     def start(
         self, method: str, path: str, headers: Mapping[str, str], body: Any, raw_body: bytes
@@ -98,21 +104,28 @@ class Recorder:
                 started_at=time.monotonic(),
             )
             self._records.append(record)
-            self._changed.notify_all()
+            self._changed_now()
         return record
 
     def set_status(self, record: RecordedRequest, status: int) -> None:
         with self._changed:
             record.status = status
-            self._changed.notify_all()
+            self._changed_now()
 
-    def finish(self, record: RecordedRequest, outcome: Outcome) -> None:
-        """Stamp the end of `record`; the first outcome wins."""
+    def finish(
+        self, record: RecordedRequest, outcome: Outcome, *, replace: bool = False
+    ) -> None:
+        """Stamp the end of `record`; the first outcome wins unless `replace`."""
         with self._changed:
-            if record.outcome is None:
+            if record.outcome is None or replace:
                 record.outcome = outcome
                 record.ended_at = time.monotonic()
-                self._changed.notify_all()
+                self._changed_now()
+
+    def _changed_now(self) -> None:
+        """Wake waiters; the caller holds the lock."""
+        self._version += 1
+        self._changed.notify_all()
 
     def snapshot(self) -> list[RecordedRequest]:
         """Copies of all records, oldest first."""
@@ -122,26 +135,31 @@ class Recorder:
     def clear(self) -> None:
         with self._changed:
             self._records.clear()
+            self._changed_now()
 
     def wait_for(
         self, predicate: Callable[[RecordedRequest], bool], timeout: float
     ) -> RecordedRequest:
         """The first record (a copy) satisfying `predicate`, waiting up to `timeout` s.
 
-        Must not be called from the server's own event loop thread (it blocks).
+        The predicate runs outside the lock (it may itself read the recorder).
+        Must not be called from the server's own event-loop thread (it blocks).
         Raises `TimeoutError` when no record matches in time.
         """
         deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for record in self._records:
-                    copy = _copy(record)
-                    if predicate(copy):
-                        return copy
+        while True:
+            with self._changed:
+                version = self._version
+                records = [_copy(record) for record in self._records]
+            for record in records:
+                if predicate(record):
+                    return record
+            with self._changed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"no recorded request matched within {timeout} s")
-                self._changed.wait(remaining)
+                if self._version == version:
+                    self._changed.wait(remaining)
 
 
 def _copy(record: RecordedRequest) -> RecordedRequest:

@@ -18,7 +18,8 @@ import dataclasses
 import socket
 import struct
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 from aiohttp import web
@@ -44,10 +45,12 @@ from .state import UpstreamState
 __all__ = ["Exchange", "respond_chat", "respond_models"]
 
 JSON: Final = "application/json"
-_SSE_HEADERS: Final[Mapping[str, str]] = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-}
+_SSE_HEADERS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+    }
+)
 _STREAM_FAULTS: Final = frozenset({"midstream_error", "truncate", "malformed"})
 _DRAIN_LIMIT: Final = 5.0
 """Longest wait, in seconds, for written bytes to leave before an abort."""
@@ -63,6 +66,8 @@ class Exchange:
     body: Any
     body_is_json: bool
     response: web.StreamResponse | None = None
+    provisional: bool = False
+    """True while the writes that end the response are under way (see `completing`)."""
 
     async def begin(
         self,
@@ -91,7 +96,9 @@ class Exchange:
             status=status, body=body, headers={"Content-Type": content_type, **(headers or {})}
         )
         await self._prepare(response)
+        self.completing()
         await response.write_eof()
+        self.completed()
         return response
 
     async def _prepare(self, response: web.StreamResponse) -> web.StreamResponse:
@@ -100,9 +107,28 @@ class Exchange:
         await response.prepare(self.request)
         return response
 
-    def mark_completed(self) -> None:
-        """Record the scripted end before a fault that will cancel the handler."""
+    def completing(self) -> None:
+        """Stamp "completed" just before the bytes that end the response are written.
+
+        Why before: a client that has read the whole answer must find the record
+        finished, not race the server thread for it. If those last writes then
+        fail, the middleware replaces the stamp with "disconnected".
+        """
         self.state.recorder.finish(self.record, "completed")
+        self.provisional = True
+
+    def completed(self) -> None:
+        """The writes that end the response were handed to the transport."""
+        self.provisional = False
+
+    def ended_by_script(self) -> None:
+        """Stamp "completed" for good before a scripted connection close.
+
+        The close cancels the handler (aiohttp's handler cancellation); the
+        scenario ran to its end all the same.
+        """
+        self.state.recorder.finish(self.record, "completed")
+        self.provisional = False
 
 
 async def respond_models(exchange: Exchange, scenario: Scenario) -> web.StreamResponse:
@@ -175,8 +201,10 @@ async def _unary(exchange: Exchange, body: bytes, scenario: Scenario) -> web.Str
         await response.write(body[: len(body) // 2])
         await _close_connection(exchange, abort=scenario.abort)
         return response
+    exchange.completing()
     await response.write(body)
     await response.write_eof()
+    exchange.completed()
     return response
 
 
@@ -215,23 +243,26 @@ async def _stream(
         elif action == "malformed":
             await writer.event(MALFORMED_EVENT)
         elif action == "midstream_error":
-            await writer.event(_error_event(envelope, scenario))
-            await writer.flush()
+            await writer.final_event(_error_event(envelope, scenario), exchange.completing)
             await response.write_eof()
+            exchange.completed()
             return response
         else:  # truncate
             await writer.flush()
             if scenario.abort:
                 await _close_connection(exchange, abort=True)
             else:
+                exchange.completing()
                 await response.write_eof()
+                exchange.completed()
             return response
     if not preamble_sent:
         await writer.events(plan.preamble)
     await writer.events(content[cursor:])
-    await writer.events(plan.tail)
-    await writer.flush()
+    await writer.events(plan.tail[:-1])
+    await writer.final_event(plan.tail[-1], exchange.completing)
     await response.write_eof()
+    exchange.completed()
     return response
 
 
@@ -277,16 +308,29 @@ class _EventWriter:
         self._unflushed = 0
 
     async def event(self, data: bytes) -> None:
+        await self._pause()
+        self._add(data)
+        if self._unflushed >= self._batch:
+            await self.flush()
+
+    async def final_event(self, data: bytes, stamp: Callable[[], None]) -> None:
+        """The event that ends the stream: `stamp` runs after any delay, right before it leaves."""
+        await self._pause()
+        stamp()
+        self._add(data, final=True)
+        await self.flush()
+
+    async def _pause(self) -> None:
         if self._delay > 0 and self._sent > 0:
             await self.flush()
             await asyncio.sleep(self._delay)
+
+    def _add(self, data: bytes, *, final: bool = False) -> None:
         self._pending.append(data)
         self._sent += 1
-        if self._keepalive is not None and self._sent % self._keepalive == 0:
+        if not final and self._keepalive is not None and self._sent % self._keepalive == 0:
             self._pending.append(KEEPALIVE_COMMENT)
         self._unflushed += 1
-        if self._unflushed >= self._batch:
-            await self.flush()
 
     async def events(self, events: Sequence[bytes]) -> None:
         if (
@@ -318,7 +362,7 @@ async def _close_connection(exchange: Exchange, *, abort: bool) -> None:
     reset discards whatever the kernel still holds, and the client is meant to
     see the chunks sent before the fault.
     """
-    exchange.mark_completed()
+    exchange.ended_by_script()
     transport = exchange.request.transport
     if transport is None:
         return
@@ -328,9 +372,9 @@ async def _close_connection(exchange: Exchange, *, abort: bool) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _DRAIN_LIMIT
     sock = transport.get_extra_info("socket")
-    while loop.time() < deadline and (
-        transport.get_write_buffer_size() > 0 or _unsent_bytes(sock) > 0
-    ):
+    while loop.time() < deadline:
+        if transport.get_write_buffer_size() == 0 and _unsent_bytes(sock) == 0:
+            break
         await asyncio.sleep(0.001)
     if sock is not None:
         with contextlib.suppress(OSError):

@@ -12,6 +12,7 @@ would otherwise hold aiohttp's graceful shutdown for its whole timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -111,10 +112,8 @@ class EmbeddedUpstream:
         if thread is None or not thread.is_alive():
             return
         if loop is not None and stop is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
                 loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # the loop has already closed
-                pass
         thread.join(_STOP_TIMEOUT)
         if thread.is_alive():
             raise RuntimeError("embedded upstream did not stop in time")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
 __all__ = [
@@ -49,11 +50,13 @@ Dialect = Literal["myrouter", "openai"]
 KINDS: Final[tuple[str, ...]] = get_args(Kind)
 DIALECTS: Final[tuple[str, ...]] = get_args(Dialect)
 
-DEFAULT_AFTER: Final[Mapping[str, int]] = {
-    "midstream_error": 2,
-    "truncate": 2,
-    "malformed": 1,
-}
+DEFAULT_AFTER: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "midstream_error": 2,
+        "truncate": 2,
+        "malformed": 1,
+    }
+)
 """Content chunks sent before the fault, per kind, when ``after`` is not given."""
 
 DEFAULT_OVERSIZED_SIZE: Final = 10 * 1024 * 1024
@@ -246,25 +249,27 @@ def _object(name: str, value: object) -> Mapping[str, Any]:
     return {str(key): item for key, item in value.items()}
 
 
-_PARSERS: Final[Mapping[str, Callable[[str, object], object]]] = {
-    "kind": _str,
-    "status": _int,
-    "error_code": _code,
-    "message": _str,
-    "metadata": _object,
-    "body": _str,
-    "content_type": _str,
-    "retry_after": _text_or_number,
-    "after": _int,
-    "abort": _bool,
-    "size": _int,
-    "first_byte_delay": _float,
-    "chunk_delay": _float,
-    "stall_after": _int,
-    "stall": _float,
-    "keepalive": _int,
-    "chunks": _int,
-    "batch": _int,
-    "dialect": _str,
-    "reasoning": _bool,
-}
+_PARSERS: Final[Mapping[str, Callable[[str, object], object]]] = MappingProxyType(
+    {
+        "kind": _str,
+        "status": _int,
+        "error_code": _code,
+        "message": _str,
+        "metadata": _object,
+        "body": _str,
+        "content_type": _str,
+        "retry_after": _text_or_number,
+        "after": _int,
+        "abort": _bool,
+        "size": _int,
+        "first_byte_delay": _float,
+        "chunk_delay": _float,
+        "stall_after": _int,
+        "stall": _float,
+        "keepalive": _int,
+        "chunks": _int,
+        "batch": _int,
+        "dialect": _str,
+        "reasoning": _bool,
+    }
+)
