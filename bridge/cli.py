@@ -18,14 +18,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="myrouter-bridge",
         description="gRPC bridge for MyRouter's OpenAI-compatible chat API.",
+        allow_abbrev=False,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the bridge")
+    serve = commands.add_parser("serve", help="run the bridge", allow_abbrev=False)
     add_serve_arguments(serve)
 
     for name, text in (("chat", "send a prompt and stream the answer"), ("models", "list models")):
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(
+            name,
+            help=text,
+            allow_abbrev=False,
+            epilog="The caller's token is read from the environment variable MYROUTER_TOKEN "
+            "and sent as the authorization metadata.",
+        )
         sub.add_argument(
             "--target",
             default=os.environ.get("BRIDGE_TARGET", DEFAULT_TARGET),

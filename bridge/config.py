@@ -172,6 +172,6 @@ def _load_api_key(path: Path | None, environ: Mapping[str, str]) -> Secret | Non
 
 def parse_serve_config(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeConfig:
     """Parse `serve` flags alone (handy for tests and embedding)."""
-    parser = argparse.ArgumentParser(prog="myrouter-bridge serve")
+    parser = argparse.ArgumentParser(prog="myrouter-bridge serve", allow_abbrev=False)
     add_serve_arguments(parser)
     return config_from_args(parser.parse_args(list(argv)), environ)

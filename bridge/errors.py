@@ -116,12 +116,12 @@ def numeric_error_code(code: object) -> int | None:
         return int(code)
     if isinstance(code, int):
         return code
-    if isinstance(code, str) and code.strip().isdigit():
+    if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():
         return int(code.strip())
     return None
 
 
-def grpc_code_for_error_code(code: int | str | None) -> grpc.StatusCode:
+def grpc_code_for_error_code(code: object) -> grpc.StatusCode:
     """The nearest gRPC code for an upstream error object's code (a number or a name)."""
     numeric = numeric_error_code(code)
     if numeric is not None:

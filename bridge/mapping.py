@@ -306,6 +306,14 @@ _ALWAYS_WRITTEN: Mapping[str, frozenset[str]] = {
     "myrouter.chat.v1.ToolCallDelta": frozenset({"index"}),
 }
 
+_JSON_NAMES: Mapping[tuple[str, str], str] = {
+    ("myrouter.chat.v1.ChatMessage", "content_parts"): "content",
+}
+"""Fields written under another JSON member name than their own."""
+
+_DERIVED: frozenset[tuple[str, str]] = frozenset({("myrouter.chat.v1.StreamError", "http_status")})
+"""Fields computed from another member on decode, so never written themselves."""
+
 
 def encode(message: Message) -> dict[str, Any]:
     """The JSON object a message stands for: `extra` members first, modelled fields on top.
@@ -314,26 +322,31 @@ def encode(message: Message) -> dict[str, Any]:
     the rule that makes request `extra` unable to override a checked field.
     """
     descriptor = message.DESCRIPTOR
+    full_name = descriptor.full_name
     out: dict[str, Any] = {}
     if EXTRA in descriptor.fields_by_name and message.HasField(EXTRA):
         out.update(struct_to_dict(getattr(message, EXTRA)))
-    for name in _ALWAYS_WRITTEN.get(descriptor.full_name, ()):
-        out[name] = getattr(message, name)
+    for name in _ALWAYS_WRITTEN.get(full_name, ()):
+        if name not in out:  # an odd value kept in extra stays as it was
+            out[name] = getattr(message, name)
     for field, value in message.ListFields():
         name = field.name
-        if name == EXTRA:
+        if name == EXTRA or (full_name, name) in _DERIVED:
             continue
         if field.type == FieldDescriptor.TYPE_MESSAGE:
-            out[name] = (
+            encoded: Any = (
                 [_encode_message(item) for item in value]
                 if field.is_repeated
                 else _encode_message(value)
             )
         elif field.is_repeated:
-            out[name] = list(value)
+            encoded = list(value)
         else:
-            out[name] = value
-    _rename_special_members(descriptor.full_name, out)
+            encoded = value
+        out[_JSON_NAMES.get((full_name, name), name)] = encoded
+    if isinstance(message, chat_pb2.StreamError) and message.HasField("http_status"):
+        if message.code == str(message.http_status):
+            out["code"] = message.http_status
     return out
 
 
@@ -345,12 +358,3 @@ def _encode_message(message: Message) -> Any:
             return encode(message.tool)
         return message.mode
     return encode(message)
-
-
-def _rename_special_members(full_name: str, out: dict[str, Any]) -> None:
-    if full_name == "myrouter.chat.v1.ChatMessage" and "content_parts" in out:
-        out["content"] = out.pop("content_parts")
-    elif full_name == "myrouter.chat.v1.StreamError":
-        status = out.pop("http_status", None)
-        if status is not None and out.get("code") == str(status):
-            out["code"] = status

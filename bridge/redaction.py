@@ -22,8 +22,9 @@ _TOKEN_SHAPES = re.compile(
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     """Return `text` without any of `secrets` nor anything that looks like a token."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
+    # Longest first, so a secret that contains another is removed whole.
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        if len(secret) >= 4:
             text = text.replace(secret, REDACTED)
     return _TOKEN_SHAPES.sub(_replace_token, text)
 

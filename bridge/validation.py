@@ -46,6 +46,8 @@ def validate_chat_request(request: chat_pb2.ChatCompletionRequest) -> None:
             add((f"tools[{i}].type", 'is required ("function")'))
         if tool.type == "function" and not tool.function.name:
             add((f"tools[{i}].function.name", "is required"))
+    if request.HasField("tool_choice") and request.tool_choice.WhichOneof("choice") is None:
+        add(("tool_choice", "set either mode or tool"))
     if request.tool_choice.WhichOneof("choice") == "tool":
         if not request.tool_choice.tool.function.name:
             add(("tool_choice.tool.function.name", "is required"))

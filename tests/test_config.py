@@ -1,0 +1,325 @@
+"""Tests for bridge.config (and the help text of bridge.cli): defaults, flags
+over environment variables, the service key's two sources, validation errors
+that name the setting, and secrets that never print."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import build_parser
+from bridge.config import (
+    _ENV_SOURCES,
+    DEFAULT_LISTEN,
+    DEFAULT_UPSTREAM_URL,
+    BridgeConfig,
+    ConfigError,
+    Secret,
+    parse_serve_config,
+)
+
+KEY = "sk-or-v1-0123456789abcdef0123456789abcdef"
+
+
+# --------------------------------------------------------------------------- #
+# Defaults, flags, environment
+# --------------------------------------------------------------------------- #
+
+
+def test_defaults_with_no_flags_and_no_environment() -> None:
+    config = parse_serve_config([], {})
+
+    assert config == BridgeConfig()
+    assert config.listen == DEFAULT_LISTEN == "0.0.0.0:50051"
+    assert config.upstream_url == DEFAULT_UPSTREAM_URL
+    assert config.api_key is None
+    assert config.connect_timeout == 5.0
+    assert config.request_timeout == 600.0
+    assert config.stream_idle_timeout == 300.0
+    assert config.max_upstream_connections == 1000
+    assert config.log_level == "INFO"
+
+
+# flag, environment variable, flag value, env value, config field, expected from flag, from env
+SETTINGS = [
+    ("--listen", "BRIDGE_LISTEN", "127.0.0.1:1", "[::]:2", "listen", "127.0.0.1:1", "[::]:2"),
+    (
+        "--upstream-url",
+        "MYROUTER_BASE_URL",
+        "http://localhost:8080/v1",
+        "https://env.example/api",
+        "upstream_url",
+        "http://localhost:8080/v1",
+        "https://env.example/api",
+    ),
+    ("--connect-timeout", "BRIDGE_CONNECT_TIMEOUT", "1.5", "2.5", "connect_timeout", 1.5, 2.5),
+    ("--request-timeout", "BRIDGE_REQUEST_TIMEOUT", "30", "45", "request_timeout", 30.0, 45.0),
+    (
+        "--stream-idle-timeout",
+        "BRIDGE_STREAM_IDLE_TIMEOUT",
+        "10",
+        "20",
+        "stream_idle_timeout",
+        10.0,
+        20.0,
+    ),
+    (
+        "--max-upstream-connections",
+        "BRIDGE_MAX_UPSTREAM_CONNECTIONS",
+        "8",
+        "16",
+        "max_upstream_connections",
+        8,
+        16,
+    ),
+    ("--log-level", "BRIDGE_LOG_LEVEL", "DEBUG", "ERROR", "log_level", "DEBUG", "ERROR"),
+]
+SETTING_IDS = [row[4] for row in SETTINGS]
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "flag_value", "env_value", "field", "from_flag", "from_env"),
+    SETTINGS,
+    ids=SETTING_IDS,
+)
+def test_flag_wins_over_environment(
+    flag: str,
+    env: str,
+    flag_value: str,
+    env_value: str,
+    field: str,
+    from_flag: object,
+    from_env: object,
+) -> None:
+    config = parse_serve_config([flag, flag_value], {env: env_value})
+
+    assert getattr(config, field) == from_flag
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "flag_value", "env_value", "field", "from_flag", "from_env"),
+    SETTINGS,
+    ids=SETTING_IDS,
+)
+def test_environment_is_used_without_a_flag(
+    flag: str,
+    env: str,
+    flag_value: str,
+    env_value: str,
+    field: str,
+    from_flag: object,
+    from_env: object,
+) -> None:
+    config = parse_serve_config([], {env: env_value})
+
+    assert getattr(config, field) == from_env
+    assert type(getattr(config, field)) is type(from_env)
+
+
+def test_every_environment_source_is_covered_by_these_tests() -> None:
+    assert {env for env, _, _ in _ENV_SOURCES.values()} == {row[1] for row in SETTINGS}
+
+
+@pytest.mark.parametrize("env", [row[1] for row in SETTINGS])
+def test_empty_environment_variable_means_unset(env: str) -> None:
+    assert parse_serve_config([], {env: ""}) == BridgeConfig()
+
+
+def test_unrelated_environment_is_ignored() -> None:
+    assert parse_serve_config([], {"PATH": "/bin", "LISTEN": "x"}) == BridgeConfig()
+
+
+# --------------------------------------------------------------------------- #
+# The service key
+# --------------------------------------------------------------------------- #
+
+
+def test_service_key_from_environment() -> None:
+    config = parse_serve_config([], {"MYROUTER_API_KEY": KEY})
+
+    assert config.api_key == Secret(KEY)
+
+
+def test_service_key_from_environment_is_stripped() -> None:
+    config = parse_serve_config([], {"MYROUTER_API_KEY": f"  {KEY}\n"})
+
+    assert config.api_key is not None and config.api_key.value == KEY
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\n"])
+def test_blank_service_key_in_environment_means_no_key(value: str) -> None:
+    assert parse_serve_config([], {"MYROUTER_API_KEY": value}).api_key is None
+
+
+def test_service_key_from_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n", encoding="utf-8")
+
+    config = parse_serve_config(["--api-key-file", str(key_file)], {})
+
+    assert config.api_key is not None and config.api_key.value == KEY
+
+
+def test_service_key_file_wins_over_environment(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("file-key-value", encoding="utf-8")
+
+    config = parse_serve_config(
+        ["--api-key-file", str(key_file)], {"MYROUTER_API_KEY": "env-key-value"}
+    )
+
+    assert config.api_key == Secret("file-key-value")
+
+
+@pytest.mark.parametrize("content", ["", "  \n\t\n"])
+def test_empty_service_key_file_is_refused(tmp_path: Path, content: str) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(content, encoding="utf-8")
+
+    with pytest.raises(ConfigError, match="--api-key-file") as caught:
+        parse_serve_config(["--api-key-file", str(key_file)], {"MYROUTER_API_KEY": KEY})
+
+    assert "empty" in str(caught.value)
+
+
+def test_empty_secret_is_refused_by_the_config() -> None:
+    with pytest.raises(ConfigError, match="service key"):
+        BridgeConfig(api_key=Secret(""))
+
+
+def test_there_is_no_flag_for_the_key_itself() -> None:
+    with pytest.raises(SystemExit):
+        parse_serve_config(["--api-key", KEY], {})
+
+
+def test_missing_service_key_file_is_refused_naming_flag_and_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.key"
+
+    with pytest.raises(ConfigError, match="--api-key-file") as caught:
+        parse_serve_config(["--api-key-file", str(missing)], {})
+
+    assert str(missing) in str(caught.value)
+
+
+# --------------------------------------------------------------------------- #
+# Invalid values
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "setting"),
+    [
+        (["--upstream-url", "api.myrouter.example/v1"], {}, "upstream_url"),
+        (["--upstream-url", "ftp://api.example"], {}, "upstream_url"),
+        ([], {"MYROUTER_BASE_URL": "localhost:8080"}, "upstream_url"),
+        (["--listen", "50051"], {}, "listen"),
+        (["--connect-timeout", "-1"], {}, "connect_timeout"),
+        (["--connect-timeout", "0"], {}, "connect_timeout"),
+        (["--request-timeout", "-0.5"], {}, "request_timeout"),
+        (["--request-timeout", "inf"], {}, "request_timeout"),
+        (["--stream-idle-timeout", "nan"], {}, "stream_idle_timeout"),
+        ([], {"BRIDGE_STREAM_IDLE_TIMEOUT": "-5"}, "stream_idle_timeout"),
+        (["--max-upstream-connections", "0"], {}, "max_upstream_connections"),
+        ([], {"BRIDGE_LOG_LEVEL": "verbose"}, "log_level"),
+        ([], {"BRIDGE_CONNECT_TIMEOUT": "five"}, "BRIDGE_CONNECT_TIMEOUT"),
+        ([], {"BRIDGE_REQUEST_TIMEOUT": "10s"}, "BRIDGE_REQUEST_TIMEOUT"),
+        ([], {"BRIDGE_MAX_UPSTREAM_CONNECTIONS": "1.5"}, "BRIDGE_MAX_UPSTREAM_CONNECTIONS"),
+    ],
+)
+def test_invalid_value_raises_config_error_naming_the_setting(
+    argv: list[str], environ: dict[str, str], setting: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_serve_config(argv, environ)
+
+    assert setting in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("deadline_margin", -0.1),
+        ("deadline_margin", 10.0),
+        ("max_response_bytes", 1023),
+        ("listen", "no-port"),
+    ],
+)
+def test_invalid_config_field_raises_naming_it(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        BridgeConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_config_is_frozen() -> None:
+    config = BridgeConfig()
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.listen = "x:1"  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- #
+# Secrets never print
+# --------------------------------------------------------------------------- #
+
+
+def test_repr_and_str_of_config_do_not_contain_the_key() -> None:
+    config = parse_serve_config([], {"MYROUTER_API_KEY": KEY})
+
+    assert KEY not in repr(config)
+    assert KEY not in str(config)
+    assert "0123456789abcdef" not in repr(config)
+    assert "api_key=" in repr(config)  # the field is shown, its value is not
+
+
+def test_str_and_repr_of_secret_do_not_contain_the_key() -> None:
+    secret = Secret(KEY)
+
+    assert KEY not in str(secret)
+    assert KEY not in repr(secret)
+    assert KEY not in f"{secret}"
+    assert KEY not in f"{secret!r}"
+    assert secret.value == KEY
+
+
+# --------------------------------------------------------------------------- #
+# The CLI's help
+# --------------------------------------------------------------------------- #
+
+
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args([*argv, "--help"])
+    assert caught.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "env",
+    sorted({env for env, _, _ in _ENV_SOURCES.values()} | {"MYROUTER_API_KEY"}),
+)
+def test_serve_help_mentions_each_environment_variable(
+    capsys: pytest.CaptureFixture[str], env: str
+) -> None:
+    assert env in _help(capsys, "serve")
+
+
+@pytest.mark.parametrize(
+    ("command", "env"),
+    [("chat", "BRIDGE_TARGET"), ("chat", "MYROUTER_MODEL"), ("models", "BRIDGE_TARGET")],
+)
+def test_client_help_mentions_its_environment_variables(
+    capsys: pytest.CaptureFixture[str], command: str, env: str
+) -> None:
+    assert env in _help(capsys, command)
+
+
+@pytest.mark.parametrize("command", ["chat", "models"])
+def test_client_help_mentions_the_token_variable(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    assert "MYROUTER_TOKEN" in _help(capsys, command)
