@@ -50,10 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--temperature", type=float)
             sub.add_argument("--request-id", help="x-request-id to send")
             sub.add_argument("--json", action="store_true", help="print each chunk as a JSON line")
-            sub.add_argument("prompt", nargs="*", help="the prompt; read from stdin if absent or '-'")
+            sub.add_argument(
+                "prompt", nargs="*", help="the prompt; read from stdin if absent or '-'"
+            )
 
     commands.add_parser(
-        "upstream", help="run the embedded MyRouter API (for demos and tests); see `upstream --help`"
+        "upstream",
+        help="run the embedded MyRouter API (for demos and tests); see `upstream --help`",
     )
     commands.add_parser("demo", help="run the embedded upstream and the bridge; stream an answer")
     return parser

@@ -102,7 +102,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--connect-timeout",
         type=float,
-        help=f"seconds to connect to the upstream [env BRIDGE_CONNECT_TIMEOUT, default {d.connect_timeout}]",
+        help="seconds to connect to the upstream "
+        f"[env BRIDGE_CONNECT_TIMEOUT, default {d.connect_timeout}]",
     )
     parser.add_argument(
         "--request-timeout",
@@ -136,7 +137,11 @@ _ENV_SOURCES: dict[str, tuple[str, str, type]] = {
     "connect_timeout": ("BRIDGE_CONNECT_TIMEOUT", "connect_timeout", float),
     "request_timeout": ("BRIDGE_REQUEST_TIMEOUT", "request_timeout", float),
     "stream_idle_timeout": ("BRIDGE_STREAM_IDLE_TIMEOUT", "stream_idle_timeout", float),
-    "max_upstream_connections": ("BRIDGE_MAX_UPSTREAM_CONNECTIONS", "max_upstream_connections", int),
+    "max_upstream_connections": (
+        "BRIDGE_MAX_UPSTREAM_CONNECTIONS",
+        "max_upstream_connections",
+        int,
+    ),
     "log_level": ("BRIDGE_LOG_LEVEL", "log_level", str),
 }
 

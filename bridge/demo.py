@@ -63,14 +63,32 @@ def _wait_for_line(proc: subprocess.Popen[str], name: str, ready: re.Pattern[str
 def run_demo() -> int:
     python = sys.executable
     env = {k: v for k, v in os.environ.items() if k not in ("MYROUTER_API_KEY", "MYROUTER_TOKEN")}
-    upstream_args = [python, "-m", "bridge", "upstream", "--port", "0", "--chunk-delay", "0.04",
-                     "--api-key", DEMO_KEY]
+    upstream_args = [
+        python,
+        "-m",
+        "bridge",
+        "upstream",
+        "--port",
+        "0",
+        "--chunk-delay",
+        "0.04",
+        "--api-key",
+        DEMO_KEY,
+    ]
     print("» starting the embedded MyRouter API ...", flush=True)
     with _process(upstream_args, env, re.compile(r"listening on (http://\S+)")) as upstream_url:
         print(f"  upstream: {upstream_url}", flush=True)
         bridge_env = {**env, "MYROUTER_API_KEY": DEMO_KEY, "BRIDGE_LOG_LEVEL": "INFO"}
-        bridge_args = [python, "-m", "bridge", "serve", "--listen", "127.0.0.1:0",
-                       "--upstream-url", upstream_url]
+        bridge_args = [
+            python,
+            "-m",
+            "bridge",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream-url",
+            upstream_url,
+        ]
         print("» starting the bridge ...", flush=True)
         with _process(bridge_args, bridge_env, re.compile(r"bridge listening on (\S+)")) as target:
             print(f"  bridge:   {target}", flush=True)

@@ -282,9 +282,7 @@ def to_status(exc: BaseException, *, request_id: str | None = None) -> grpc.Stat
     return rpc_status.to_status(status)
 
 
-_CODE_NUMBERS: Mapping[grpc.StatusCode, int] = {
-    code: code.value[0] for code in grpc.StatusCode
-}
+_CODE_NUMBERS: Mapping[grpc.StatusCode, int] = {code: code.value[0] for code in grpc.StatusCode}
 assert _CODE_NUMBERS[grpc.StatusCode.UNAVAILABLE] == code_pb2.UNAVAILABLE
 
 
@@ -312,7 +310,7 @@ def _retry_info(seconds: float | None) -> list[any_pb2.Any]:
     if seconds is None:
         return []
     whole = int(seconds)
-    delay = duration_pb2.Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9)))
+    delay = duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
     return [_pack(error_details_pb2.RetryInfo(retry_delay=delay))]
 
 

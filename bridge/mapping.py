@@ -344,9 +344,12 @@ def encode(message: Message) -> dict[str, Any]:
         else:
             encoded = value
         out[_JSON_NAMES.get((full_name, name), name)] = encoded
-    if isinstance(message, chat_pb2.StreamError) and message.HasField("http_status"):
-        if message.code == str(message.http_status):
-            out["code"] = message.http_status
+    if (
+        isinstance(message, chat_pb2.StreamError)
+        and message.HasField("http_status")
+        and message.code == str(message.http_status)
+    ):
+        out["code"] = message.http_status
     return out
 
 

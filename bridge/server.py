@@ -50,12 +50,15 @@ class BridgeServer:
             raise OSError(f"cannot listen on {self.config.listen}")
         await server.start()
         self._server = server
-        log.info("bridge listening on %s (upstream %s)", _listen_address(self.config.listen, self.port),
-                 self.config.upstream_url)
+        log.info(
+            "bridge listening on %s (upstream %s)",
+            _listen_address(self.config.listen, self.port),
+            self.config.upstream_url,
+        )
         return self.port
 
     async def stop(self, grace: float | None = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Stop accepting RPCs, let in-flight ones finish within `grace`, then release everything."""
+        """Stop accepting RPCs, let in-flight ones finish within `grace`, then release all."""
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

@@ -63,11 +63,13 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 answer = await self._upstream.create_chat_completion(body, call)
             error = answer.get("error")
             if error is not None and not answer.get("choices"):
-                raise reported_error(error if type(error) is dict else {"message": str(error)}, call)
+                raise reported_error(
+                    error if type(error) is dict else {"message": str(error)}, call
+                )
             completion = mapping.decode(chat_pb2.ChatCompletion, answer)
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             return completion
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+        except Exception as exc:
             await _abort(context, exc, request_id, "CreateChatCompletion")
 
     async def StreamChatCompletion(  # noqa: N802 - gRPC method name
@@ -81,9 +83,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             body = orjson.dumps(request_body(request, stream=True))
             decode = mapping.decode
             chunk_type = chat_pb2.ChatCompletionChunk
-            async with _deadline(call), contextlib.aclosing(
-                self._upstream.stream_chat_completion(body, call)
-            ) as events:
+            async with (
+                _deadline(call),
+                contextlib.aclosing(self._upstream.stream_chat_completion(body, call)) as events,
+            ):
                 async for data in events:
                     event = _parse_event(data)
                     chunk = decode(chunk_type, event)
@@ -98,7 +101,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
                         sent = True
                     yield chunk
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+        except Exception as exc:
             await _abort(context, exc, request_id, "StreamChatCompletion")
 
     async def ListModels(  # noqa: N802 - gRPC method name
@@ -112,7 +115,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             models = mapping.decode(chat_pb2.ListModelsResponse, answer)
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             return models
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+        except Exception as exc:
             await _abort(context, exc, request_id, "ListModels")
 
     def _upstream_call(self, context: grpc.aio.ServicerContext, request_id: str) -> UpstreamCall:
@@ -209,12 +212,11 @@ async def _abort(
     context: grpc.aio.ServicerContext, exc: Exception, request_id: str, method: str
 ) -> NoReturn:
     if isinstance(exc, BridgeError):
-        log.info(
-            "%s failed: %s %s (request_id=%s)", method, exc.code.name, exc.message, request_id
-        )
+        log.info("%s failed: %s %s (request_id=%s)", method, exc.code.name, exc.message, request_id)
     else:
-        log.error("%s failed with an internal error (request_id=%s)", method, request_id,
-                  exc_info=exc)
+        log.error(
+            "%s failed with an internal error (request_id=%s)", method, request_id, exc_info=exc
+        )
     status = to_status(exc, request_id=request_id)
     await context.abort(
         status.code,

@@ -42,7 +42,7 @@ class ServerSentEvent:
     thousands of times a second and this keeps construction to one small call.
     """
 
-    __slots__ = ("event", "data", "id", "retry")
+    __slots__ = ("data", "event", "id", "retry")
 
     event: str
     data: bytes
@@ -53,7 +53,7 @@ class ServerSentEvent:
         self,
         event: str = "message",
         data: bytes = b"",
-        id: str = "",  # noqa: A002 - the WHATWG name is part of the API
+        id: str = "",
         retry: int | None = None,
     ) -> None:
         self.event = event
@@ -96,16 +96,16 @@ class SSEDecoder:
     """
 
     __slots__ = (
-        "comments",
-        "last_event_id",
-        "retry",
-        "_tail",
-        "_pending_cr",
         "_bom_head",
         "_data",
         "_event",
         "_event_retry",
         "_id",
+        "_pending_cr",
+        "_tail",
+        "comments",
+        "last_event_id",
+        "retry",
     )
 
     comments: int
@@ -228,6 +228,5 @@ class SSEDecoder:
         elif name == b"id":
             if b"\x00" not in value:
                 self._id = value.decode("utf-8", "replace")
-        elif name == b"retry":
-            if value.isdigit():  # bytes.isdigit: ASCII digits only, and non-empty
-                self._event_retry = self.retry = int(value)
+        elif name == b"retry" and value.isdigit():  # bytes.isdigit: ASCII digits only
+            self._event_retry = self.retry = int(value)

@@ -194,8 +194,9 @@ class UpstreamClient:
         except httpx.TimeoutException:
             raise UpstreamTimeout("the upstream did not answer in time") from None
         except httpx.TransportError as exc:
+            reason = redact(str(exc), call.secrets())
             raise UpstreamUnavailable(
-                f"could not reach the upstream ({type(exc).__name__}: {redact(str(exc), call.secrets())})"
+                f"could not reach the upstream ({type(exc).__name__}: {reason})"
             ) from None
 
     async def _read_body(self, response: httpx.Response, limit: int) -> bytes:

@@ -48,9 +48,9 @@ def validate_chat_request(request: chat_pb2.ChatCompletionRequest) -> None:
             add((f"tools[{i}].function.name", "is required"))
     if request.HasField("tool_choice") and request.tool_choice.WhichOneof("choice") is None:
         add(("tool_choice", "set either mode or tool"))
-    if request.tool_choice.WhichOneof("choice") == "tool":
-        if not request.tool_choice.tool.function.name:
-            add(("tool_choice.tool.function.name", "is required"))
+    choice = request.tool_choice
+    if choice.WhichOneof("choice") == "tool" and not choice.tool.function.name:
+        add(("tool_choice.tool.function.name", "is required"))
     if request.HasField("response_format"):
         response_format = request.response_format
         if not response_format.type:
@@ -58,7 +58,9 @@ def validate_chat_request(request: chat_pb2.ChatCompletionRequest) -> None:
         if response_format.type == "json_schema" and not response_format.HasField("json_schema"):
             add(("response_format.json_schema", 'is required when type is "json_schema"'))
     for key in sorted(set(request.extra.fields) & RESERVED_EXTRA_MEMBERS):
-        add((f"extra.{key}", "names a modelled field or the RPC's own choice; use the field itself"))
+        add(
+            (f"extra.{key}", "names a modelled field or the RPC's own choice; use the field itself")
+        )
 
     if violations:
         raise InvalidRequest(violations)

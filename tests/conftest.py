@@ -21,7 +21,6 @@ from bridge.config import BridgeConfig, Secret
 from bridge.embedded_upstream import EmbeddedUpstream, UpstreamConfig
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2_grpc
-
 from support import CALLER_TOKEN, SERVICE_KEY
 
 
@@ -46,7 +45,7 @@ class BridgeThread:
         server = BridgeServer(self.config)
         try:
             self.port = await server.start()
-        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+        except BaseException as exc:
             self._error = exc
             self._ready.set()
             return

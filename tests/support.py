@@ -10,6 +10,7 @@ from grpc_status import rpc_status
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
+
 def stub_for(target: str) -> tuple[grpc.Channel, chat_pb2_grpc.ChatServiceStub]:
     channel = grpc.insecure_channel(target)
     return channel, chat_pb2_grpc.ChatServiceStub(channel)
@@ -25,12 +26,12 @@ def chat_request(
     )
 
 
-def with_scenario(request: chat_pb2.ChatCompletionRequest, **scenario: Any) -> chat_pb2.ChatCompletionRequest:
+def with_scenario(
+    request: chat_pb2.ChatCompletionRequest, **scenario: Any
+) -> chat_pb2.ChatCompletionRequest:
     """Select an embedded-upstream fault scenario through the request's `extra` passthrough."""
     request.extra.update({"scenario": scenario})
     return request
-
-
 
 
 def details_of(error: grpc.RpcError) -> dict[str, Any]:

@@ -17,8 +17,16 @@ pytestmark = pytest.mark.timeout(60)
 
 def _bridge_process(upstream_url: str, **env: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--listen", "127.0.0.1:0",
-         "--upstream-url", upstream_url],
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream-url",
+            upstream_url,
+        ],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -71,8 +79,13 @@ def test_chat_streams_the_answer(bridge_process):
 
 def test_chat_reads_the_prompt_from_stdin_and_sends_the_token(bridge_process, upstream):
     result = _run(
-        "chat", "--target", bridge_process, "--model", "myrouter/echo",
-        stdin="from stdin\n", MYROUTER_TOKEN=CALLER_TOKEN,
+        "chat",
+        "--target",
+        bridge_process,
+        "--model",
+        "myrouter/echo",
+        stdin="from stdin\n",
+        MYROUTER_TOKEN=CALLER_TOKEN,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "You said: from stdin"

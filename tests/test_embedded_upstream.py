@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -286,7 +287,7 @@ def test_stream_exact_event_sequence(client: httpx.Client) -> None:
         "[DONE]",
     ]
     # Compact JSON on the wire, exactly as orjson writes it.
-    for block, event in zip(blocks, events):
+    for block, event in zip(blocks, events, strict=False):
         if event != "[DONE]":
             assert block == "data: " + orjson.dumps(event).decode()
 
@@ -311,9 +312,7 @@ def test_tool_call_unary(client: httpx.Client) -> None:
             "function": {"name": "search", "arguments": '{"query": "find \\"cats\\""}'},
         }
     ]
-    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {
-        "query": 'find "cats"'
-    }
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"query": 'find "cats"'}
     assert body["usage"]["output_tokens"] == 4
 
     forced = client.post(
@@ -646,9 +645,7 @@ def test_keepalive_comments(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("batch", [1, 7])
 def test_chunks_gives_exactly_n_tokens(client: httpx.Client, batch: int) -> None:
-    events = data_events(
-        stream(client, chat_body(scenario={"chunks": 50, "batch": batch})).content
-    )
+    events = data_events(stream(client, chat_body(scenario={"chunks": 50, "batch": batch})).content)
     tokens = [event["choices"][0]["delta"]["content"] for event in events[1:-3]]
     assert tokens == [f"tok{i} " for i in range(50)]
     assert events[-2]["usage"]["output_tokens"] == 50
@@ -706,9 +703,7 @@ def test_reasoning(client: httpx.Client) -> None:
 
 def test_first_byte_delay(client: httpx.Client) -> None:
     started = time.monotonic()
-    response = client.post(
-        "/chat/completions", json=chat_body(scenario={"first_byte_delay": 0.3})
-    )
+    response = client.post("/chat/completions", json=chat_body(scenario={"first_byte_delay": 0.3}))
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.3
 
@@ -728,7 +723,7 @@ def test_chunk_delay_and_stall(upstream: EmbeddedUpstream) -> None:
     assert content_of(events) == "You said: a b"
     # 8 events -> 7 inter-event delays of 0.05 s, plus one 0.4 s stall after "said: ".
     assert arrivals[-1][0] >= 0.35 + 0.4
-    stall_gap = max(b[0] - a[0] for a, b in zip(arrivals, arrivals[1:]))
+    stall_gap = max(b[0] - a[0] for a, b in itertools.pairwise(arrivals))
     assert stall_gap >= 0.4
 
 
@@ -969,9 +964,7 @@ def test_serve_in_a_running_loop() -> None:
     async def scenario() -> None:
         ready, stop = asyncio.Event(), asyncio.Event()
         ports: list[int] = []
-        task = asyncio.create_task(
-            serve(UpstreamConfig(), ready, stop, on_listening=ports.append)
-        )
+        task = asyncio.create_task(serve(UpstreamConfig(), ready, stop, on_listening=ports.append))
         await asyncio.wait_for(ready.wait(), 10)
         async with httpx.AsyncClient(headers=AUTH) as http:
             url = f"http://127.0.0.1:{ports[0]}/api/v1/chat/completions"

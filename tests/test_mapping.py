@@ -1208,9 +1208,9 @@ def _names(cls: type[Message]) -> frozenset[str]:
 
 
 # Unknown member names exclude every field name of the message (which also
-# keeps out "content_parts" and "http_status", whose round trip is broken: see
-# the xfail tests above) and the OpenAI usage aliases, since the property
-# speaks the MyRouter dialect only.
+# keeps out "content_parts" and "http_status", covered by their own tests
+# above) and the OpenAI usage aliases, since the property speaks the MyRouter
+# dialect only.
 _RESERVED: dict[type[Message], frozenset[str]] = {
     pb.Usage: frozenset(
         {"prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"}

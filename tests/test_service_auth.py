@@ -41,7 +41,9 @@ def test_no_credentials_at_all_is_unauthenticated_and_never_calls_upstream(make_
 
 def test_refused_caller_token_is_unauthenticated(stub):
     with pytest.raises(grpc.RpcError) as caught:
-        stub.CreateChatCompletion(chat_request(), metadata=(("authorization", "Bearer wrong-token-1"),))
+        stub.CreateChatCompletion(
+            chat_request(), metadata=(("authorization", "Bearer wrong-token-1"),)
+        )
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert "wrong-token-1" not in caught.value.details()
 

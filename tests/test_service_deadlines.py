@@ -68,7 +68,9 @@ def test_configured_request_timeout_caps_calls_without_deadline(make_bridge, ups
     bridge = make_bridge(request_timeout=0.5)
     channel, stub = stub_for(bridge.target)
     with channel, pytest.raises(grpc.RpcError) as caught:
-        stub.CreateChatCompletion(with_scenario(chat_request(), kind="hang"), metadata=CALLER_METADATA)
+        stub.CreateChatCompletion(
+            with_scenario(chat_request(), kind="hang"), metadata=CALLER_METADATA
+        )
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert details_of(caught.value)["ErrorInfo"].reason == "UPSTREAM_TIMEOUT"
     assert _ended(upstream).outcome == "disconnected"

@@ -6,7 +6,14 @@ import grpc
 import pytest
 
 from bridge.config import BridgeConfig, Secret
-from support import CALLER_METADATA, chat_request, details_of, metadata_dict, stub_for, with_scenario
+from support import (
+    CALLER_METADATA,
+    chat_request,
+    details_of,
+    metadata_dict,
+    stub_for,
+    with_scenario,
+)
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -57,7 +57,9 @@ def test_stream_distinguishes_empty_content_from_absent(stub):
 def test_stream_tool_call_deltas(stub):
     request = chat_request(
         "weather in Oslo",
-        tools=[chat_pb2.Tool(type="function", function=chat_pb2.FunctionDefinition(name="weather"))],
+        tools=[
+            chat_pb2.Tool(type="function", function=chat_pb2.FunctionDefinition(name="weather"))
+        ],
     )
     chunks, error, _ = collect(stub, request)
 
@@ -95,14 +97,14 @@ def test_keepalive_comments_are_skipped(stub):
 
 def test_request_id_is_forwarded_and_returned(stub, upstream):
     metadata = (*CALLER_METADATA, ("x-request-id", "trace-me-42"))
-    chunks, error, call = collect(stub, chat_request("x"), metadata)
+    _chunks, error, call = collect(stub, chat_request("x"), metadata)
     assert error is None
     assert metadata_dict(call.initial_metadata())["x-request-id"] == "trace-me-42"
     assert upstream.requests()[0].headers["x-request-id"] == "trace-me-42"
 
 
 def test_request_id_is_generated_when_absent(stub, upstream):
-    chunks, error, call = collect(stub, chat_request("x"))
+    _chunks, _error, call = collect(stub, chat_request("x"))
     generated = metadata_dict(call.initial_metadata())["x-request-id"]
     assert len(generated) >= 16
     assert upstream.requests()[0].headers["x-request-id"] == generated
@@ -116,7 +118,7 @@ def test_midstream_error_after_chunks_ends_with_its_status(stub):
         error_code="rate_limit_exceeded",
         message="slow down",
     )
-    chunks, error, call = collect(stub, request)
+    chunks, error, _call = collect(stub, request)
 
     assert error is not None
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -144,7 +146,9 @@ def test_midstream_error_after_chunks_ends_with_its_status(stub):
     ],
 )
 def test_midstream_error_codes_map_to_the_nearest_status(stub, error_code, expected):
-    request = with_scenario(chat_request("a b c"), kind="midstream_error", after=1, error_code=error_code)
+    request = with_scenario(
+        chat_request("a b c"), kind="midstream_error", after=1, error_code=error_code
+    )
     chunks, error, _ = collect(stub, request)
     assert error is not None and error.code() is expected
     if isinstance(error_code, int):
@@ -172,7 +176,9 @@ def test_truncated_stream_ends_with_unavailable_not_ok(stub):
 
 
 def test_aborted_connection_mid_stream_is_unavailable(stub):
-    request = with_scenario(chat_request("one two three four"), kind="truncate", after=2, abort=True)
+    request = with_scenario(
+        chat_request("one two three four"), kind="truncate", after=2, abort=True
+    )
     chunks, error, _ = collect(stub, request)
     assert error is not None
     assert error.code() is grpc.StatusCode.UNAVAILABLE

@@ -185,7 +185,9 @@ def test_list_models(stub, upstream):
     assert models.object == "list"
     [recorded] = upstream.requests()
     assert recorded.method == "GET" and recorded.path.endswith("/models")
-    assert metadata_dict(call.initial_metadata())["x-request-id"] == recorded.headers["x-request-id"]
+    assert (
+        metadata_dict(call.initial_metadata())["x-request-id"] == recorded.headers["x-request-id"]
+    )
 
 
 def test_unknown_model_is_not_found(stub):

@@ -72,7 +72,8 @@ def test_all_violations_are_reported_together(stub, upstream):
 
 
 @pytest.mark.parametrize(
-    "fields", [{"max_tokens": 1}, {"temperature": 0.0}, {"temperature": 2.0}, {"top_p": 0.0}, {"top_p": 1.0}]
+    "fields",
+    [{"max_tokens": 1}, {"temperature": 0.0}, {"temperature": 2.0}, {"top_p": 0.0}, {"top_p": 1.0}],
 )
 def test_boundary_values_are_accepted(stub, fields):
     stub.CreateChatCompletion(chat_request(**fields), metadata=CALLER_METADATA)

@@ -5,6 +5,7 @@ of the WHATWG algorithm) fed with random split points."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 import orjson
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.sse import DONE, SSEDecoder, ServerSentEvent
+from bridge.sse import DONE, ServerSentEvent, SSEDecoder
 
 BOM = b"\xef\xbb\xbf"
 SSE = ServerSentEvent
@@ -37,7 +38,7 @@ def feed_all(decoder: SSEDecoder, chunks: Iterable[bytes]) -> list[ServerSentEve
 
 def split_at(stream: bytes, points: Sequence[int]) -> list[bytes]:
     bounds = [0, *sorted(points), len(stream)]
-    return [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def bytewise(stream: bytes) -> list[bytes]:
@@ -373,9 +374,26 @@ def test_data_with_comment_syntax_is_data() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"foo: bar", b"DATA: x", b"Data: x", b"data : x", b" data: x", b"database: x",
-     b"datax: y", b"dat: x", b"events: x", b"\xe2\x80\xa8data: x", b"retr: 5",
-     b"retrying: 5", b"RETRY: 5", b"ids: 5", b"i: 5", b"ID: 5", b"evnt: x", b"Event: x"],
+    [
+        b"foo: bar",
+        b"DATA: x",
+        b"Data: x",
+        b"data : x",
+        b" data: x",
+        b"database: x",
+        b"datax: y",
+        b"dat: x",
+        b"events: x",
+        b"\xe2\x80\xa8data: x",
+        b"retr: 5",
+        b"retrying: 5",
+        b"RETRY: 5",
+        b"ids: 5",
+        b"i: 5",
+        b"ID: 5",
+        b"evnt: x",
+        b"Event: x",
+    ],
 )
 def test_unknown_fields_are_ignored(line: bytes) -> None:
     assert decode(line + b"\n\n") == []
@@ -393,8 +411,10 @@ def test_id_sets_last_event_id() -> None:
 def test_id_persists_across_events() -> None:
     stream = b"id: 1\ndata: a\n\ndata: b\n\nid: 2\ndata: c\n\ndata: d\n\n"
     assert decode(stream) == [
-        SSE(data=b"a", id="1"), SSE(data=b"b", id="1"),
-        SSE(data=b"c", id="2"), SSE(data=b"d", id="2"),
+        SSE(data=b"a", id="1"),
+        SSE(data=b"b", id="1"),
+        SSE(data=b"c", id="2"),
+        SSE(data=b"d", id="2"),
     ]
 
 
@@ -440,8 +460,20 @@ def test_valid_retry(value: bytes, retry: int) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [b"", b" 1000", b"10 00", b"1000 ", b"-1", b"+1", b"1.5", b"1e3", b"abc", b"0x10",
-     "１０".encode(), "٣".encode()],
+    [
+        b"",
+        b" 1000",
+        b"10 00",
+        b"1000 ",
+        b"-1",
+        b"+1",
+        b"1.5",
+        b"1e3",
+        b"abc",
+        b"0x10",
+        "１０".encode(),
+        "٣".encode(),
+    ],
 )
 def test_invalid_retry_is_ignored(value: bytes) -> None:
     decoder = SSEDecoder()
@@ -508,16 +540,23 @@ def _openrouter_stream() -> tuple[bytes, list[ServerSentEvent]]:
     for i, text in enumerate(CHUNK_TEXTS):
         delta = {"role": "assistant", "content": text} if i == 0 else {"content": text}
         payload = orjson.dumps(
-            {"id": "gen-1", "object": "chat.completion.chunk", "model": "openai/gpt-4o",
-             "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            {
+                "id": "gen-1",
+                "object": "chat.completion.chunk",
+                "model": "openai/gpt-4o",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+            }
         )
         lines += [b"data: " + payload, b""]
         expected.append(SSE(data=payload))
         if i == 2:
             lines += [b": OPENROUTER PROCESSING", b""]
     final = orjson.dumps(
-        {"id": "gen-1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-         "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}}
+        {
+            "id": "gen-1",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14},
+        }
     )
     lines += [b"data: " + final, b"", b"data: " + DONE, b""]
     expected += [SSE(data=final), SSE(data=DONE)]
@@ -687,9 +726,34 @@ def reference_decode(stream: bytes) -> tuple[list[ServerSentEvent], int, str, in
 
 
 TOKENS = st.sampled_from(
-    [b"data", b"event", b"id", b"retry", b":", b" ", b"  ", b"\n", b"\r", b"\r\n", b"\n\n",
-     b"x", b"7", b"\x00", b"\xef", b"\xbb", b"\xbf", BOM, b"\xe2\x80\xa8", b"\x85",
-     "é🎉".encode(), b"data: ", b"data:", b": ping\n", b"dat", b"a"]
+    [
+        b"data",
+        b"event",
+        b"id",
+        b"retry",
+        b":",
+        b" ",
+        b"  ",
+        b"\n",
+        b"\r",
+        b"\r\n",
+        b"\n\n",
+        b"x",
+        b"7",
+        b"\x00",
+        b"\xef",
+        b"\xbb",
+        b"\xbf",
+        BOM,
+        b"\xe2\x80\xa8",
+        b"\x85",
+        "é🎉".encode(),
+        b"data: ",
+        b"data:",
+        b": ping\n",
+        b"dat",
+        b"a",
+    ]
 )
 
 

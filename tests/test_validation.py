@@ -285,12 +285,10 @@ def test_violation_message_names_the_bad_value() -> None:
 
 def test_reserved_extra_members_cover_every_modelled_field_and_stream() -> None:
     modelled = {
-        field.name
-        for field in pb.ChatCompletionRequest.DESCRIPTOR.fields
-        if field.name != "extra"
+        field.name for field in pb.ChatCompletionRequest.DESCRIPTOR.fields if field.name != "extra"
     }
 
-    assert RESERVED_EXTRA_MEMBERS == modelled | {"stream"}
+    assert modelled | {"stream"} == RESERVED_EXTRA_MEMBERS
     assert "extra" not in RESERVED_EXTRA_MEMBERS
 
 

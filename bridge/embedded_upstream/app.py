@@ -161,9 +161,7 @@ async def _unknown_route(request: web.Request) -> web.StreamResponse:
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(payload), headers={"Content-Type": JSON}
-    )
+    return web.Response(status=status, body=orjson.dumps(payload), headers={"Content-Type": JSON})
 
 
 async def _get_scenario(request: web.Request) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Mapping
+
 from .errors import UpstreamError
 
 __all__ = ["ChatRequest", "content_text", "parse_chat_request"]
@@ -52,9 +53,7 @@ def parse_chat_request(body: object, model_ids: Collection[str]) -> ChatRequest:
     max_tokens = _max_tokens(body.get("max_tokens"))
     for name in ("temperature", "top_p"):
         value = body.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-        ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise UpstreamError(400, f"'{name}' must be a number")
     tool_names = _tools(body.get("tools"))
     tools_disabled, forced_name = _tool_choice(body.get("tool_choice"))
@@ -65,7 +64,7 @@ def parse_chat_request(body: object, model_ids: Collection[str]) -> ChatRequest:
         raise UpstreamError(404, f"Model '{model}' not found")
 
     last_user_text = ""
-    for role, text in zip(reversed(roles), reversed(texts)):
+    for role, text in zip(reversed(roles), reversed(texts), strict=False):
         if role == "user":
             last_user_text = text
             break
@@ -111,9 +110,7 @@ def _messages(messages: object) -> tuple[list[str], list[str]]:
             raise UpstreamError(400, f"messages[{index}] must be an object")
         role = message.get("role")
         if not isinstance(role, str) or not role:
-            raise UpstreamError(
-                400, f"messages[{index}].role is required and must be a string"
-            )
+            raise UpstreamError(400, f"messages[{index}].role is required and must be a string")
         try:
             texts.append(content_text(message.get("content")))
         except TypeError:
@@ -160,6 +157,4 @@ def _tool_choice(choice: object) -> tuple[bool, str | None]:
         name = function.get("name") if isinstance(function, Mapping) else None
         if isinstance(name, str) and name:
             return False, name
-    raise UpstreamError(
-        400, "'tool_choice' must be a string or an object naming a function"
-    )
+    raise UpstreamError(400, "'tool_choice' must be a string or an object naming a function")

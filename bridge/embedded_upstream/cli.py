@@ -75,8 +75,6 @@ async def _serve_until_signalled(config: UpstreamConfig) -> None:
 
     def announce(port: int) -> None:
         host = f"[{config.host}]" if ":" in config.host else config.host
-        print(
-            f"embedded upstream listening on http://{host}:{port}{config.base_path}", flush=True
-        )
+        print(f"embedded upstream listening on http://{host}:{port}{config.base_path}", flush=True)
 
     await serve(config, stop=stop, on_listening=announce)

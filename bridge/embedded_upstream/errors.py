@@ -47,9 +47,7 @@ def default_message(status: int) -> str:
         return "Error"
 
 
-def error_body(
-    code: int | str, message: str, metadata: Mapping[str, Any] | None = None
-) -> bytes:
+def error_body(code: int | str, message: str, metadata: Mapping[str, Any] | None = None) -> bytes:
     """``{"error": {...}}`` as compact JSON; ``metadata`` only when given."""
     error: dict[str, Any] = {"code": code, "message": message}
     if metadata is not None:

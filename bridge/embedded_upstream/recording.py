@@ -112,9 +112,7 @@ class Recorder:
             record.status = status
             self._changed_now()
 
-    def finish(
-        self, record: RecordedRequest, outcome: Outcome, *, replace: bool = False
-    ) -> None:
+    def finish(self, record: RecordedRequest, outcome: Outcome, *, replace: bool = False) -> None:
         """Stamp the end of `record`; the first outcome wins unless `replace`."""
         with self._changed:
             if record.outcome is None or replace:

@@ -177,9 +177,7 @@ async def _send_status(exchange: Exchange, scenario: Scenario) -> web.StreamResp
     headers = {} if scenario.retry_after is None else {"Retry-After": scenario.retry_after}
     if scenario.body is not None:
         content_type = scenario.content_type or "text/html; charset=utf-8"
-        return await exchange.send(
-            scenario.status, scenario.body.encode(), content_type, headers
-        )
+        return await exchange.send(scenario.status, scenario.body.encode(), content_type, headers)
     body = error_body(
         scenario.status if scenario.error_code is None else scenario.error_code,
         scenario.message or default_message(scenario.status),
@@ -216,9 +214,7 @@ async def _stream(
     if delay is None:
         delay = exchange.state.config.chunk_delay
     response = await exchange.begin(200, _SSE_HEADERS)
-    writer = _EventWriter(
-        response, delay=delay, batch=scenario.batch, keepalive=scenario.keepalive
-    )
+    writer = _EventWriter(response, delay=delay, batch=scenario.batch, keepalive=scenario.keepalive)
 
     content = plan.content
     actions: list[tuple[int, int, str]] = []
@@ -333,12 +329,7 @@ class _EventWriter:
         self._unflushed += 1
 
     async def events(self, events: Sequence[bytes]) -> None:
-        if (
-            self._batch == 1
-            and self._delay == 0
-            and self._keepalive is None
-            and not self._pending
-        ):
+        if self._batch == 1 and self._delay == 0 and self._keepalive is None and not self._pending:
             write = self._response.write  # the benchmark path: one write per event
             for data in events:
                 await write(data)
