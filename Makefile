@@ -5,10 +5,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROTO  := protos/myrouter/chat/v1/chat.proto
 GEN    := myrouter/chat/v1/chat_pb2.py
+# Node tools (buf) are pinned in tools/package-lock.json and installed locally by `npm ci`.
+NPM    ?= npm
+BUF    := tools/node_modules/.bin/buf
+TOOLS  := tools/node_modules/.installed
+# The contract as last released; `make release-contract` rewrites it, on purpose only.
+RELEASED_CONTRACT := protos/released-image.json
 
-.PHONY: install proto demo test soak bench lint clean
+.PHONY: install proto demo test soak bench lint release-contract clean
 
-install: $(VENV)/.installed $(GEN)
+install: $(VENV)/.installed $(GEN) $(TOOLS)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,16 +32,32 @@ proto: $(VENV)/.installed
 $(GEN): $(PROTO) $(VENV)/.installed
 	$(MAKE) proto
 
+$(TOOLS): tools/package-lock.json
+	cd tools && $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: install
 	$(PY) -m bridge demo
 
 test: install
 	$(PY) -m pytest -q -m "not soak"
 
+# The contract (buf lint with the STANDARD rules, buf format, no breaking change
+# against the released image), then Python: ruff, mypy strict on bridge/, and on
+# tests/ every body type-checked (check_untyped_defs) with annotations optional.
 lint: install
+	$(BUF) lint protos
+	$(BUF) format --diff --exit-code protos
+	$(BUF) breaking protos --against $(RELEASED_CONTRACT)
 	$(VENV)/bin/ruff check bridge tests
 	$(VENV)/bin/ruff format --check bridge tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests --allow-untyped-defs --allow-incomplete-defs \
+		--allow-untyped-calls --check-untyped-defs
+
+# Run when a contract change is released: later changes are checked against it.
+release-contract: $(TOOLS)
+	$(BUF) build protos --exclude-source-info -o $(RELEASED_CONTRACT)
 
 clean:
-	rm -rf $(VENV) myrouter build *.egg-info .pytest_cache
+	rm -rf $(VENV) myrouter build *.egg-info .pytest_cache tools/node_modules

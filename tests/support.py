@@ -36,7 +36,7 @@ def with_scenario(
 
 def details_of(error: grpc.RpcError) -> dict[str, Any]:
     """The rich status details of a failed call, unpacked by type name."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     found: dict[str, Any] = {}
     if status is None:
         return found

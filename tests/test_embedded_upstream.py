@@ -910,6 +910,7 @@ def test_parse_scenario() -> None:
     assert parse_scenario({"retry_after": 1.5}).retry_after == "1.5"
     assert parse_scenario(parsed.to_json()) == parsed
     assert parse_scenario({"kind": None}) == Scenario()
+    bad: object
     for bad in (
         {"nope": 1},
         {"after": True},

@@ -5,10 +5,12 @@ metadata, and Retry-After parsing."""
 from __future__ import annotations
 
 import email.utils
+from typing import TypeVar
 
 import grpc
 import pytest
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from bridge.errors import (
@@ -33,6 +35,7 @@ from bridge.errors import (
 
 SC = grpc.StatusCode
 DETAILS_KEY = "grpc-status-details-bin"
+M = TypeVar("M", bound=Message)
 
 
 def rich_status(status: grpc.Status) -> status_pb2.Status:
@@ -42,8 +45,8 @@ def rich_status(status: grpc.Status) -> status_pb2.Status:
     return status_pb2.Status.FromString(values[0])
 
 
-def details_of_type(status: grpc.Status, message_type: type) -> list:
-    found = []
+def details_of_type(status: grpc.Status, message_type: type[M]) -> list[M]:
+    found: list[M] = []
     for detail in rich_status(status).details:
         if detail.Is(message_type.DESCRIPTOR):
             message = message_type()
@@ -143,7 +146,7 @@ def test_upstream_http_error_takes_its_code_from_the_table(
     ],
 )
 def test_error_code_maps_to_grpc_code(upstream_code: object, code: grpc.StatusCode) -> None:
-    assert grpc_code_for_error_code(upstream_code) is code  # type: ignore[arg-type]
+    assert grpc_code_for_error_code(upstream_code) is code
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import grpc
 import pytest
@@ -23,7 +24,7 @@ def _no_role() -> chat_pb2.ChatCompletionRequest:
     )
 
 
-def _extra(**members: object) -> chat_pb2.ChatCompletionRequest:
+def _extra(**members: Any) -> chat_pb2.ChatCompletionRequest:
     request = chat_request()
     request.extra.update(members)
     return request

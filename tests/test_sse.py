@@ -616,7 +616,7 @@ def test_realistic_stream_truncated_drops_only_the_last_event() -> None:
 # --- property tests -------------------------------------------------------------------
 
 LINE_TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"),
     max_size=12,
 )
 EOLS = (b"\n", b"\r", b"\r\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -171,7 +172,7 @@ def _response_format(response_format: pb.ResponseFormat) -> Mutation:
     return mutate
 
 
-def _extra(**members: object) -> Mutation:
+def _extra(**members: Any) -> Mutation:
     def mutate(request: pb.ChatCompletionRequest) -> None:
         request.extra.update(members)
 
