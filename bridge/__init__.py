@@ -10,6 +10,7 @@ The modules, each owning one thing:
 * ``upstream``   the pooled httpx client towards the API
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle
+* ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)
 * ``client``     the small human client (``chat``, ``models``)
 * ``cli``        ``myrouter-bridge`` / ``python -m bridge``
 * ``embedded_upstream``  a deterministic local MyRouter API for demos and tests

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 DEFAULT_UPSTREAM_URL = "https://api.myrouter.example/api/v1"
@@ -59,6 +59,10 @@ class BridgeConfig:
     max_response_bytes: int = 32 * 1024 * 1024
     """Largest upstream answer body read into memory (unary calls and model lists)."""
     log_level: str = "INFO"
+    reflection: bool = True
+    """Serve grpc.reflection so grpcurl and other reflection clients can list and call."""
+    shutdown_delay: float = 0.0
+    """Seconds between turning health NOT_SERVING and stopping accepting calls on shutdown."""
 
     def __post_init__(self) -> None:
         _require(":" in self.listen, "listen must be host:port")
@@ -70,6 +74,10 @@ class BridgeConfig:
             value = getattr(self, name)
             _require(math.isfinite(value) and value > 0, f"{name} must be a positive number")
         _require(0 <= self.deadline_margin < 10, "deadline_margin must be in [0, 10)")
+        _require(
+            math.isfinite(self.shutdown_delay) and 0 <= self.shutdown_delay <= 600,
+            "shutdown_delay must be in [0, 600]",
+        )
         _require(self.max_upstream_connections >= 1, "max_upstream_connections must be >= 1")
         _require(self.max_response_bytes >= 1024, "max_response_bytes must be >= 1024")
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
@@ -79,6 +87,15 @@ class BridgeConfig:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +141,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"[env BRIDGE_MAX_UPSTREAM_CONNECTIONS, default {d.max_upstream_connections}]",
     )
     parser.add_argument(
+        "--reflection",
+        type=_boolean,
+        metavar="true|false",
+        help="serve gRPC server reflection (grpcurl list/describe) "
+        f"[env BRIDGE_REFLECTION, default {str(d.reflection).lower()}]",
+    )
+    parser.add_argument(
+        "--shutdown-delay",
+        type=float,
+        help="on SIGTERM, seconds to keep serving while health reports NOT_SERVING, "
+        "before the drain starts [env BRIDGE_SHUTDOWN_DELAY, default "
+        f"{d.shutdown_delay}]",
+    )
+    parser.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         help=f"log verbosity [env BRIDGE_LOG_LEVEL, default {d.log_level}]",
@@ -131,7 +162,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # flag attribute -> (environment variable, config field, converter)
-_ENV_SOURCES: dict[str, tuple[str, str, type]] = {
+_ENV_SOURCES: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "listen": ("BRIDGE_LISTEN", "listen", str),
     "upstream_url": ("MYROUTER_BASE_URL", "upstream_url", str),
     "connect_timeout": ("BRIDGE_CONNECT_TIMEOUT", "connect_timeout", float),
@@ -143,6 +174,8 @@ _ENV_SOURCES: dict[str, tuple[str, str, type]] = {
         int,
     ),
     "log_level": ("BRIDGE_LOG_LEVEL", "log_level", str),
+    "reflection": ("BRIDGE_REFLECTION", "reflection", _boolean),
+    "shutdown_delay": ("BRIDGE_SHUTDOWN_DELAY", "shutdown_delay", float),
 }
 
 

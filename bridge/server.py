@@ -14,16 +14,19 @@ from collections.abc import Sequence
 
 import grpc
 import httpx
+from grpc_reflection.v1alpha import reflection
 
-from myrouter.chat.v1 import chat_pb2_grpc
+from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from .config import BridgeConfig
+from .health import HEALTH_SERVICE_NAME, Health
 from .service import ChatService
 from .upstream import UpstreamClient
 
 log = logging.getLogger("bridge.server")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+CHAT_SERVICE_NAME: str = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 
 
 class BridgeServer:
@@ -36,6 +39,7 @@ class BridgeServer:
         self._transport = transport
         self._server: grpc.aio.Server | None = None
         self._upstream: UpstreamClient | None = None
+        self.health = Health([CHAT_SERVICE_NAME])
         self.port: int = 0
 
     async def start(self) -> int:
@@ -45,11 +49,17 @@ class BridgeServer:
         chat_pb2_grpc.add_ChatServiceServicer_to_server(
             ChatService(self.config, self._upstream), server
         )
+        self.health.add_to_server(server)
+        if self.config.reflection:
+            reflection.enable_server_reflection(
+                (CHAT_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
         self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         await server.start()
         self._server = server
+        self.health.set_serving()
         log.info(
             "bridge listening on %s (upstream %s)",
             _listen_address(self.config.listen, self.port),
@@ -58,7 +68,17 @@ class BridgeServer:
         return self.port
 
     async def stop(self, grace: float | None = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Stop accepting RPCs, let in-flight ones finish within `grace`, then release all."""
+        """Stop accepting RPCs, let in-flight ones finish within `grace`, then release all.
+
+        First the health statuses turn NOT_SERVING and stay so for `shutdown_delay`
+        while calls are still accepted, so meshes and probes route elsewhere before
+        the listener goes away.
+        """
+        if self._server is not None and not self.health.leaving:
+            self.health.set_not_serving()
+            if self.config.shutdown_delay > 0:
+                await asyncio.sleep(self.config.shutdown_delay)
+        self.health.close()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

@@ -62,6 +62,8 @@ class BridgeThread:
         return self
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         if self._loop is not None and self._stopped is not None:
             self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(10)

@@ -76,6 +76,11 @@ SETTINGS = [
     ),
     ("--log-level", "BRIDGE_LOG_LEVEL", "DEBUG", "ERROR", "log_level", "DEBUG", "ERROR"),
 ]
+# service-mesh settings
+SETTINGS += [
+    ("--reflection", "BRIDGE_REFLECTION", "false", "off", "reflection", False, False),
+    ("--shutdown-delay", "BRIDGE_SHUTDOWN_DELAY", "2", "3.5", "shutdown_delay", 2.0, 3.5),
+]
 SETTING_IDS = [row[4] for row in SETTINGS]
 
 
