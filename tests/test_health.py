@@ -23,7 +23,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def _check(channel: grpc.Channel, service: str = "") -> int:
+def _check(channel: grpc.Channel, service: str = ""):
     stub = health_pb2_grpc.HealthStub(channel)
     return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
