@@ -15,6 +15,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from .propagation import check_header_name
+
 DEFAULT_UPSTREAM_URL = "https://api.myrouter.example/api/v1"
 DEFAULT_LISTEN = "0.0.0.0:50051"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -63,6 +65,8 @@ class BridgeConfig:
     """Serve grpc.reflection so grpcurl and other reflection clients can list and call."""
     shutdown_delay: float = 0.0
     """Seconds between turning health NOT_SERVING and stopping accepting calls on shutdown."""
+    propagate_headers: tuple[str, ...] = ()
+    """Metadata keys copied to the upstream request besides the trace headers (x-b3-*, ...)."""
 
     def __post_init__(self) -> None:
         _require(":" in self.listen, "listen must be host:port")
@@ -78,6 +82,9 @@ class BridgeConfig:
             math.isfinite(self.shutdown_delay) and 0 <= self.shutdown_delay <= 600,
             "shutdown_delay must be in [0, 600]",
         )
+        for name in self.propagate_headers:
+            problem = check_header_name(name)
+            _require(problem is None, f"propagate_headers: {problem}")
         _require(self.max_upstream_connections >= 1, "max_upstream_connections must be >= 1")
         _require(self.max_response_bytes >= 1024, "max_response_bytes must be >= 1024")
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
@@ -96,6 +103,10 @@ def _boolean(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip().lower() for name in text.split(",") if name.strip())
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +166,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"{d.shutdown_delay}]",
     )
     parser.add_argument(
+        "--propagate-headers",
+        type=_names,
+        metavar="KEY,KEY",
+        help="metadata keys copied to the upstream request, in addition to traceparent, "
+        "tracestate, baggage, b3, x-b3-* and the other trace headers "
+        "[env BRIDGE_PROPAGATE_HEADERS, default none]",
+    )
+    parser.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         help=f"log verbosity [env BRIDGE_LOG_LEVEL, default {d.log_level}]",
@@ -176,6 +195,7 @@ _ENV_SOURCES: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "log_level": ("BRIDGE_LOG_LEVEL", "log_level", str),
     "reflection": ("BRIDGE_REFLECTION", "reflection", _boolean),
     "shutdown_delay": ("BRIDGE_SHUTDOWN_DELAY", "shutdown_delay", float),
+    "propagate_headers": ("BRIDGE_PROPAGATE_HEADERS", "propagate_headers", _names),
 }
 
 

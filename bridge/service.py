@@ -35,6 +35,7 @@ from .errors import (
     UpstreamTimeout,
     to_status,
 )
+from .propagation import propagated_headers, propagated_keys
 from .upstream import UpstreamCall, UpstreamClient, reported_error
 from .validation import validate_chat_request
 
@@ -50,6 +51,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     def __init__(self, config: BridgeConfig, upstream: UpstreamClient) -> None:
         self._config = config
         self._upstream = upstream
+        self._propagated_keys = propagated_keys(config.propagate_headers)
 
     async def CreateChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
@@ -145,6 +147,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             request_id=request_id,
             using_service_key=using_service_key,
             timeout=timeout,
+            extra_headers=propagated_headers(context.invocation_metadata(), self._propagated_keys),
         )
 
 

@@ -80,6 +80,15 @@ SETTINGS = [
 SETTINGS += [
     ("--reflection", "BRIDGE_REFLECTION", "false", "off", "reflection", False, False),
     ("--shutdown-delay", "BRIDGE_SHUTDOWN_DELAY", "2", "3.5", "shutdown_delay", 2.0, 3.5),
+    (
+        "--propagate-headers",
+        "BRIDGE_PROPAGATE_HEADERS",
+        "x-tenant,X-Team",
+        " x-env ",
+        "propagate_headers",
+        ("x-tenant", "x-team"),
+        ("x-env",),
+    ),
 ]
 SETTING_IDS = [row[4] for row in SETTINGS]
 
