@@ -41,7 +41,7 @@ TRACE_METADATA = (
 
 def test_copies_only_the_chosen_keys_and_joins_repeats():
     keys = propagated_keys(["x-tenant"])
-    metadata = [
+    metadata: list[tuple[str, str | bytes]] = [
         ("traceparent", TRACEPARENT),
         ("x-tenant", "a"),
         ("x-tenant", "b"),
