@@ -5,6 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROTO  := protos/myrouter/chat/v1/chat.proto
 GEN    := myrouter/chat/v1/chat_pb2.py
+# The wheel ships the contract beside the modules generated from it.
+GEN_PROTO := myrouter/chat/v1/chat.proto
 # Node tools (buf) are pinned in tools/package-lock.json and installed locally by `npm ci`.
 NPM    ?= npm
 BUF    := tools/node_modules/.bin/buf
@@ -12,9 +14,9 @@ TOOLS  := tools/node_modules/.installed
 # The contract as last released; `make release-contract` rewrites it, on purpose only.
 RELEASED_CONTRACT := protos/released-image.json
 
-.PHONY: install proto demo test soak bench lint release-contract clean
+.PHONY: install proto demo test soak bench lint release-contract wheel clean
 
-install: $(VENV)/.installed $(GEN) $(TOOLS)
+install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(TOOLS)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +33,9 @@ proto: $(VENV)/.installed
 
 $(GEN): $(PROTO) $(VENV)/.installed
 	$(MAKE) proto
+
+$(GEN_PROTO): $(PROTO) $(GEN)
+	cp $(PROTO) $@
 
 $(TOOLS): tools/package-lock.json
 	cd tools && $(NPM) ci --no-audit --no-fund --loglevel=error
@@ -49,15 +54,20 @@ lint: install
 	$(BUF) lint protos
 	$(BUF) format --diff --exit-code protos
 	$(BUF) breaking protos --against $(RELEASED_CONTRACT)
-	$(VENV)/bin/ruff check bridge tests
-	$(VENV)/bin/ruff format --check bridge tests
+	$(VENV)/bin/ruff check bridge myrouter_client tests
+	$(VENV)/bin/ruff format --check bridge myrouter_client tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests --allow-untyped-defs --allow-incomplete-defs \
 		--allow-untyped-calls --check-untyped-defs
+
+# dist/myrouter_bridge-*.whl: the bridge, the generated stubs with their .pyi and
+# chat.proto, and the myrouter_client helper; what a Python caller pip-installs.
+wheel: install
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
 
 # Run when a contract change is released: later changes are checked against it.
 release-contract: $(TOOLS)
 	$(BUF) build protos --exclude-source-info -o $(RELEASED_CONTRACT)
 
 clean:
-	rm -rf $(VENV) myrouter build *.egg-info .pytest_cache tools/node_modules
+	rm -rf $(VENV) myrouter build dist *.egg-info .pytest_cache tools/node_modules
