@@ -112,6 +112,11 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Every handler configured above gets the filter; whoever changes the logging
+    # set-up must call install_redaction again on the new handlers.
+    from .redaction import install_redaction
+
+    install_redaction([config.api_key.value if config.api_key else None])
     from .server import serve
 
     asyncio.run(serve(config))

@@ -60,6 +60,20 @@ class BridgeConfig:
     """Size of the pooled HTTP client's connection pool."""
     max_response_bytes: int = 32 * 1024 * 1024
     """Largest upstream answer body read into memory (unary calls and model lists)."""
+    max_event_bytes: int = 8 * 1024 * 1024
+    """Largest single server-sent event of a stream; bounds what one stream can buffer."""
+    max_request_bytes: int = 8 * 1024 * 1024
+    """Largest gRPC request message accepted (grpc.max_receive_message_length)."""
+    max_messages: int = 1000
+    """Most chat messages one request may carry."""
+    max_concurrent_rpcs: int = 1000
+    """RPCs served at once; above it a call fails RESOURCE_EXHAUSTED at once, never queues."""
+    shutdown_grace: float = 25.0
+    """Seconds in-flight calls may take to finish after SIGTERM before they are aborted."""
+    connect_retries: int = 2
+    """Retries of an upstream connection that failed before the request was sent."""
+    connect_retry_backoff: float = 0.1
+    """Seconds before the first connect retry; doubled for each further one."""
     log_level: str = "INFO"
     reflection: bool = True
     """Serve grpc.reflection so grpcurl and other reflection clients can list and call."""
@@ -87,6 +101,19 @@ class BridgeConfig:
             _require(problem is None, f"propagate_headers: {problem}")
         _require(self.max_upstream_connections >= 1, "max_upstream_connections must be >= 1")
         _require(self.max_response_bytes >= 1024, "max_response_bytes must be >= 1024")
+        for name in ("max_event_bytes", "max_request_bytes"):
+            _require(getattr(self, name) >= 1024, f"{name} must be >= 1024")
+        for name in ("max_messages", "max_concurrent_rpcs"):
+            _require(getattr(self, name) >= 1, f"{name} must be >= 1")
+        _require(
+            math.isfinite(self.shutdown_grace) and self.shutdown_grace >= 0,
+            "shutdown_grace must be a number >= 0",
+        )
+        _require(0 <= self.connect_retries <= 10, "connect_retries must be in [0, 10]")
+        _require(
+            math.isfinite(self.connect_retry_backoff) and 0 <= self.connect_retry_backoff <= 10,
+            "connect_retry_backoff must be in [0, 10]",
+        )
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
         _require(self.api_key is None or bool(self.api_key.value), "the service key is empty")
 
@@ -174,6 +201,56 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "[env BRIDGE_PROPAGATE_HEADERS, default none]",
     )
     parser.add_argument(
+        "--max-response-bytes",
+        type=int,
+        help="largest upstream answer body (unary calls, model lists) the bridge reads "
+        f"[env BRIDGE_MAX_RESPONSE_BYTES, default {d.max_response_bytes}]",
+    )
+    parser.add_argument(
+        "--max-event-bytes",
+        type=int,
+        help="largest single event of an upstream stream; a bigger one fails the call "
+        f"RESOURCE_EXHAUSTED [env BRIDGE_MAX_EVENT_BYTES, default {d.max_event_bytes}]",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        help="largest gRPC request message accepted "
+        f"[env BRIDGE_MAX_REQUEST_BYTES, default {d.max_request_bytes}]",
+    )
+    parser.add_argument(
+        "--max-messages",
+        type=int,
+        help="most chat messages in one request "
+        f"[env BRIDGE_MAX_MESSAGES, default {d.max_messages}]",
+    )
+    parser.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        help="RPCs served at once; more fail RESOURCE_EXHAUSTED at once instead of queueing "
+        f"[env BRIDGE_MAX_CONCURRENT_RPCS, default {d.max_concurrent_rpcs}]",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        help="seconds in-flight calls may take to finish after SIGTERM before they are "
+        "aborted with UNAVAILABLE; a second signal exits at once "
+        f"[env BRIDGE_SHUTDOWN_GRACE, default {d.shutdown_grace}]",
+    )
+    parser.add_argument(
+        "--connect-retries",
+        type=int,
+        help="retries of an upstream connection that failed before the request was sent "
+        "(nothing that may have reached the model is retried) "
+        f"[env BRIDGE_CONNECT_RETRIES, default {d.connect_retries}]",
+    )
+    parser.add_argument(
+        "--connect-retry-backoff",
+        type=float,
+        help="seconds before the first connect retry, doubled for each further one "
+        f"[env BRIDGE_CONNECT_RETRY_BACKOFF, default {d.connect_retry_backoff}]",
+    )
+    parser.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         help=f"log verbosity [env BRIDGE_LOG_LEVEL, default {d.log_level}]",
@@ -196,6 +273,14 @@ _ENV_SOURCES: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "reflection": ("BRIDGE_REFLECTION", "reflection", _boolean),
     "shutdown_delay": ("BRIDGE_SHUTDOWN_DELAY", "shutdown_delay", float),
     "propagate_headers": ("BRIDGE_PROPAGATE_HEADERS", "propagate_headers", _names),
+    "max_response_bytes": ("BRIDGE_MAX_RESPONSE_BYTES", "max_response_bytes", int),
+    "max_event_bytes": ("BRIDGE_MAX_EVENT_BYTES", "max_event_bytes", int),
+    "max_request_bytes": ("BRIDGE_MAX_REQUEST_BYTES", "max_request_bytes", int),
+    "max_messages": ("BRIDGE_MAX_MESSAGES", "max_messages", int),
+    "max_concurrent_rpcs": ("BRIDGE_MAX_CONCURRENT_RPCS", "max_concurrent_rpcs", int),
+    "shutdown_grace": ("BRIDGE_SHUTDOWN_GRACE", "shutdown_grace", float),
+    "connect_retries": ("BRIDGE_CONNECT_RETRIES", "connect_retries", int),
+    "connect_retry_backoff": ("BRIDGE_CONNECT_RETRY_BACKOFF", "connect_retry_backoff", float),
 }
 
 

@@ -4,12 +4,15 @@
     ├── InvalidRequest               caller must fix the request      INVALID_ARGUMENT
     ├── MissingCredentials           caller must authenticate         UNAUTHENTICATED
     ├── ServiceKeyRejected           operator must fix the key        INTERNAL
+    ├── BridgeOverloaded             too many calls at once           RESOURCE_EXHAUSTED
+    ├── ShuttingDown                 the bridge is draining           UNAVAILABLE
     ├── UpstreamError                the upstream failed the call
     │   ├── UpstreamHTTPError        an HTTP error status             (status table)
     │   ├── UpstreamReportedError    an "error" object in a 200 body  (code table)
     │   ├── UpstreamUnavailable      cannot connect / connection lost UNAVAILABLE
     │   ├── UpstreamTimeout          no answer in time                DEADLINE_EXCEEDED
     │   └── UpstreamProtocolError    broken stream or body            UNAVAILABLE
+    │       └── UpstreamTooLarge     answer or event over a cap       RESOURCE_EXHAUSTED
     └── (any other exception)        our bug                          INTERNAL, generic text
 
 Classification is by who must act, so that a mesh and a caller can decide
@@ -183,6 +186,24 @@ class ServiceKeyRejected(BridgeError):
     reason = "SERVICE_KEY_REJECTED"
 
 
+class BridgeOverloaded(BridgeError):
+    """The bridge already serves its configured maximum of concurrent calls.
+
+    Refused at once rather than queued, so memory stays bounded and the caller
+    (or its mesh) can go elsewhere; nothing reached the upstream.
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "BRIDGE_OVERLOADED"
+
+
+class ShuttingDown(BridgeError):
+    """The bridge is shutting down and aborted a call its grace period did not cover."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "BRIDGE_SHUTTING_DOWN"
+
+
 class UpstreamError(BridgeError):
     """The upstream did not deliver a usable answer."""
 
@@ -260,6 +281,16 @@ class UpstreamProtocolError(UpstreamError):
         super().__init__(message)
         if reason is not None:
             self.reason = reason
+
+
+class UpstreamTooLarge(UpstreamProtocolError):
+    """An upstream answer or stream event exceeds a configured cap.
+
+    RESOURCE_EXHAUSTED, not UNAVAILABLE: asking again would most likely produce
+    the same oversized answer, so a mesh must not retry it.
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def to_status(exc: BaseException, *, request_id: str | None = None) -> grpc.Status:

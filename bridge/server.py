@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Sequence
 
@@ -25,8 +26,11 @@ from .upstream import UpstreamClient
 
 log = logging.getLogger("bridge.server")
 
-SHUTDOWN_GRACE_SECONDS = 10.0
 CHAT_SERVICE_NAME: str = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+ABORT_SECONDS = 2.0
+"""After the grace period, how long aborted calls get to send their status and close."""
+EXIT_FORCED = 1
+"""Exit status when a second signal cuts the graceful shutdown short."""
 
 
 class BridgeServer:
@@ -39,6 +43,7 @@ class BridgeServer:
         self._transport = transport
         self._server: grpc.aio.Server | None = None
         self._upstream: UpstreamClient | None = None
+        self._service: ChatService | None = None
         self.health = Health([CHAT_SERVICE_NAME])
         self.port: int = 0
 
@@ -46,9 +51,8 @@ class BridgeServer:
         """Bind and start serving; return the bound port (useful with port 0)."""
         self._upstream = UpstreamClient(self.config, transport=self._transport)
         server = grpc.aio.server(options=_server_options(self.config))
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(
-            ChatService(self.config, self._upstream), server
-        )
+        self._service = ChatService(self.config, self._upstream)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(self._service, server)
         self.health.add_to_server(server)
         if self.config.reflection:
             reflection.enable_server_reflection(
@@ -67,20 +71,35 @@ class BridgeServer:
         )
         return self.port
 
-    async def stop(self, grace: float | None = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Stop accepting RPCs, let in-flight ones finish within `grace`, then release all.
+    async def stop(self, grace: float | None = None) -> None:
+        """Shut down in order; each step runs even when an earlier one had nothing to do.
 
-        First the health statuses turn NOT_SERVING and stay so for `shutdown_delay`
-        while calls are still accepted, so meshes and probes route elsewhere before
-        the listener goes away.
+        1. health turns NOT_SERVING and stays so for `shutdown_delay` while calls are
+           still accepted, so meshes and probes route elsewhere first;
+        2. stop accepting RPCs (listener closed, new calls refused UNAVAILABLE);
+        3. let in-flight calls finish for `grace` s (default: the configured shutdown_grace);
+        4. abort the rest with UNAVAILABLE, which closes their upstream requests;
+        5. close the pooled HTTP client.
         """
+        grace = self.config.shutdown_grace if grace is None else grace
         if self._server is not None and not self.health.leaving:
             self.health.set_not_serving()
             if self.config.shutdown_delay > 0:
                 await asyncio.sleep(self.config.shutdown_delay)
         self.health.close()
-        if self._server is not None:
-            await self._server.stop(grace)
+        service, server = self._service, self._server
+        if service is not None:
+            service.start_draining()
+        if server is not None:
+            # grpc.aio stops accepting at once; its own grace is a backstop past ours.
+            stopping = asyncio.create_task(server.stop(grace + ABORT_SECONDS))
+            if service is not None and not await service.wait_idle(grace):
+                aborted = service.abort_all()
+                log.warning(
+                    "shutdown: grace period of %g s over; aborting %d call(s)", grace, aborted
+                )
+                await service.wait_idle(ABORT_SECONDS)
+            await stopping
             self._server = None
         if self._upstream is not None:
             await self._upstream.aclose()
@@ -94,7 +113,7 @@ class BridgeServer:
 def _server_options(config: BridgeConfig) -> Sequence[tuple[str, int]]:
     return [
         ("grpc.so_reuseport", 0),
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_receive_message_length", config.max_request_bytes),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ]
 
@@ -105,15 +124,42 @@ def _listen_address(listen: str, port: int) -> str:
 
 
 async def serve(config: BridgeConfig) -> None:
-    """Run a bridge until SIGINT or SIGTERM, then shut down gracefully."""
+    """Run a bridge until SIGINT or SIGTERM, then shut down gracefully (see `stop`).
+
+    A second signal during the shutdown exits the process at once, for an
+    operator who does not want to wait out the grace period.
+    """
     bridge = BridgeServer(config)
-    await bridge.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signals: list[int] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        signals.append(sig)
+        if len(signals) == 1:
+            log.info(
+                "%s: shutting down; in-flight calls may take up to %g s",
+                sig.name,
+                config.shutdown_grace,
+            )
+            stop.set()
+            return
+        log.warning("%s again: exiting now without waiting for in-flight calls", sig.name)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_FORCED)
+
+    # Handlers first: a signal that arrives while the server starts still shuts it down.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
+        await bridge.start()
         await stop.wait()
-        log.info("shutting down: draining in-flight calls for up to %g s", SHUTDOWN_GRACE_SECONDS)
     finally:
         await bridge.stop()
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    if pending:
+        log.warning("shutdown left %d task(s) pending: %s", len(pending), pending)
+    else:
+        log.info("shutdown complete: no call, upstream request or task left")

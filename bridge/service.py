@@ -29,8 +29,10 @@ from . import mapping
 from .config import BridgeConfig
 from .errors import (
     BridgeError,
+    BridgeOverloaded,
     InvalidRequest,
     MissingCredentials,
+    ShuttingDown,
     UpstreamProtocolError,
     UpstreamTimeout,
     to_status,
@@ -52,14 +54,71 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._config = config
         self._upstream = upstream
         self._propagated_keys = propagated_keys(config.propagate_headers)
+        self._active: set[asyncio.Task[Any]] = set()
+        """The handler task of every RPC in progress (admission and shutdown use it)."""
+        self._draining = False
+        self._aborting = False
+
+    # -- admission and shutdown (per RPC, never per chunk)
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._active)
+
+    def _admit(self) -> asyncio.Task[Any]:
+        """Register this RPC, or refuse it at once: over the cap, or while shutting down."""
+        if self._draining:
+            raise ShuttingDown("the bridge is shutting down; retry on another instance")
+        if len(self._active) >= self._config.max_concurrent_rpcs:
+            raise BridgeOverloaded(
+                f"the bridge already serves {self._config.max_concurrent_rpcs} calls "
+                "(max_concurrent_rpcs); retry later or on another instance"
+            )
+        task = asyncio.current_task()
+        assert task is not None
+        self._active.add(task)
+        return task
+
+    def _shutdown_abort(self, task: asyncio.Task[Any] | None) -> ShuttingDown | None:
+        """The error for an RPC cancelled by `abort_all`; None for any other cancellation."""
+        if not self._aborting or task is None:
+            return None
+        task.uncancel()
+        return ShuttingDown(
+            f"the bridge shut down before the call finished (grace period "
+            f"{self._config.shutdown_grace:g} s); retry on another instance"
+        )
+
+    def start_draining(self) -> None:
+        """Refuse new RPCs from now on (the listener closes too; this covers the gap)."""
+        self._draining = True
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """Wait until no RPC is in progress, up to `seconds`; True if none is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._active and loop.time() < deadline:
+            await asyncio.wait(set(self._active), timeout=deadline - loop.time())
+        return not self._active
+
+    def abort_all(self) -> int:
+        """Cancel every RPC in progress; each ends with UNAVAILABLE and closes its upstream."""
+        self._draining = self._aborting = True
+        for task in self._active:
+            task.cancel()
+        return len(self._active)
+
+    # -- the RPCs
 
     async def CreateChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
         request_id = _request_id(context)
+        task = None
         try:
+            task = self._admit()
             call = self._upstream_call(context, request_id)
-            validate_chat_request(request)
+            validate_chat_request(request, max_messages=self._config.max_messages)
             body = orjson.dumps(request_body(request, stream=False))
             async with _deadline(call):
                 answer = await self._upstream.create_chat_completion(body, call)
@@ -71,17 +130,26 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             completion = mapping.decode(chat_pb2.ChatCompletion, answer)
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             return completion
+        except asyncio.CancelledError:
+            if (error := self._shutdown_abort(task)) is None:
+                raise
+            await _abort(context, error, request_id, "CreateChatCompletion")
         except Exception as exc:
             await _abort(context, exc, request_id, "CreateChatCompletion")
+        finally:
+            if task is not None:
+                self._active.discard(task)
 
     async def StreamChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         request_id = _request_id(context)
         sent = False
+        task = None
         try:
+            task = self._admit()
             call = self._upstream_call(context, request_id)
-            validate_chat_request(request)
+            validate_chat_request(request, max_messages=self._config.max_messages)
             body = orjson.dumps(request_body(request, stream=True))
             decode = mapping.decode
             chunk_type = chat_pb2.ChatCompletionChunk
@@ -103,22 +171,38 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
                         sent = True
                     yield chunk
+        except asyncio.CancelledError:
+            if (error := self._shutdown_abort(task)) is None:
+                raise
+            await _abort(context, error, request_id, "StreamChatCompletion")
         except Exception as exc:
             await _abort(context, exc, request_id, "StreamChatCompletion")
+        finally:
+            if task is not None:
+                self._active.discard(task)
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListModelsResponse:
         request_id = _request_id(context)
+        task = None
         try:
+            task = self._admit()
             call = self._upstream_call(context, request_id)
             async with _deadline(call):
                 answer = await self._upstream.list_models(call)
             models = mapping.decode(chat_pb2.ListModelsResponse, answer)
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             return models
+        except asyncio.CancelledError:
+            if (error := self._shutdown_abort(task)) is None:
+                raise
+            await _abort(context, error, request_id, "ListModels")
         except Exception as exc:
             await _abort(context, exc, request_id, "ListModels")
+        finally:
+            if task is not None:
+                self._active.discard(task)
 
     def _upstream_call(self, context: grpc.aio.ServicerContext, request_id: str) -> UpstreamCall:
         """Credentials and time budget of this RPC's upstream request."""

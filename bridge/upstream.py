@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamReportedError,
     UpstreamTimeout,
+    UpstreamTooLarge,
     UpstreamUnavailable,
     numeric_error_code,
     parse_retry_after,
@@ -37,6 +39,8 @@ from .sse import DONE, SSEDecoder
 DRAIN_AFTER_DONE_SECONDS = 0.25
 """After [DONE], how long to wait for the body's end so the connection can be reused."""
 MAX_ERROR_BODY_BYTES = 64 * 1024
+
+log = logging.getLogger("bridge.upstream")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,12 +145,23 @@ class UpstreamClient:
                 raise await self._not_an_event_stream(response, content_type, call)
             decoder = SSEDecoder()
             raw_chunks = response.aiter_raw()
+            max_event = self._config.max_event_bytes
+            unfinished = 0  # bytes read since the last dispatched event: what the decoder holds
             try:
                 async for raw in raw_chunks:
-                    for event in decoder.feed(raw):
+                    events = decoder.feed(raw)
+                    if not events:
+                        unfinished += len(raw)
+                        if unfinished > max_event:
+                            raise _event_too_large(max_event)
+                        continue
+                    unfinished = 0
+                    for event in events:
                         if event.data == DONE:
                             await _drain(raw_chunks)
                             return
+                        if len(event.data) > max_event:
+                            raise _event_too_large(max_event)
                         yield event.data
             except httpx.TimeoutException:
                 raise UpstreamTimeout(
@@ -185,19 +200,44 @@ class UpstreamClient:
         return parsed
 
     async def _send(self, request: httpx.Request, call: UpstreamCall) -> httpx.Response:
-        try:
-            return await self._client.send(request, stream=True)
-        except httpx.ConnectTimeout:
-            raise UpstreamUnavailable(
+        """Send `request`; retry only connections that failed before any byte was sent.
+
+        A failed connect (refused, unreachable, TLS handshake, connect timeout)
+        means the request never left, so it is safe to try again, a bounded
+        number of times with exponential backoff, within the call's deadline.
+        Anything later (a reset, a read timeout, an error status) may already
+        have reached the model, which may already bill for it: never retried.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt >= self._config.connect_retries:
+                    raise self._unavailable(exc, call) from None
+                delay = self._config.connect_retry_backoff * (2**attempt)
+                attempt += 1
+                log.info(
+                    "upstream connect failed (%s); retry %d of %d in %.3g s (request_id=%s)",
+                    type(exc).__name__,
+                    attempt,
+                    self._config.connect_retries,
+                    delay,
+                    call.request_id,
+                )
+                await asyncio.sleep(delay)
+            except httpx.TransportError as exc:
+                raise self._unavailable(exc, call) from None
+
+    def _unavailable(self, exc: httpx.TransportError, call: UpstreamCall) -> BridgeError:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return UpstreamUnavailable(
                 f"could not connect to the upstream within {self._config.connect_timeout:g} s"
-            ) from None
-        except httpx.TimeoutException:
-            raise UpstreamTimeout("the upstream did not answer in time") from None
-        except httpx.TransportError as exc:
-            reason = redact(str(exc), call.secrets())
-            raise UpstreamUnavailable(
-                f"could not reach the upstream ({type(exc).__name__}: {reason})"
-            ) from None
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeout("the upstream did not answer in time")
+        reason = redact(str(exc), call.secrets())
+        return UpstreamUnavailable(f"could not reach the upstream ({type(exc).__name__}: {reason})")
 
     async def _read_body(self, response: httpx.Response, limit: int) -> bytes:
         parts: list[bytes] = []
@@ -206,7 +246,7 @@ class UpstreamClient:
             async for part in response.aiter_bytes():
                 size += len(part)
                 if size > limit:
-                    raise UpstreamProtocolError(
+                    raise UpstreamTooLarge(
                         f"the upstream's answer exceeds the {limit}-byte limit",
                         reason="UPSTREAM_RESPONSE_TOO_LARGE",
                     )
@@ -247,7 +287,10 @@ class UpstreamClient:
     async def _not_an_event_stream(
         self, response: httpx.Response, content_type: str, call: UpstreamCall
     ) -> BridgeError:
-        body = await self._read_body(response, MAX_ERROR_BODY_BYTES)
+        try:
+            body = await self._read_body(response, MAX_ERROR_BODY_BYTES)
+        except UpstreamProtocolError:
+            body = b""  # too big to be an error object: report the wrong content type
         error = _error_object(body)
         if error:
             return reported_error(error, call)
@@ -256,6 +299,13 @@ class UpstreamClient:
             "not text/event-stream",
             reason="UPSTREAM_NOT_AN_EVENT_STREAM",
         )
+
+
+def _event_too_large(limit: int) -> UpstreamTooLarge:
+    return UpstreamTooLarge(
+        f"the upstream sent a stream event larger than the {limit}-byte limit",
+        reason="UPSTREAM_EVENT_TOO_LARGE",
+    )
 
 
 def reported_error(error: Mapping[str, Any], call: UpstreamCall) -> UpstreamReportedError:

@@ -21,8 +21,14 @@ RESERVED_EXTRA_MEMBERS = frozenset(
 """Request `extra` members that would shadow a checked field or the RPC's own choice."""
 
 
-def validate_chat_request(request: chat_pb2.ChatCompletionRequest) -> None:
-    """Raise InvalidRequest listing every rule `request` breaks."""
+def validate_chat_request(
+    request: chat_pb2.ChatCompletionRequest, *, max_messages: int | None = None
+) -> None:
+    """Raise InvalidRequest listing every rule `request` breaks.
+
+    `max_messages` is the operator's cap on the conversation length (a hostile
+    caller could otherwise send millions of tiny messages within the byte cap).
+    """
     violations: list[tuple[str, str]] = []
     add = violations.append
 
@@ -30,6 +36,14 @@ def validate_chat_request(request: chat_pb2.ChatCompletionRequest) -> None:
         add(("model", "is required: a model id from ListModels"))
     if not request.messages:
         add(("messages", "at least one message is required"))
+    if max_messages is not None and len(request.messages) > max_messages:
+        add(
+            (
+                "messages",
+                f"at most {max_messages} messages are accepted, got {len(request.messages)}",
+            )
+        )
+        raise InvalidRequest(violations)  # do not walk a hostile list any further
     for i, message in enumerate(request.messages):
         if not message.role.strip():
             add((f"messages[{i}].role", "is required"))

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -57,6 +63,92 @@ def metadata_dict(metadata: Any) -> dict[str, str]:
     return {item[0]: item[1] for item in metadata or ()}
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 CALLER_TOKEN = "caller-token-0123456789"
 SERVICE_KEY = "service-key-9876543210"
 CALLER_METADATA = (("authorization", f"Bearer {CALLER_TOKEN}"),)
+
+
+class BridgeProcess:
+    """`myrouter-bridge serve` as a real child process, for signals, logs and memory.
+
+    Its stderr is collected by a thread (so the pipe never fills) and searched
+    for the "listening on" line that carries the bound port.
+    """
+
+    def __init__(
+        self, *flags: str, env: dict[str, str] | None = None, log_level: str = "INFO"
+    ) -> None:
+        environ = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("MYROUTER_", "BRIDGE_"))
+        }
+        environ.update(env or {})
+        self.lines: list[str] = []
+        self._port: int | None = None
+        self._listening = threading.Event()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-level",
+                log_level,
+                *flags,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            cwd=REPO_ROOT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._listening.wait(30):
+            self.kill()
+            raise RuntimeError("bridge process did not start:\n" + self.output())
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if self._port is None:
+                found = re.search(r"listening on [^\s:]+:(\d+)", line)
+                if found:
+                    self._port = int(found.group(1))
+                    self._listening.set()
+        self._listening.set()  # the process ended (start-up failure shows in output())
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self._port}"
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def rss_kib(self) -> int:
+        """Resident set size of the process now, in KiB (Linux)."""
+        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

@@ -75,6 +75,28 @@ SETTINGS = [
         16,
     ),
     ("--log-level", "BRIDGE_LOG_LEVEL", "DEBUG", "ERROR", "log_level", "DEBUG", "ERROR"),
+    # reliability limits (issue 3)
+    *[
+        (f"--{field.replace('_', '-')}", env, "4096", "8192", field, 4096, 8192)
+        for field, env in (
+            ("max_response_bytes", "BRIDGE_MAX_RESPONSE_BYTES"),
+            ("max_event_bytes", "BRIDGE_MAX_EVENT_BYTES"),
+            ("max_request_bytes", "BRIDGE_MAX_REQUEST_BYTES"),
+            ("max_messages", "BRIDGE_MAX_MESSAGES"),
+            ("max_concurrent_rpcs", "BRIDGE_MAX_CONCURRENT_RPCS"),
+        )
+    ],
+    ("--shutdown-grace", "BRIDGE_SHUTDOWN_GRACE", "0", "7.5", "shutdown_grace", 0.0, 7.5),
+    ("--connect-retries", "BRIDGE_CONNECT_RETRIES", "0", "5", "connect_retries", 0, 5),
+    (
+        "--connect-retry-backoff",
+        "BRIDGE_CONNECT_RETRY_BACKOFF",
+        "0.5",
+        "1",
+        "connect_retry_backoff",
+        0.5,
+        1.0,
+    ),
 ]
 # service-mesh settings
 SETTINGS += [
@@ -257,6 +279,15 @@ def test_invalid_value_raises_config_error_naming_the_setting(
         ("deadline_margin", -0.1),
         ("deadline_margin", 10.0),
         ("max_response_bytes", 1023),
+        ("max_event_bytes", 1023),
+        ("max_request_bytes", 0),
+        ("max_messages", 0),
+        ("max_concurrent_rpcs", 0),
+        ("shutdown_grace", -1.0),
+        ("shutdown_grace", float("inf")),
+        ("connect_retries", -1),
+        ("connect_retries", 11),
+        ("connect_retry_backoff", float("nan")),
         ("listen", "no-port"),
     ],
 )

@@ -108,7 +108,8 @@ def build_answer(request: ChatRequest, scenario: Scenario) -> Answer:
             input_tokens=request.input_tokens,
         )
     if scenario.chunks is not None:
-        tokens = [f"tok{index} " for index in range(scenario.chunks)]
+        padding = "x" * scenario.pad
+        tokens = [f"tok{index} {padding}" for index in range(scenario.chunks)]
     elif request.tool_name is not None:
         # Three pieces that concatenate to json.dumps({"query": text}).
         pieces = ('{"query": ', json.dumps(request.last_user_text, ensure_ascii=False), "}")

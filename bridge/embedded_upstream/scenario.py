@@ -121,6 +121,9 @@ class Scenario:
     """Send ``: MYROUTER PROCESSING`` before the first event and after every k events."""
     chunks: int | None = None
     """Replace the answer by exactly this many tokens ``"tok0 "``, ``"tok1 "``, ..."""
+    pad: int = 0
+    """With ``chunks``: append this many ``"x"`` to every token (big events, for
+    backpressure tests that must outgrow every buffer on the way)."""
     batch: int = 1
     """Events per socket write when no chunk delay applies."""
     dialect: Dialect = "myrouter"
@@ -132,7 +135,7 @@ class Scenario:
         _check(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}")
         _check(400 <= self.status <= 599, "status", "must be between 400 and 599")
         _check(self.dialect in DIALECTS, "dialect", f"must be one of {', '.join(DIALECTS)}")
-        for name in ("after", "stall_after", "chunks"):
+        for name in ("after", "stall_after", "chunks", "pad"):
             value = getattr(self, name)
             _check(value is None or value >= 0, name, "must be >= 0")
         _check(self.keepalive is None or self.keepalive >= 1, "keepalive", "must be >= 1")
@@ -268,6 +271,7 @@ _PARSERS: Final[Mapping[str, Callable[[str, object], object]]] = MappingProxyTyp
         "stall": _float,
         "keepalive": _int,
         "chunks": _int,
+        "pad": _int,
         "batch": _int,
         "dialect": _str,
         "reasoning": _bool,
