@@ -11,12 +11,13 @@ GEN_PROTO := myrouter/chat/v1/chat.proto
 NPM    ?= npm
 BUF    := tools/node_modules/.bin/buf
 TOOLS  := tools/node_modules/.installed
+NODE_EXAMPLE := examples/node/node_modules/.installed
 # The contract as last released; `make release-contract` rewrites it, on purpose only.
 RELEASED_CONTRACT := protos/released-image.json
 
 .PHONY: install proto demo test soak bench lint release-contract wheel clean
 
-install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(TOOLS)
+install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(TOOLS) $(NODE_EXAMPLE)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,11 @@ $(GEN_PROTO): $(PROTO) $(GEN)
 
 $(TOOLS): tools/package-lock.json
 	cd tools && $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The Node.js example's dependencies (its test runs in `make test`).
+$(NODE_EXAMPLE): examples/node/package-lock.json
+	cd examples/node && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 demo: install
@@ -70,4 +76,5 @@ release-contract: $(TOOLS)
 	$(BUF) build protos --exclude-source-info -o $(RELEASED_CONTRACT)
 
 clean:
-	rm -rf $(VENV) myrouter build dist *.egg-info .pytest_cache tools/node_modules
+	rm -rf $(VENV) myrouter build dist *.egg-info .pytest_cache tools/node_modules \
+		examples/node/node_modules
