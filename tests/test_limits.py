@@ -115,25 +115,6 @@ def test_unary_answer_over_max_response_bytes_is_refused_and_closed(make_bridge,
         assert stub.CreateChatCompletion(chat_request(), metadata=CALLER_METADATA).choices
 
 
-def test_stream_event_over_max_event_bytes_is_refused_and_closed(make_bridge, upstream):
-    bridge = make_bridge(max_event_bytes=64 * 1024)
-    channel, stub = stub_for(bridge.target)
-    request = with_scenario(chat_request(), kind="oversized", size=16 * 1024 * 1024)
-    received = []
-    with channel:
-        with pytest.raises(grpc.RpcError) as caught:
-            for chunk in stub.StreamChatCompletion(request, metadata=CALLER_METADATA):
-                received.append(chunk)
-        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "65536-byte limit" in caught.value.details()
-        assert details_of(caught.value)["ErrorInfo"].reason == "UPSTREAM_EVENT_TOO_LARGE"
-        assert len(received) == 1 and received[0].choices[0].delta.role == "assistant"
-        record = upstream.wait_for(lambda r: r.ended_at is not None, timeout=5)
-        assert record.outcome == "disconnected"
-        upstream.clear()
-        _serves_an_ordinary_call(stub)
-
-
 def test_events_under_max_event_bytes_pass(make_bridge):
     bridge = make_bridge(max_event_bytes=64 * 1024)
     channel, stub = stub_for(bridge.target)
