@@ -12,6 +12,9 @@ The modules, each owning one thing:
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)
+* ``metrics``    Prometheus metrics and the /metrics endpoint
+* ``observe``    the per-RPC record: one metrics update and one log line
+* ``logs``       JSON / text log formatting, redacted
 * ``client``     the small human client (``chat``, ``models``)
 * ``cli``        ``myrouter-bridge`` / ``python -m bridge``
 * ``embedded_upstream``  a deterministic local MyRouter API for demos and tests

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from .config import ConfigError, add_serve_arguments, config_from_args
+from .logs import configure_logging
 
 DEFAULT_TARGET = "localhost:50051"
 
@@ -107,11 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_format)
     # Every handler configured above gets the filter; whoever changes the logging
     # set-up must call install_redaction again on the new handlers.
     from .redaction import install_redaction

@@ -20,6 +20,7 @@ from .propagation import check_header_name
 DEFAULT_UPSTREAM_URL = "https://api.myrouter.example/api/v1"
 DEFAULT_LISTEN = "0.0.0.0:50051"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("auto", "json", "text")
 
 
 class ConfigError(ValueError):
@@ -79,6 +80,10 @@ class BridgeConfig:
     """Serve grpc.reflection so grpcurl and other reflection clients can list and call."""
     shutdown_delay: float = 0.0
     """Seconds between turning health NOT_SERVING and stopping accepting calls on shutdown."""
+    metrics_listen: str | None = None
+    """host:port of the Prometheus /metrics endpoint; None serves none."""
+    log_format: str = "auto"
+    """json (one object per line), text, or auto: text on a terminal, json otherwise."""
     propagate_headers: tuple[str, ...] = ()
     """Metadata keys copied to the upstream request besides the trace headers (x-b3-*, ...)."""
 
@@ -95,6 +100,13 @@ class BridgeConfig:
         _require(
             math.isfinite(self.shutdown_delay) and 0 <= self.shutdown_delay <= 600,
             "shutdown_delay must be in [0, 600]",
+        )
+        _require(
+            self.metrics_listen is None or ":" in self.metrics_listen,
+            "metrics_listen must be host:port",
+        )
+        _require(
+            self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"
         )
         for name in self.propagate_headers:
             problem = check_header_name(name)
@@ -193,6 +205,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"{d.shutdown_delay}]",
     )
     parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+        "[env BRIDGE_METRICS_LISTEN, default: no metrics endpoint]",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="json: one JSON object per line; text: for people; auto: text on a terminal, "
+        f"json otherwise [env BRIDGE_LOG_FORMAT, default {d.log_format}]",
+    )
+    parser.add_argument(
         "--propagate-headers",
         type=_names,
         metavar="KEY,KEY",
@@ -272,6 +296,8 @@ _ENV_SOURCES: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "log_level": ("BRIDGE_LOG_LEVEL", "log_level", str),
     "reflection": ("BRIDGE_REFLECTION", "reflection", _boolean),
     "shutdown_delay": ("BRIDGE_SHUTDOWN_DELAY", "shutdown_delay", float),
+    "metrics_listen": ("BRIDGE_METRICS_LISTEN", "metrics_listen", str),
+    "log_format": ("BRIDGE_LOG_FORMAT", "log_format", str),
     "propagate_headers": ("BRIDGE_PROPAGATE_HEADERS", "propagate_headers", _names),
     "max_response_bytes": ("BRIDGE_MAX_RESPONSE_BYTES", "max_response_bytes", int),
     "max_event_bytes": ("BRIDGE_MAX_EVENT_BYTES", "max_event_bytes", int),

@@ -21,6 +21,8 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from .config import BridgeConfig
 from .health import HEALTH_SERVICE_NAME, Health
+from .metrics import Metrics, MetricsServer, in_multiprocess_mode
+from .observe import Observer
 from .service import ChatService
 from .upstream import UpstreamClient
 
@@ -45,13 +47,15 @@ class BridgeServer:
         self._upstream: UpstreamClient | None = None
         self._service: ChatService | None = None
         self.health = Health([CHAT_SERVICE_NAME])
+        self.metrics = Metrics()
+        self._metrics_server: MetricsServer | None = None
         self.port: int = 0
 
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful with port 0)."""
         self._upstream = UpstreamClient(self.config, transport=self._transport)
         server = grpc.aio.server(options=_server_options(self.config))
-        self._service = ChatService(self.config, self._upstream)
+        self._service = ChatService(self.config, self._upstream, Observer(self.metrics))
         chat_pb2_grpc.add_ChatServiceServicer_to_server(self._service, server)
         self.health.add_to_server(server)
         if self.config.reflection:
@@ -61,6 +65,8 @@ class BridgeServer:
         self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        if self.config.metrics_listen and not in_multiprocess_mode():
+            self._metrics_server = MetricsServer(self.config.metrics_listen, self.metrics.registry)
         await server.start()
         self._server = server
         self.health.set_serving()
@@ -104,6 +110,14 @@ class BridgeServer:
         if self._upstream is not None:
             await self._upstream.aclose()
             self._upstream = None
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound port of the /metrics endpoint, when this process serves it."""
+        return None if self._metrics_server is None else self._metrics_server.port
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

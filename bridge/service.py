@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
@@ -37,6 +38,8 @@ from .errors import (
     UpstreamTimeout,
     to_status,
 )
+from .metrics import Metrics
+from .observe import Observer, RpcRecord
 from .propagation import propagated_headers, propagated_keys
 from .upstream import UpstreamCall, UpstreamClient, reported_error
 from .validation import validate_chat_request
@@ -50,9 +53,12 @@ log = logging.getLogger("bridge.service")
 class ChatService(chat_pb2_grpc.ChatServiceServicer):
     """myrouter.chat.v1.ChatService over an injected upstream client."""
 
-    def __init__(self, config: BridgeConfig, upstream: UpstreamClient) -> None:
+    def __init__(
+        self, config: BridgeConfig, upstream: UpstreamClient, observer: Observer | None = None
+    ) -> None:
         self._config = config
         self._upstream = upstream
+        self._observer = observer if observer is not None else Observer(Metrics())
         self._propagated_keys = propagated_keys(config.propagate_headers)
         self._active: set[asyncio.Task[Any]] = set()
         """The handler task of every RPC in progress (admission and shutdown use it)."""
@@ -115,13 +121,16 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     ) -> chat_pb2.ChatCompletion:
         request_id = _request_id(context)
         task = None
+        record = self._observer.start("CreateChatCompletion", request_id, request.model)
         try:
             task = self._admit()
             call = self._upstream_call(context, request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
             body = orjson.dumps(request_body(request, stream=False))
+            record.upstream_at = time.perf_counter()
             async with _deadline(call):
                 answer = await self._upstream.create_chat_completion(body, call)
+            record.usage = _usage_of(answer)
             error = answer.get("error")
             if error is not None and not answer.get("choices"):
                 raise reported_error(
@@ -132,20 +141,29 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             return completion
         except asyncio.CancelledError:
             if (error := self._shutdown_abort(task)) is None:
+                record.cancelled = True
                 raise
+            record.error = error
             await _abort(context, error, request_id, "CreateChatCompletion")
         except Exception as exc:
+            record.error = exc
             await _abort(context, exc, request_id, "CreateChatCompletion")
+        except BaseException:  # GeneratorExit: the caller went away
+            record.cancelled = True
+            raise
         finally:
             if task is not None:
                 self._active.discard(task)
+            self._observer.finish(record, _final_code(context, record))
 
     async def StreamChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         request_id = _request_id(context)
+        record = self._observer.start("StreamChatCompletion", request_id, request.model)
         sent = False
         task = None
+        chunks = 0
         try:
             task = self._admit()
             call = self._upstream_call(context, request_id)
@@ -153,6 +171,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             body = orjson.dumps(request_body(request, stream=True))
             decode = mapping.decode
             chunk_type = chat_pb2.ChatCompletionChunk
+            record.upstream_at = time.perf_counter()
             async with (
                 _deadline(call),
                 contextlib.aclosing(self._upstream.stream_chat_completion(body, call)) as events,
@@ -168,27 +187,41 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                             error if type(error) is dict else {"message": str(error)}, call
                         )
                     if not sent:
+                        record.first_chunk_at = time.perf_counter()
                         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
                         sent = True
+                    if "usage" in event:
+                        record.usage = _usage_of(event)
+                    chunks += 1
                     yield chunk
         except asyncio.CancelledError:
             if (error := self._shutdown_abort(task)) is None:
+                record.cancelled = True
                 raise
+            record.error = error
             await _abort(context, error, request_id, "StreamChatCompletion")
         except Exception as exc:
+            record.error = exc
             await _abort(context, exc, request_id, "StreamChatCompletion")
+        except BaseException:  # GeneratorExit: the caller went away
+            record.cancelled = True
+            raise
         finally:
             if task is not None:
                 self._active.discard(task)
+            record.chunks = chunks
+            self._observer.finish(record, _final_code(context, record))
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListModelsResponse:
         request_id = _request_id(context)
         task = None
+        record = self._observer.start("ListModels", request_id, "")
         try:
             task = self._admit()
             call = self._upstream_call(context, request_id)
+            record.upstream_at = time.perf_counter()
             async with _deadline(call):
                 answer = await self._upstream.list_models(call)
             models = mapping.decode(chat_pb2.ListModelsResponse, answer)
@@ -196,13 +229,20 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             return models
         except asyncio.CancelledError:
             if (error := self._shutdown_abort(task)) is None:
+                record.cancelled = True
                 raise
+            record.error = error
             await _abort(context, error, request_id, "ListModels")
         except Exception as exc:
+            record.error = exc
             await _abort(context, exc, request_id, "ListModels")
+        except BaseException:  # GeneratorExit: the caller went away
+            record.cancelled = True
+            raise
         finally:
             if task is not None:
                 self._active.discard(task)
+            self._observer.finish(record, _final_code(context, record))
 
     def _upstream_call(self, context: grpc.aio.ServicerContext, request_id: str) -> UpstreamCall:
         """Credentials and time budget of this RPC's upstream request."""
@@ -233,6 +273,23 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             timeout=timeout,
             extra_headers=propagated_headers(context.invocation_metadata(), self._propagated_keys),
         )
+
+
+def _usage_of(answer: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer's usage object, with the answering model, for the token metrics."""
+    usage = answer.get("usage")
+    if type(usage) is not dict:
+        return None
+    model = answer.get("model")
+    return {**usage, "model": model} if isinstance(model, str) and model else usage
+
+
+def _final_code(context: grpc.aio.ServicerContext, record: RpcRecord) -> grpc.StatusCode | None:
+    """The status the call ended with: the one set by abort, CANCELLED if the caller left."""
+    code: grpc.StatusCode | None = context.code()
+    if code is None and (record.cancelled or context.cancelled()):
+        return grpc.StatusCode.CANCELLED
+    return code
 
 
 def request_body(request: chat_pb2.ChatCompletionRequest, *, stream: bool) -> dict[str, Any]:

@@ -30,6 +30,7 @@ class BridgeThread:
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         self.port = 0
+        self.server: BridgeServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -42,7 +43,7 @@ class BridgeThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        server = BridgeServer(self.config)
+        server = self.server = BridgeServer(self.config)
         try:
             self.port = await server.start()
         except BaseException as exc:

@@ -103,6 +103,16 @@ SETTINGS += [
     ("--reflection", "BRIDGE_REFLECTION", "false", "off", "reflection", False, False),
     ("--shutdown-delay", "BRIDGE_SHUTDOWN_DELAY", "2", "3.5", "shutdown_delay", 2.0, 3.5),
     (
+        "--metrics-listen",
+        "BRIDGE_METRICS_LISTEN",
+        "127.0.0.1:9464",
+        "[::]:9090",
+        "metrics_listen",
+        "127.0.0.1:9464",
+        "[::]:9090",
+    ),
+    ("--log-format", "BRIDGE_LOG_FORMAT", "json", "text", "log_format", "json", "text"),
+    (
         "--propagate-headers",
         "BRIDGE_PROPAGATE_HEADERS",
         "x-tenant,X-Team",

@@ -1,0 +1,199 @@
+"""Prometheus metrics: what platform teams watch, and the token counts they bill by.
+
+Each bridge owns its registry (no process-wide globals, so tests can run
+several bridges in one process). Metrics are written once per RPC, by
+`Metrics.record`, never per chunk: the streaming loop counts in a local
+variable and the totals are published when the call ends.
+
+With several worker processes, prometheus_client's multiprocess mode is used:
+each worker writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` and the
+supervising process serves the sum (`multiprocess_registry`).
+
+    bridge_rpcs_total{method,code}                 RPCs by method and gRPC status code
+    bridge_rpc_duration_seconds{method}            whole RPC, histogram
+    bridge_upstream_latency_seconds{method}        upstream request to its last byte
+    bridge_time_to_first_chunk_seconds{method}     RPC start to the first streamed chunk
+    bridge_active_rpcs{method}                     RPCs in flight (streams included)
+    bridge_stream_chunks_total{method}             chunks relayed to callers
+    bridge_upstream_errors_total{http_status,reason}  upstream failures
+    bridge_tokens_total{model,kind}                usage tokens: input, output,
+                                                   cache_read, cache_write, reasoning
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+FIRST_CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+# usage member -> kind; both spellings the API uses (MyRouter's and OpenAI's)
+_USAGE_FIELDS: Mapping[str, str] = {
+    "input_tokens": "input",
+    "prompt_tokens": "input",
+    "output_tokens": "output",
+    "completion_tokens": "output",
+    "cache_read_tokens": "cache_read",
+    "cache_write_tokens": "cache_write",
+    "reasoning_tokens": "reasoning",
+}
+_USAGE_DETAILS: Mapping[tuple[str, str], str] = {
+    ("prompt_tokens_details", "cached_tokens"): "cache_read",
+    ("prompt_tokens_details", "cache_write_tokens"): "cache_write",
+    ("completion_tokens_details", "reasoning_tokens"): "reasoning",
+}
+
+
+def token_counts(usage: Mapping[str, Any]) -> dict[str, int]:
+    """Tokens by kind from an API `usage` object, in either spelling; zero kinds left out."""
+    counts: dict[str, int] = {}
+    for field, kind in _USAGE_FIELDS.items():
+        value = usage.get(field)
+        if type(value) is int and value > 0 and kind not in counts:
+            counts[kind] = value
+    for (outer, inner), kind in _USAGE_DETAILS.items():
+        details = usage.get(outer)
+        if kind not in counts and type(details) is dict:
+            value = details.get(inner)
+            if type(value) is int and value > 0:
+                counts[kind] = value
+    return counts
+
+
+class Metrics:
+    """The bridge's metrics in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.rpcs = Counter(
+            "bridge_rpcs",
+            "RPCs handled, by method and gRPC status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "bridge_rpc_duration_seconds",
+            "Duration of whole RPCs",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "bridge_upstream_latency_seconds",
+            "From sending the upstream request to the end of its answer",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_chunk = Histogram(
+            "bridge_time_to_first_chunk_seconds",
+            "From the start of a streaming RPC to its first chunk",
+            ["method"],
+            buckets=FIRST_CHUNK_BUCKETS,
+            registry=r,
+        )
+        self.active = Gauge(
+            "bridge_active_rpcs",
+            "RPCs in flight, streams included",
+            ["method"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.chunks = Counter(
+            "bridge_stream_chunks", "Stream chunks relayed to callers", ["method"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "bridge_upstream_errors",
+            "Upstream failures, by HTTP status (empty when there was none) and reason",
+            ["http_status", "reason"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "bridge_tokens",
+            "Tokens reported in usage, by model and kind "
+            "(input, output, cache_read, cache_write, reasoning)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """The labelled child, cached: `labels()` takes a lock, a dict lookup does not."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def started(self, method: str) -> None:
+        self._child(self.active, method).inc()
+
+    def finished(
+        self,
+        method: str,
+        code: str,
+        *,
+        duration: float,
+        upstream_latency: float | None,
+        first_chunk: float | None,
+        chunks: int,
+        tokens: Mapping[str, int],
+        model: str,
+    ) -> None:
+        """Publish everything about one finished RPC."""
+        child = self._child
+        child(self.active, method).dec()
+        child(self.rpcs, method, code).inc()
+        child(self.duration, method).observe(duration)
+        if upstream_latency is not None:
+            child(self.upstream_latency, method).observe(upstream_latency)
+        if first_chunk is not None:
+            child(self.first_chunk, method).observe(first_chunk)
+        if chunks:
+            child(self.chunks, method).inc(chunks)
+        for kind, count in tokens.items():
+            child(self.tokens, model, kind).inc(count)
+
+    def upstream_error(self, http_status: str, reason: str) -> None:
+        self._child(self.upstream_errors, http_status, reason).inc()
+
+
+def multiprocess_registry(directory: str) -> CollectorRegistry:
+    """A registry that sums the values every worker wrote to `directory`."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def in_multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class MetricsServer:
+    """The /metrics HTTP endpoint, on its own port, in a daemon thread."""
+
+    def __init__(self, listen: str, registry: CollectorRegistry) -> None:
+        host, _, port = listen.rpartition(":")
+        self._httpd: WSGIServer
+        self._thread: threading.Thread
+        self._httpd, self._thread = start_http_server(
+            int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry
+        )
+        self.port: int = self._httpd.server_port
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
