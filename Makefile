@@ -53,6 +53,10 @@ demo: install
 test: install
 	$(PY) -m pytest -q -m "not soak"
 
+# 1,000 streams (200 at a time) through one bridge process; prints the RSS figures.
+soak: install
+	$(PY) -m pytest -q -s -m soak tests/test_soak.py
+
 # The contract (buf lint with the STANDARD rules, buf format, no breaking change
 # against the released image), then Python: ruff, mypy strict on bridge/, and on
 # tests/ every body type-checked (check_untyped_defs) with annotations optional.
