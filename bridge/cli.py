@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .config import ConfigError, add_serve_arguments, config_from_args
 from .logs import configure_logging
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--max-tokens", type=int)
             sub.add_argument("--temperature", type=float)
             sub.add_argument("--request-id", help="x-request-id to send")
+            sub.add_argument(
+                "--extra",
+                type=_json_object,
+                help="provider-specific parameters as a JSON object, e.g. '{\"seed\": 7}'",
+            )
             sub.add_argument("--json", action="store_true", help="print each chunk as a JSON line")
             sub.add_argument(
                 "prompt", nargs="*", help="the prompt; read from stdin if absent or '-'"
@@ -87,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not prompt:
         print("error: empty prompt", file=sys.stderr)
         return 2
+    _quiet_broken_pipe()
     return client.chat(
         args.target,
         model=args.model,
@@ -96,9 +103,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         temperature=args.temperature,
         token=token,
         request_id=args.request_id,
+        extra=args.extra,
         as_json=args.json,
         timeout=args.timeout,
     )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """argparse type for --extra: a JSON object, or a usage error naming the problem."""
+    import orjson
+
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _quiet_broken_pipe() -> None:
+    """`chat ... | head -1` must end quietly: a closed stdout is the reader's choice, not an error.
+
+    Python ignores SIGPIPE and raises BrokenPipeError instead, which would end
+    in a traceback; the default action ends the process silently, as any Unix
+    filter, and the closed connection cancels the call at the bridge.
+    """
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def _serve(args: argparse.Namespace) -> int:

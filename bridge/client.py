@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 import orjson
@@ -39,12 +39,18 @@ def chat(
     temperature: float | None = None,
     token: str | None = None,
     request_id: str | None = None,
+    extra: dict[str, Any] | None = None,
     as_json: bool = False,
     timeout: float | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Stream one answer; print text as it arrives (or each chunk as JSON). Returns an exit code."""
+    """Stream one answer; print text as it arrives (or each chunk as JSON). Returns an exit code.
+
+    Text goes to `out` and everything about the call (usage, errors) to `err`,
+    so `chat ... > answer.txt` captures the answer alone. Ctrl-C cancels the
+    call, which makes the bridge stop the upstream request at once.
+    """
     messages = []
     if system:
         messages.append(chat_pb2.ChatMessage(role="system", content=system))
@@ -54,7 +60,10 @@ def chat(
         request.max_tokens = max_tokens
     if temperature is not None:
         request.temperature = temperature
+    if extra:
+        request.extra.update(extra)
     usage: chat_pb2.Usage | None = None
+    wrote_text = False  # so the answer ends with one newline, and an error starts a line
     with grpc.insecure_channel(target) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         call = stub.StreamChatCompletion(
@@ -65,29 +74,62 @@ def chat(
                 if as_json:
                     out.write(orjson.dumps(mapping.encode(chunk)).decode() + "\n")
                 else:
-                    for choice in chunk.choices:
-                        if choice.delta.HasField("content"):
-                            out.write(choice.delta.content)
-                        for tool_call in choice.delta.tool_calls:
-                            if tool_call.function.name:
-                                out.write(f"[tool call {tool_call.function.name}] ")
-                            out.write(tool_call.function.arguments)
+                    wrote_text = _write_text(chunk, out) or wrote_text
                 out.flush()
                 if chunk.HasField("usage"):
                     usage = chunk.usage
         except grpc.RpcError as exc:
-            if not as_json:
-                out.write("\n")
+            _end_line(out, wrote_text)
             err.write(describe_error(exc) + "\n")
             return 1
-    if not as_json:
-        out.write("\n")
+        except KeyboardInterrupt:
+            call.cancel()
+            _end_line(out, wrote_text)
+            err.write("interrupted\n")
+            return 130
+    _end_line(out, wrote_text)
     if usage is not None:
-        err.write(
-            f"[usage] input {usage.input_tokens}, output {usage.output_tokens}, "
-            f"total {usage.total_tokens} tokens\n"
-        )
+        err.write(describe_usage(usage) + "\n")
     return 0
+
+
+def _write_text(chunk: chat_pb2.ChatCompletionChunk, out: TextIO) -> bool:
+    """Print what the chunk adds to the answer (text, tool calls); say whether anything was."""
+    pieces: list[str] = []
+    for choice in chunk.choices:
+        if choice.delta.HasField("content"):
+            pieces.append(choice.delta.content)
+        for tool_call in choice.delta.tool_calls:
+            if tool_call.function.name:
+                pieces.append(f"[tool call {tool_call.function.name}] ")
+            pieces.append(tool_call.function.arguments)
+    text = "".join(pieces)
+    out.write(text)
+    return bool(text)
+
+
+def _end_line(out: TextIO, wrote_text: bool) -> None:
+    if wrote_text:
+        out.write("\n")
+        out.flush()
+
+
+def describe_usage(usage: chat_pb2.Usage) -> str:
+    """The usage summary printed after an answer; the rarer counts only when present."""
+    text = (
+        f"[usage] input {usage.input_tokens}, output {usage.output_tokens}, "
+        f"total {usage.total_tokens} tokens"
+    )
+    rarer = [
+        f"{name} {count}"
+        for name, count in (
+            ("cached", usage.cache_read_tokens),
+            ("cache writes", usage.cache_write_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        )
+        if count
+    ]
+    return text + (f" ({', '.join(rarer)})" if rarer else "")
 
 
 def list_models(
@@ -116,7 +158,8 @@ def list_models(
 def describe_error(exc: grpc.RpcError) -> str:
     """One line: the status code, the message, and the details worth a human's eye."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    text = f"error: {code.name}: {exc.details() if isinstance(exc, grpc.Call) else exc}"
+    message = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    text = f"error: {code.name}: {' '.join(str(message).split())}"  # one line, always
     status = rpc_status.from_call(exc) if isinstance(exc, grpc.Call) else None
     extras: list[str] = []
     for detail in status.details if status else ():
@@ -128,6 +171,11 @@ def describe_error(exc: grpc.RpcError) -> str:
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             extras.append(f"retry after {retry.retry_delay.ToTimedelta().total_seconds():g} s")
+    if isinstance(exc, grpc.Call):
+        metadata = [*(exc.trailing_metadata() or ()), *(exc.initial_metadata() or ())]
+        request_id = next((value for key, value in metadata if key == "x-request-id"), None)
+        if request_id:
+            extras.append(f"request id {request_id}")
     return text + (f" ({'; '.join(extras)})" if extras else "")
 
 
