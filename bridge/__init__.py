@@ -11,6 +11,7 @@ The modules, each owning one thing:
 * ``propagation`` which caller metadata (trace headers) goes upstream
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle
+* ``connections`` gRPC keepalive, connection age and size options
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)
 * ``metrics``    Prometheus metrics and the /metrics endpoint
 * ``observe``    the per-RPC record: one metrics update and one log line

@@ -86,6 +86,25 @@ class BridgeConfig:
     """json (one object per line), text, or auto: text on a terminal, json otherwise."""
     propagate_headers: tuple[str, ...] = ()
     """Metadata keys copied to the upstream request besides the trace headers (x-b3-*, ...)."""
+    # -- gRPC connections (bridge/connections.py); 0 means "off" for the durations
+    keepalive_time: float = 60.0
+    """Seconds of silence on a connection before the server pings the client."""
+    keepalive_timeout: float = 20.0
+    """Seconds to wait for the ping's answer before closing the connection."""
+    keepalive_permit_without_calls: bool = True
+    """Keep pinging (and accept clients' pings) on connections with no call in flight."""
+    keepalive_min_client_interval: float = 10.0
+    """Shortest interval between client pings the server accepts (more often: GOAWAY)."""
+    max_connection_idle: float = 0.0
+    """Close a connection with no call for this many seconds (0: never)."""
+    max_connection_age: float = 0.0
+    """Ask clients to reconnect after this many seconds, to rebalance replicas (0: never)."""
+    max_connection_age_grace: float = 600.0
+    """After max_connection_age, seconds the calls in flight may still take."""
+    max_concurrent_streams: int = 0
+    """Calls at once on one HTTP/2 connection; more queue on the client (0: no limit)."""
+    max_send_bytes: int = 64 * 1024 * 1024
+    """Largest gRPC response message sent (grpc.max_send_message_length)."""
 
     def __post_init__(self) -> None:
         _require(":" in self.listen, "listen must be host:port")
@@ -108,6 +127,21 @@ class BridgeConfig:
         _require(
             self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"
         )
+        for name in (
+            "keepalive_time",
+            "keepalive_timeout",
+            "keepalive_min_client_interval",
+            "max_connection_idle",
+            "max_connection_age",
+            "max_connection_age_grace",
+        ):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and 0 <= value <= 30 * 86400, f"{name} must be >= 0")
+        _require(
+            self.keepalive_time == 0 or self.keepalive_timeout > 0, "keepalive_timeout must be > 0"
+        )
+        _require(self.max_concurrent_streams >= 0, "max_concurrent_streams must be >= 0")
+        _require(self.max_send_bytes >= 1024, "max_send_bytes must be >= 1024")
         for name in self.propagate_headers:
             problem = check_header_name(name)
             _require(problem is None, f"propagate_headers: {problem}")
@@ -274,11 +308,86 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds before the first connect retry, doubled for each further one "
         f"[env BRIDGE_CONNECT_RETRY_BACKOFF, default {d.connect_retry_backoff}]",
     )
+    _add_connection_arguments(parser, d)
     parser.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         help=f"log verbosity [env BRIDGE_LOG_LEVEL, default {d.log_level}]",
     )
+
+
+_CONNECTION_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
+    (
+        "--keepalive-time",
+        "BRIDGE_KEEPALIVE_TIME",
+        float,
+        "seconds of silence on a connection before the server pings the client (0: never)",
+    ),
+    (
+        "--keepalive-timeout",
+        "BRIDGE_KEEPALIVE_TIMEOUT",
+        float,
+        "seconds to wait for a ping's answer before dropping the connection",
+    ),
+    (
+        "--keepalive-permit-without-calls",
+        "BRIDGE_KEEPALIVE_PERMIT_WITHOUT_CALLS",
+        _boolean,
+        "true|false: ping, and accept client pings, on connections without calls",
+    ),
+    (
+        "--keepalive-min-client-interval",
+        "BRIDGE_KEEPALIVE_MIN_CLIENT_INTERVAL",
+        float,
+        "shortest interval between client pings accepted (more often: GOAWAY too_many_pings)",
+    ),
+    (
+        "--max-connection-idle",
+        "BRIDGE_MAX_CONNECTION_IDLE",
+        float,
+        "close connections idle for this many seconds (0: never)",
+    ),
+    (
+        "--max-connection-age",
+        "BRIDGE_MAX_CONNECTION_AGE",
+        float,
+        "ask clients to reconnect after this many seconds, so long-lived HTTP/2 "
+        "connections spread over new replicas (0: never)",
+    ),
+    (
+        "--max-connection-age-grace",
+        "BRIDGE_MAX_CONNECTION_AGE_GRACE",
+        float,
+        "after the age is reached, seconds the calls in flight may still take",
+    ),
+    (
+        "--max-concurrent-streams",
+        "BRIDGE_MAX_CONCURRENT_STREAMS",
+        int,
+        "calls at once on one HTTP/2 connection; more wait on the client (0: no limit)",
+    ),
+    ("--max-send-bytes", "BRIDGE_MAX_SEND_BYTES", int, "largest gRPC response message sent"),
+)
+"""(flag, environment variable, converter, help) of the gRPC connection settings."""
+
+
+def _field_of(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser, d: BridgeConfig) -> None:
+    group = parser.add_argument_group(
+        "gRPC connections", "keepalive, connection age (rebalancing across replicas), limits"
+    )
+    for flag, env, kind, text in _CONNECTION_FLAGS:
+        default = getattr(d, _field_of(flag))
+        shown = str(default).lower() if isinstance(default, bool) else default
+        group.add_argument(
+            flag,
+            type=kind,
+            metavar="true|false" if kind is _boolean else None,
+            help=f"{text} [env {env}, default {shown}]",
+        )
 
 
 # flag attribute -> (environment variable, config field, converter)
@@ -308,6 +417,9 @@ _ENV_SOURCES: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "connect_retries": ("BRIDGE_CONNECT_RETRIES", "connect_retries", int),
     "connect_retry_backoff": ("BRIDGE_CONNECT_RETRY_BACKOFF", "connect_retry_backoff", float),
 }
+_ENV_SOURCES.update(
+    {_field_of(flag): (env, _field_of(flag), kind) for flag, env, kind, _ in _CONNECTION_FLAGS}
+)
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> BridgeConfig:

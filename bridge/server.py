@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from .config import BridgeConfig
+from .connections import server_options
 from .health import HEALTH_SERVICE_NAME, Health
 from .metrics import Metrics, MetricsServer, in_multiprocess_mode
 from .observe import Observer
@@ -125,11 +126,7 @@ class BridgeServer:
 
 
 def _server_options(config: BridgeConfig) -> Sequence[tuple[str, int]]:
-    return [
-        ("grpc.so_reuseport", 0),
-        ("grpc.max_receive_message_length", config.max_request_bytes),
-        ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ]
+    return [("grpc.so_reuseport", 0), *server_options(config)]
 
 
 def _listen_address(listen: str, port: int) -> str:

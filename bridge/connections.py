@@ -1,0 +1,49 @@
+"""gRPC channel arguments of the server: keepalive, connection lifetime, limits.
+
+Behind a mesh or an L4 load balancer, HTTP/2 connections live for hours and
+pin their calls to whichever replica they first reached, so new replicas get
+no traffic; `max_connection_age` makes clients reconnect now and then (after a
+GOAWAY, with `max_connection_age_grace` for the calls in flight), which spreads
+them again. Keepalive pings find dead peers behind NATs and proxies that drop
+idle flows silently; the minimum client ping interval must be at most what
+clients are configured with, or they get GOAWAY "too_many_pings".
+"""
+
+from __future__ import annotations
+
+from .config import BridgeConfig
+
+ChannelOption = tuple[str, int]
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def server_options(config: BridgeConfig) -> list[ChannelOption]:
+    """The grpc.aio.server options for `config` (message sizes included)."""
+    options: list[ChannelOption] = [
+        ("grpc.max_receive_message_length", config.max_request_bytes),
+        ("grpc.max_send_message_length", config.max_send_bytes),
+        ("grpc.keepalive_permit_without_calls", int(config.keepalive_permit_without_calls)),
+        (
+            "grpc.http2.min_recv_ping_interval_without_data_ms",
+            _ms(config.keepalive_min_client_interval),
+        ),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if config.keepalive_time > 0:
+        options += [
+            ("grpc.keepalive_time_ms", _ms(config.keepalive_time)),
+            ("grpc.keepalive_timeout_ms", _ms(config.keepalive_timeout)),
+        ]
+    if config.max_connection_idle > 0:
+        options.append(("grpc.max_connection_idle_ms", _ms(config.max_connection_idle)))
+    if config.max_connection_age > 0:
+        options += [
+            ("grpc.max_connection_age_ms", _ms(config.max_connection_age)),
+            ("grpc.max_connection_age_grace_ms", _ms(config.max_connection_age_grace)),
+        ]
+    if config.max_concurrent_streams > 0:
+        options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
+    return options
