@@ -30,8 +30,11 @@ from .upstream import UpstreamClient
 log = logging.getLogger("bridge.server")
 
 CHAT_SERVICE_NAME: str = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
-ABORT_SECONDS = 2.0
-"""After the grace period, how long aborted calls get to send their status and close."""
+ABORT_SECONDS = 1.0
+"""After the grace period, how long aborted calls get to send their status and close.
+
+A call blocked writing to a caller that stopped reading cannot send our status;
+gRPC itself ends it with UNAVAILABLE ("Cancelling all calls") when this runs out."""
 EXIT_FORCED = 1
 """Exit status when a second signal cuts the graceful shutdown short."""
 

@@ -1409,6 +1409,92 @@ def test_decoded_chunk_survives_the_wire(obj: JSON) -> None:
     assert pb.ChatCompletionChunk.FromString(chunk.SerializeToString()) == chunk
 
 
+# Requests and model lists: the two remaining top-level types, unknown members
+# at every level included (the request's own extra is what the bridge forwards).
+
+NON_EMPTY_OBJECTS = st.dictionaries(TEXT, JSON_VALUES, min_size=1, max_size=3)
+FUNCTION_DEFINITIONS = with_unknowns(
+    pb.FunctionDefinition,
+    {"name": NON_EMPTY_TEXT},
+    {"description": NON_EMPTY_TEXT, "parameters": NON_EMPTY_OBJECTS, "strict": st.booleans()},
+)
+TOOLS = with_unknowns(pb.Tool, {"type": st.just("function"), "function": FUNCTION_DEFINITIONS}, {})
+NAMED_TOOL_CHOICES = with_unknowns(
+    pb.NamedToolChoice,
+    {
+        "type": st.just("function"),
+        "function": with_unknowns(pb.FunctionName, {"name": NON_EMPTY_TEXT}, {}),
+    },
+    {},
+)
+RESPONSE_FORMATS = with_unknowns(
+    pb.ResponseFormat,
+    {"type": st.sampled_from(["text", "json_object", "json_schema"])},
+    {
+        "json_schema": with_unknowns(
+            pb.JsonSchemaFormat,
+            {"name": NON_EMPTY_TEXT},
+            {
+                "description": NON_EMPTY_TEXT,
+                "schema": NON_EMPTY_OBJECTS,
+                "strict": st.booleans(),
+            },
+        )
+    },
+)
+REQUESTS = with_unknowns(
+    pb.ChatCompletionRequest,
+    {"model": NON_EMPTY_TEXT, "messages": st.lists(MESSAGES, min_size=1, max_size=3)},
+    {
+        "max_tokens": POSITIVE_INT32,
+        "temperature": st.floats(min_value=0, max_value=2),
+        "top_p": st.floats(min_value=0, max_value=1),
+        "tools": st.lists(TOOLS, min_size=1, max_size=2),
+        "tool_choice": st.one_of(st.sampled_from(["auto", "none", "required"]), NAMED_TOOL_CHOICES),
+        "response_format": RESPONSE_FORMATS,
+        "user": NON_EMPTY_TEXT,
+    },
+)
+MODELS = with_unknowns(
+    pb.Model,
+    {"id": NON_EMPTY_TEXT},
+    {
+        "object": st.just("model"),
+        "created": st.integers(min_value=1, max_value=2**62),
+        "owned_by": NON_EMPTY_TEXT,
+        "name": NON_EMPTY_TEXT,
+        "description": NON_EMPTY_TEXT,
+        "context_length": POSITIVE_INT32,
+    },
+)
+MODEL_LISTS = with_unknowns(
+    pb.ListModelsResponse,
+    {"data": st.lists(MODELS, min_size=1, max_size=3)},  # an empty repeated field is absent
+    {"object": st.just("list")},
+)
+
+
+@PROPERTY_SETTINGS
+@given(REQUESTS)
+def test_request_round_trips(obj: JSON) -> None:
+    assert encode(decode(pb.ChatCompletionRequest, obj)) == obj
+
+
+@PROPERTY_SETTINGS
+@given(MODEL_LISTS)
+def test_model_list_round_trips(obj: JSON) -> None:
+    assert encode(decode(pb.ListModelsResponse, obj)) == obj
+
+
+@PROPERTY_SETTINGS
+@given(REQUESTS)
+def test_decoded_request_survives_the_wire(obj: JSON) -> None:
+    """What a caller builds and sends over gRPC encodes to the same JSON after the trip."""
+    request = decode(pb.ChatCompletionRequest, obj)
+    received = pb.ChatCompletionRequest.FromString(request.SerializeToString())
+    assert encode(received) == obj
+
+
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #

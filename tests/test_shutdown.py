@@ -109,6 +109,41 @@ def test_stream_still_running_after_the_grace_period_is_aborted_unavailable(star
     assert "aborting 1 call(s)" in output
 
 
+def test_stream_blocked_on_a_caller_that_stopped_reading_is_aborted_too(start_bridge, upstream):
+    process = start_bridge("--shutdown-grace", "0.5")
+    channel, stub = stub_for(process.target)
+    with channel:
+        request = with_scenario(chat_request(), chunks=2000, pad=16 * 1024)
+        call = stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=30)
+        next(call)
+        time.sleep(0.5)  # the bridge is now blocked writing to us (see test_faults backpressure)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(2)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    upstream_record = upstream.wait_for(lambda r: r.ended_at is not None, timeout=5)
+    assert upstream_record.outcome == "disconnected"
+    _assert_clean_exit(process)
+
+
+def test_unary_call_still_running_after_the_grace_period_is_aborted(start_bridge, upstream):
+    process = start_bridge("--shutdown-grace", "0.3")
+    channel, stub = stub_for(process.target)
+    with channel:
+        future = stub.CreateChatCompletion.future(
+            with_scenario(chat_request(), kind="hang"), metadata=CALLER_METADATA, timeout=30
+        )
+        upstream.wait_for(lambda r: True, timeout=5)
+        process.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as caught:
+            future.result(timeout=15)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert details_of(caught.value)["ErrorInfo"].reason == "BRIDGE_SHUTTING_DOWN"
+    assert upstream.wait_for(lambda r: r.ended_at is not None).outcome == "disconnected"
+    _assert_clean_exit(process)
+
+
 def test_idle_bridge_exits_zero_on_sigterm_and_sigint(start_bridge):
     for sig in (signal.SIGTERM, signal.SIGINT):
         process = start_bridge()
