@@ -53,6 +53,13 @@ demo: install
 test: install
 	$(PY) -m pytest -q -m "not soak"
 
+# The benchmark harness (see BENCHMARKS.md): hot-path micro-benchmarks, then the
+# bridge against the direct-HTTP baseline in separate processes; ~3 minutes.
+bench: install
+	$(PY) -m pytest -q -p no:cacheprovider bench/test_micro.py --benchmark-only \
+		--benchmark-json=bench/micro.json --benchmark-columns=min,mean,ops --benchmark-sort=name
+	$(PY) bench/run.py
+
 # 1,000 streams (200 at a time) through one bridge process; prints the RSS figures.
 soak: install
 	$(PY) -m pytest -q -s -m soak tests/test_soak.py
@@ -64,8 +71,8 @@ lint: install
 	$(BUF) lint protos
 	$(BUF) format --diff --exit-code protos
 	$(BUF) breaking protos --against $(RELEASED_CONTRACT)
-	$(VENV)/bin/ruff check bridge myrouter_client tests
-	$(VENV)/bin/ruff format --check bridge myrouter_client tests
+	$(VENV)/bin/ruff check bridge myrouter_client tests bench
+	$(VENV)/bin/ruff format --check bridge myrouter_client tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests --allow-untyped-defs --allow-incomplete-defs \
 		--allow-untyped-calls --check-untyped-defs

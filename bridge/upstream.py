@@ -35,6 +35,7 @@ from .errors import (
 )
 from .redaction import redact
 from .sse import DONE, SSEDecoder
+from .transport import AiohttpTransport
 
 DRAIN_AFTER_DONE_SECONDS = 0.25
 """After [DONE], how long to wait for the body's end so the connection can be reused."""
@@ -76,14 +77,13 @@ class UpstreamClient:
         self, config: BridgeConfig, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._config = config
+        if transport is None:
+            transport = AiohttpTransport(
+                max_connections=config.max_upstream_connections, keepalive_expiry=30.0
+            )
         self._client = httpx.AsyncClient(
             base_url=config.upstream_url,
             transport=transport,
-            limits=httpx.Limits(
-                max_connections=config.max_upstream_connections,
-                max_keepalive_connections=config.max_upstream_connections,
-                keepalive_expiry=30.0,
-            ),
             timeout=httpx.Timeout(config.request_timeout, connect=config.connect_timeout),
             headers={"user-agent": f"myrouter-bridge/{__version__}"},
         )

@@ -30,6 +30,7 @@ __all__ = ["EmbeddedUpstream", "serve"]
 
 _SHUTDOWN_TIMEOUT: Final = 1.0
 """Seconds aiohttp may wait for a connection to finish when the server stops."""
+_LISTEN_BACKLOG: Final = 4096
 _START_TIMEOUT: Final = 30.0
 _STOP_TIMEOUT: Final = 30.0
 
@@ -57,7 +58,11 @@ async def serve(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        # A deep accept queue: a benchmark opens thousands of connections at once,
+        # and SYNs dropped by a full queue (default 128) cost seconds of retries.
+        site = web.TCPSite(
+            runner, config.host, config.port, reuse_address=True, backlog=_LISTEN_BACKLOG
+        )
         await site.start()
         port = int(runner.addresses[0][1])
         if on_listening is not None:

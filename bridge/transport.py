@@ -1,0 +1,151 @@
+"""An httpx transport that moves the bytes with aiohttp: same httpx API, a faster engine.
+
+Why: with httpx's default transport (httpcore + h11, pure Python) reading a
+stream costs several Python layers per network read, and httpcore's pool walks
+*every* pooled connection on each request and each release, so a bridge that
+holds hundreds of upstream streams spends more time scanning its pool than
+relaying (measured in BENCHMARKS.md: the relay ran 2x slower at 16 streams,
+and worse with more connections). aiohttp parses HTTP/1.1 in C (llhttp) and
+its connector hands out and takes back connections in constant time.
+
+Why keep httpx on top: `bridge.upstream` speaks httpx (requests, responses,
+exceptions) and tests or embedders can still inject any httpx transport. This
+module is the only place that knows aiohttp's client; it translates aiohttp's
+exceptions into httpx's, keeping the distinctions the bridge's status mapping
+relies on: failing to connect (`ConnectError`/`ConnectTimeout`), silence while
+reading (`ReadTimeout`), and a connection lost mid-body (`ReadError`,
+`RemoteProtocolError`).
+
+A response body that was not read to its end is closed, not released: the
+connection is dropped, so the upstream stops generating (and billing) at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import httpx
+
+__all__ = ["AiohttpTransport"]
+
+# Most specific first: the first match wins.
+_EXCEPTIONS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.ReadError),
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # e.g. a malformed status line
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.ClientError, httpx.ReadError),
+    (asyncio.TimeoutError, httpx.ReadTimeout),
+)
+
+
+@contextlib.contextmanager
+def _translated(request: httpx.Request) -> Iterator[None]:
+    try:
+        yield
+    except httpx.HTTPError:
+        raise
+    except Exception as exc:
+        for source, target in _EXCEPTIONS:
+            if isinstance(exc, source):
+                raise target(f"{type(exc).__name__}: {exc}", request=request) from exc
+        raise
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """The body of one aiohttp response, as whatever each network read brought."""
+
+    __slots__ = ("_request", "_response")
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        read = self._response.content.readany
+        with _translated(self._request):
+            while True:
+                data = await read()
+                if not data:
+                    return
+                yield data
+
+    async def aclose(self) -> None:
+        response = self._response
+        if response.content.at_eof():
+            response.release()  # the connection goes back to the pool
+        else:
+            response.close()  # unread body: drop the connection, end the generation
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over one aiohttp session, created lazily inside the running loop."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        keepalive_expiry: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._ssl = ssl_context if ssl_context is not None else httpx.create_ssl_context()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_expiry,
+                ssl=self._ssl,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,  # httpx decodes bodies itself
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        session = self._session_now()
+        with _translated(request):
+            response = await session.request(
+                request.method,
+                str(request.url),
+                headers=[
+                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                ],
+                data=request.content or None,
+                allow_redirects=False,
+                compress=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            )
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_ResponseStream(response, request),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
