@@ -120,10 +120,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         session = self._session_now()
+        url = request.url
+        if url.userinfo:  # httpx turned it into an auth header already; aiohttp would refuse
+            url = url.copy_with(userinfo=b"")
         with _translated(request):
             response = await session.request(
                 request.method,
-                str(request.url),
+                str(url),
                 headers=[
                     (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
                 ],
