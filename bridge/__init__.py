@@ -12,6 +12,7 @@ The modules, each owning one thing:
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle
 * ``connections`` gRPC keepalive, connection age and size options
+* ``tls``        TLS/mTLS credentials of the listener; the upstream's CA bundle
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)
 * ``metrics``    Prometheus metrics and the /metrics endpoint
 * ``observe``    the per-RPC record: one metrics update and one log line

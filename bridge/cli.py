@@ -148,7 +148,11 @@ def _serve(args: argparse.Namespace) -> int:
     install_redaction([config.api_key.value if config.api_key else None])
     from .server import serve
 
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except ConfigError as exc:  # a file named by a setting (TLS) is unusable
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -105,6 +105,15 @@ class BridgeConfig:
     """Calls at once on one HTTP/2 connection; more queue on the client (0: no limit)."""
     max_send_bytes: int = 64 * 1024 * 1024
     """Largest gRPC response message sent (grpc.max_send_message_length)."""
+    # -- TLS (bridge/tls.py)
+    tls_cert_file: Path | None = None
+    """PEM certificate chain of the gRPC listener; with tls_key_file, the listener is TLS."""
+    tls_key_file: Path | None = None
+    """PEM private key of tls_cert_file."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA(s) whose client certificates are required (mTLS); None: no client certificate."""
+    upstream_ca_file: Path | None = None
+    """PEM CA bundle trusted for the upstream's TLS instead of the system store."""
 
     def __post_init__(self) -> None:
         _require(":" in self.listen, "listen must be host:port")
@@ -139,6 +148,14 @@ class BridgeConfig:
             _require(math.isfinite(value) and 0 <= value <= 30 * 86400, f"{name} must be >= 0")
         _require(
             self.keepalive_time == 0 or self.keepalive_timeout > 0, "keepalive_timeout must be > 0"
+        )
+        _require(
+            (self.tls_cert_file is None) == (self.tls_key_file is None),
+            "tls_cert_file and tls_key_file go together",
+        )
+        _require(
+            self.tls_client_ca_file is None or self.tls_cert_file is not None,
+            "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file",
         )
         _require(self.max_concurrent_streams >= 0, "max_concurrent_streams must be >= 0")
         _require(self.max_send_bytes >= 1024, "max_send_bytes must be >= 1024")
@@ -309,6 +326,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"[env BRIDGE_CONNECT_RETRY_BACKOFF, default {d.connect_retry_backoff}]",
     )
     _add_connection_arguments(parser, d)
+    group = parser.add_argument_group("TLS", "TLS/mTLS of the gRPC listener; upstream trust")
+    for flag, env, _, text in _TLS_FLAGS:
+        group.add_argument(flag, type=Path, metavar="PEM", help=f"{text} [env {env}]")
     parser.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
@@ -371,6 +391,24 @@ _CONNECTION_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
 """(flag, environment variable, converter, help) of the gRPC connection settings."""
 
 
+_TLS_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
+    ("--tls-cert-file", "BRIDGE_TLS_CERT_FILE", Path, "certificate chain: serve gRPC over TLS"),
+    ("--tls-key-file", "BRIDGE_TLS_KEY_FILE", Path, "private key of --tls-cert-file"),
+    (
+        "--tls-client-ca-file",
+        "BRIDGE_TLS_CLIENT_CA_FILE",
+        Path,
+        "require client certificates signed by these CAs (mTLS)",
+    ),
+    (
+        "--upstream-ca-file",
+        "BRIDGE_UPSTREAM_CA_FILE",
+        Path,
+        "CA bundle trusted for the upstream's TLS [default: the system's trust store]",
+    ),
+)
+
+
 def _field_of(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
@@ -418,7 +456,10 @@ _ENV_SOURCES: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "connect_retry_backoff": ("BRIDGE_CONNECT_RETRY_BACKOFF", "connect_retry_backoff", float),
 }
 _ENV_SOURCES.update(
-    {_field_of(flag): (env, _field_of(flag), kind) for flag, env, kind, _ in _CONNECTION_FLAGS}
+    {
+        _field_of(flag): (env, _field_of(flag), kind)
+        for flag, env, kind, _ in (*_CONNECTION_FLAGS, *_TLS_FLAGS)
+    }
 )
 
 

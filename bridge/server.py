@@ -25,6 +25,7 @@ from .health import HEALTH_SERVICE_NAME, Health
 from .metrics import Metrics, MetricsServer, in_multiprocess_mode
 from .observe import Observer
 from .service import ChatService
+from .tls import server_credentials
 from .upstream import UpstreamClient
 
 log = logging.getLogger("bridge.server")
@@ -66,7 +67,11 @@ class BridgeServer:
             reflection.enable_server_reflection(
                 (CHAT_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
             )
-        self.port = server.add_insecure_port(self.config.listen)
+        credentials = server_credentials(self.config)
+        if credentials is None:
+            self.port = server.add_insecure_port(self.config.listen)
+        else:
+            self.port = server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         if self.config.metrics_listen and not in_multiprocess_mode():

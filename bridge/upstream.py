@@ -35,6 +35,7 @@ from .errors import (
 )
 from .redaction import redact
 from .sse import DONE, SSEDecoder
+from .tls import upstream_ssl_context
 from .transport import AiohttpTransport
 
 DRAIN_AFTER_DONE_SECONDS = 0.25
@@ -79,7 +80,9 @@ class UpstreamClient:
         self._config = config
         if transport is None:
             transport = AiohttpTransport(
-                max_connections=config.max_upstream_connections, keepalive_expiry=30.0
+                max_connections=config.max_upstream_connections,
+                keepalive_expiry=30.0,
+                ssl_context=upstream_ssl_context(config),
             )
         self._client = httpx.AsyncClient(
             base_url=config.upstream_url,

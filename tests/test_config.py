@@ -168,6 +168,15 @@ SETTINGS += [
         100,
         200,
     ),
+    (
+        "--upstream-ca-file",
+        "BRIDGE_UPSTREAM_CA_FILE",
+        "/a/ca.pem",
+        "/b/ca.pem",
+        "upstream_ca_file",
+        Path("/a/ca.pem"),
+        Path("/b/ca.pem"),
+    ),
     ("--max-send-bytes", "BRIDGE_MAX_SEND_BYTES", "4096", "8192", "max_send_bytes", 4096, 8192),
     (
         "--propagate-headers",
@@ -221,8 +230,29 @@ def test_environment_is_used_without_a_flag(
     assert type(getattr(config, field)) is type(from_env)
 
 
+# settings valid only together, tested by test_tls_files_from_flags_and_environment
+TLS_TRIO = {"BRIDGE_TLS_CERT_FILE", "BRIDGE_TLS_KEY_FILE", "BRIDGE_TLS_CLIENT_CA_FILE"}
+
+
+def test_tls_files_from_flags_and_environment() -> None:
+    env = {
+        "BRIDGE_TLS_CERT_FILE": "/env/cert.pem",
+        "BRIDGE_TLS_KEY_FILE": "/env/key.pem",
+        "BRIDGE_TLS_CLIENT_CA_FILE": "/env/ca.pem",
+    }
+    from_env = parse_serve_config([], env)
+    assert from_env.tls_cert_file == Path("/env/cert.pem")
+    assert from_env.tls_key_file == Path("/env/key.pem")
+    assert from_env.tls_client_ca_file == Path("/env/ca.pem")
+    flags = ["--tls-cert-file", "/f/cert.pem", "--tls-key-file", "/f/key.pem"]
+    from_flags = parse_serve_config(flags, env)
+    assert from_flags.tls_cert_file == Path("/f/cert.pem")
+    assert from_flags.tls_key_file == Path("/f/key.pem")
+    assert from_flags.tls_client_ca_file == Path("/env/ca.pem")
+
+
 def test_every_environment_source_is_covered_by_these_tests() -> None:
-    assert {env for env, _, _ in _ENV_SOURCES.values()} == {row[1] for row in SETTINGS}
+    assert {env for env, _, _ in _ENV_SOURCES.values()} == {row[1] for row in SETTINGS} | TLS_TRIO
 
 
 @pytest.mark.parametrize("env", [row[1] for row in SETTINGS])
