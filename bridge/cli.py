@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -146,10 +145,11 @@ def _serve(args: argparse.Namespace) -> int:
     from .redaction import install_redaction
 
     install_redaction([config.api_key.value if config.api_key else None])
+    from .loop import run
     from .server import serve
 
     try:
-        asyncio.run(serve(config))
+        run(serve(config), config.event_loop)
     except ConfigError as exc:  # a file named by a setting (TLS) is unusable
         print(f"error: {exc}", file=sys.stderr)
         return 2

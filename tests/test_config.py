@@ -75,6 +75,7 @@ SETTINGS = [
         16,
     ),
     ("--log-level", "BRIDGE_LOG_LEVEL", "DEBUG", "ERROR", "log_level", "DEBUG", "ERROR"),
+    ("--event-loop", "BRIDGE_EVENT_LOOP", "asyncio", "uvloop", "event_loop", "asyncio", "uvloop"),
     # reliability limits (issue 3)
     *[
         (f"--{field.replace('_', '-')}", env, "4096", "8192", field, 4096, 8192)
