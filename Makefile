@@ -12,12 +12,16 @@ NPM    ?= npm
 BUF    := tools/node_modules/.bin/buf
 TOOLS  := tools/node_modules/.installed
 NODE_EXAMPLE := examples/node/node_modules/.installed
+# The Ruby example uses Debian's grpc gem (ruby-grpc, with protoc 3.21 and its Ruby
+# plugin in ruby-grpc-tools); its stubs are generated from protos/ into gen/.
+RUBY_DEBS    := ruby-grpc ruby-grpc-tools ruby-googleapis-common-protos-types
+RUBY_EXAMPLE := examples/ruby/gen/myrouter/chat/v1/chat_services_pb.rb
 # The contract as last released; `make release-contract` rewrites it, on purpose only.
 RELEASED_CONTRACT := protos/released-image.json
 
 .PHONY: install proto demo test soak bench lint release-contract wheel clean
 
-install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(TOOLS) $(NODE_EXAMPLE)
+install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(TOOLS) $(NODE_EXAMPLE) $(RUBY_EXAMPLE)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +45,16 @@ $(GEN_PROTO): $(PROTO) $(GEN)
 $(TOOLS): tools/package-lock.json
 	cd tools && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# google/protobuf/struct.proto comes from grpcio-tools, already in the venv.
+$(RUBY_EXAMPLE): $(PROTO) $(VENV)/.installed
+	command -v grpc_tools_ruby_protoc >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+		--no-install-recommends $(RUBY_DEBS); }
+	mkdir -p examples/ruby/gen
+	grpc_tools_ruby_protoc -I protos \
+		-I "$$($(PY) -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto" \
+		--ruby_out=examples/ruby/gen --grpc_out=examples/ruby/gen $(PROTO)
 
 # The Node.js example's dependencies (its test runs in `make test`).
 $(NODE_EXAMPLE): examples/node/package-lock.json
@@ -71,6 +85,8 @@ lint: install
 	$(BUF) lint protos
 	$(BUF) format --diff --exit-code protos
 	$(BUF) breaking protos --against $(RELEASED_CONTRACT)
+	node --check examples/node/client.js
+	ruby -wc examples/ruby/client.rb
 	$(VENV)/bin/ruff check bridge myrouter_client tests bench
 	$(VENV)/bin/ruff format --check bridge myrouter_client tests bench
 	$(VENV)/bin/mypy
@@ -88,4 +104,4 @@ release-contract: $(TOOLS)
 
 clean:
 	rm -rf $(VENV) myrouter build dist *.egg-info .pytest_cache tools/node_modules \
-		examples/node/node_modules
+		examples/node/node_modules examples/ruby/gen
