@@ -11,6 +11,7 @@ The modules, each owning one thing:
 * ``propagation`` which caller metadata (trace headers) goes upstream
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle
+* ``workers``    ``--workers N``: N processes on one port (SO_REUSEPORT)
 * ``connections`` gRPC keepalive, connection age and size options
 * ``tls``        TLS/mTLS credentials of the listener; the upstream's CA bundle
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ConfigError, add_serve_arguments, config_from_args
+from .config import BridgeConfig, ConfigError, add_serve_arguments, config_from_args
 from .logs import configure_logging
 
 DEFAULT_TARGET = "localhost:50051"
@@ -133,22 +133,30 @@ def _quiet_broken_pipe() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args, os.environ)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def setup_logging(config: BridgeConfig) -> None:
+    """The process's logging: format and level from the config, secrets redacted."""
     configure_logging(config.log_level, config.log_format)
     # Every handler configured above gets the filter; whoever changes the logging
     # set-up must call install_redaction again on the new handlers.
     from .redaction import install_redaction
 
     install_redaction([config.api_key.value if config.api_key else None])
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args, os.environ)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config)
     from .loop import run
     from .server import serve
+    from .workers import run_workers
 
     try:
+        if config.workers > 1:
+            return run_workers(config)
         run(serve(config), config.event_loop)
     except ConfigError as exc:  # a file named by a setting (TLS) is unusable
         print(f"error: {exc}", file=sys.stderr)

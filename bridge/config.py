@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -108,6 +109,8 @@ class BridgeConfig:
     """Calls at once on one HTTP/2 connection; more queue on the client (0: no limit)."""
     max_send_bytes: int = 64 * 1024 * 1024
     """Largest gRPC response message sent (grpc.max_send_message_length)."""
+    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    """Processes serving the port together (SO_REUSEPORT); default: one per core."""
     # -- TLS (bridge/tls.py)
     tls_cert_file: Path | None = None
     """PEM certificate chain of the gRPC listener; with tls_key_file, the listener is TLS."""
@@ -160,6 +163,7 @@ class BridgeConfig:
             self.tls_client_ca_file is None or self.tls_cert_file is not None,
             "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file",
         )
+        _require(1 <= self.workers <= 256, "workers must be in [1, 256]")
         _require(self.max_concurrent_streams >= 0, "max_concurrent_streams must be >= 0")
         _require(self.max_send_bytes >= 1024, "max_send_bytes must be >= 1024")
         for name in self.propagate_headers:
@@ -331,6 +335,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds before the first connect retry, doubled for each further one "
         f"[env BRIDGE_CONNECT_RETRY_BACKOFF, default {d.connect_retry_backoff}]",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes serving the port together with SO_REUSEPORT, each with its own "
+        "event loop and HTTP client [env BRIDGE_WORKERS, default: the number of cores, "
+        f"{d.workers} here]",
+    )
     _add_connection_arguments(parser, d)
     group = parser.add_argument_group("TLS", "TLS/mTLS of the gRPC listener; upstream trust")
     for flag, env, _, text in _TLS_FLAGS:
@@ -459,6 +470,7 @@ _ENV_SOURCES: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "shutdown_delay": ("BRIDGE_SHUTDOWN_DELAY", "shutdown_delay", float),
     "metrics_listen": ("BRIDGE_METRICS_LISTEN", "metrics_listen", str),
     "log_format": ("BRIDGE_LOG_FORMAT", "log_format", str),
+    "workers": ("BRIDGE_WORKERS", "workers", int),
     "propagate_headers": ("BRIDGE_PROPAGATE_HEADERS", "propagate_headers", _names),
     "max_response_bytes": ("BRIDGE_MAX_RESPONSE_BYTES", "max_response_bytes", int),
     "max_event_bytes": ("BRIDGE_MAX_EVENT_BYTES", "max_event_bytes", int),

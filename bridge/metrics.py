@@ -22,6 +22,7 @@ supervising process serves the sum (`multiprocess_registry`).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
+
+log = logging.getLogger("bridge.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -192,6 +195,7 @@ class MetricsServer:
             int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry
         )
         self.port: int = self._httpd.server_port
+        log.info("metrics at http://%s:%d/metrics", host or "0.0.0.0", self.port)
 
     def close(self) -> None:
         self._httpd.shutdown()

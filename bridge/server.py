@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 import httpx
@@ -44,10 +44,16 @@ class BridgeServer:
     """A running bridge: the gRPC listener plus its upstream client."""
 
     def __init__(
-        self, config: BridgeConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: BridgeConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
         self._transport = transport
+        self._reuse_port = reuse_port
+        """SO_REUSEPORT, so that several worker processes can share the port (bridge/workers)."""
         self._server: grpc.aio.Server | None = None
         self._upstream: UpstreamClient | None = None
         self._service: ChatService | None = None
@@ -59,7 +65,7 @@ class BridgeServer:
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful with port 0)."""
         self._upstream = UpstreamClient(self.config, transport=self._transport)
-        server = grpc.aio.server(options=_server_options(self.config))
+        server = grpc.aio.server(options=_server_options(self.config, self._reuse_port))
         self._service = ChatService(self.config, self._upstream, Observer(self.metrics))
         chat_pb2_grpc.add_ChatServiceServicer_to_server(self._service, server)
         self.health.add_to_server(server)
@@ -139,9 +145,9 @@ cancels the excess of a burst (measured: 2,000 streams opened at once lost ~200 
 CANCELLED, with no log line anywhere)."""
 
 
-def _server_options(config: BridgeConfig) -> Sequence[tuple[str, int]]:
+def _server_options(config: BridgeConfig, reuse_port: bool) -> Sequence[tuple[str, int]]:
     return [
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.server.max_pending_requests", MAX_PENDING_RPCS),
         ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_RPCS),
         *server_options(config),
@@ -153,13 +159,19 @@ def _listen_address(listen: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def serve(config: BridgeConfig) -> None:
+async def serve(
+    config: BridgeConfig,
+    *,
+    reuse_port: bool = False,
+    on_started: Callable[[BridgeServer], None] | None = None,
+) -> None:
     """Run a bridge until SIGINT or SIGTERM, then shut down gracefully (see `stop`).
 
     A second signal during the shutdown exits the process at once, for an
-    operator who does not want to wait out the grace period.
+    operator who does not want to wait out the grace period. `on_started` is
+    called once the server listens (a worker reports readiness with it).
     """
-    bridge = BridgeServer(config)
+    bridge = BridgeServer(config, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals: list[int] = []
@@ -184,6 +196,8 @@ async def serve(config: BridgeConfig) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         await bridge.start()
+        if on_started is not None:
+            on_started(bridge)
         await stop.wait()
     finally:
         await bridge.stop()

@@ -95,6 +95,8 @@ class BridgeProcess:
                 "-m",
                 "bridge",
                 "serve",
+                "--workers",
+                "1",
                 "--listen",
                 "127.0.0.1:0",
                 "--log-level",

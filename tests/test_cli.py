@@ -22,6 +22,8 @@ def _bridge_process(upstream_url: str, **env: str) -> tuple[subprocess.Popen[str
             "-m",
             "bridge",
             "serve",
+            "--workers",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--upstream-url",

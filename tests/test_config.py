@@ -113,6 +113,7 @@ SETTINGS += [
         "[::]:9090",
     ),
     ("--log-format", "BRIDGE_LOG_FORMAT", "json", "text", "log_format", "json", "text"),
+    ("--workers", "BRIDGE_WORKERS", "4", "3", "workers", 4, 3),
     ("--keepalive-time", "BRIDGE_KEEPALIVE_TIME", "30", "45", "keepalive_time", 30.0, 45.0),
     ("--keepalive-timeout", "BRIDGE_KEEPALIVE_TIMEOUT", "5", "7", "keepalive_timeout", 5.0, 7.0),
     (

@@ -73,6 +73,8 @@ def _serve_process(upstream_url: str) -> tuple[subprocess.Popen[str], str]:
             "-m",
             "bridge",
             "serve",
+            "--workers",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--upstream-url",

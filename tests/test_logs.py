@@ -104,6 +104,8 @@ def test_serve_writes_json_lines_without_the_token(upstream):
             "-m",
             "bridge",
             "serve",
+            "--workers",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--upstream-url",

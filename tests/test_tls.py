@@ -116,6 +116,8 @@ def test_serve_with_an_unreadable_key_exits_with_a_clear_error(certs, tmp_path):
             "-m",
             "bridge",
             "serve",
+            "--workers",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--tls-cert-file",
@@ -173,7 +175,17 @@ def tls_upstream(certs: Certs) -> Iterator[str]:
 def _serve(*args: str) -> tuple[subprocess.Popen[str], str]:
     """A bridge process (TLS towards the upstream is kept out of the test process's threads)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--listen", "127.0.0.1:0", *args],
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--workers",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            *args,
+        ],
         env={**os.environ, "MYROUTER_API_KEY": SERVICE_KEY},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
