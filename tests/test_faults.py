@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from bridge.embedded_upstream import EmbeddedUpstream, UpstreamConfig
-from myrouter.chat.v1 import chat_pb2
+from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from support import (
     CALLER_METADATA,
     CALLER_TOKEN,
@@ -437,16 +437,20 @@ def test_client_deadline_mid_stream_closes_the_upstream(stub, upstream):
     serves_next(stub, upstream)
 
 
-def test_slow_reader_pauses_the_upstream_instead_of_buffering(stub, upstream):
+def test_slow_reader_pauses_the_upstream_instead_of_buffering(bridge, upstream):
     """Backpressure: while the caller does not read, the bridge does not read upstream.
 
-    32 MiB of events is far more than every buffer on the way (gRPC flow-control
-    window, both sockets' kernel buffers, httpx's read buffer) can hold, so the
-    upstream can only finish if the bridge keeps reading without the caller,
-    that is, if it buffers chunks without bound.
+    32 MiB of events is far more than every buffer on the way (the caller's
+    gRPC flow-control window, kept at its initial size by switching off BDP
+    probing, both sockets' kernel buffers, httpx's read buffer) can hold:
+    measured here, everything on the way absorbs 2 to 4 MiB, and 8 to 16 MiB
+    with BDP probing on. So the upstream can only finish if the bridge keeps
+    reading without the caller, that is, if it buffers chunks without bound.
     """
     count, pad = 2000, 16 * 1024
     request = with_scenario(chat_request(), chunks=count, pad=pad)
+    channel = grpc.insecure_channel(bridge.target, options=[("grpc.http2.bdp_probe", 0)])
+    stub = chat_pb2_grpc.ChatServiceStub(channel)
     call = stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=50)
     first = next(call)
     assert first.choices[0].delta.role == "assistant"
@@ -460,6 +464,7 @@ def test_slow_reader_pauses_the_upstream_instead_of_buffering(stub, upstream):
     assert tokens[0] == "tok0 " + "x" * pad and tokens[-1].startswith(f"tok{count - 1} ")
     upstream_ended(upstream, "completed")
     serves_next(stub, upstream)
+    channel.close()
 
 
 # --------------------------------------------------------------------------- #

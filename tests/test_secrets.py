@@ -2,7 +2,8 @@
 
 One run of a real bridge process at DEBUG (every logger, httpx and httpcore
 included), with a known service key and a known caller token, through
-successes and every kind of failure; all its output is captured and searched.
+successes and every kind of failure; all its output, everything its callers
+were told and its metrics page are captured and searched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import socket
 
 import grpc
+import httpx
 import pytest
 
 from bridge.redaction import REDACTED, RedactingFilter, install_redaction
@@ -103,14 +105,22 @@ def _exercise(target: str) -> list[str]:
 
 
 def test_no_secret_in_any_output_of_a_process_at_debug_level(upstream):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
     process = BridgeProcess(
         "--upstream-url",
         upstream.base_url,
+        "--metrics-listen",
+        f"127.0.0.1:{metrics_port}",
         env={"MYROUTER_API_KEY": SERVICE_KEY},
         log_level="DEBUG",
     )
     try:
         told = _exercise(process.target)
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert "bridge_rpcs_total" in metrics
+        told.append(metrics)
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
     finally:
@@ -122,7 +132,7 @@ def test_no_secret_in_any_output_of_a_process_at_debug_level(upstream):
         assert secret not in output
         for text in told:
             assert secret not in text
-    assert len(told) == 7
+    assert len(told) == 8  # 7 failed calls and the metrics page
 
 
 def test_no_secret_in_connection_failure_logs_and_status():
