@@ -127,7 +127,10 @@ def start_bridge(upstream: Server, *extra: str) -> Server:
             f"127.0.0.1:{port}",
             "--upstream-url",
             upstream.address,
+            # Room for the 2,000-stream capacity test (defaults: 1,000 each).
             "--max-upstream-connections",
+            "4096",
+            "--max-concurrent-rpcs",
             "4096",
             "--log-level",
             "WARNING",
@@ -510,7 +513,7 @@ def main() -> int:
         if micro:
             print("\nHot-path micro-benchmarks (pytest-benchmark):\n")
             print(micro)
-        print(f"\nJSON: {args.json.relative_to(ROOT)}")
+        print(f"\nJSON: {args.json}")
     return 0
 
 
