@@ -79,8 +79,9 @@ soak: install
 	$(PY) -m pytest -q -s -m soak tests/test_soak.py
 
 # The contract (buf lint with the STANDARD rules, buf format, no breaking change
-# against the released image), then Python: ruff, mypy strict on bridge/, and on
-# tests/ every body type-checked (check_untyped_defs) with annotations optional.
+# against the released image), the example clients' syntax, then Python: ruff, mypy
+# strict on bridge/ and myrouter_client/, and on tests/ every body type-checked
+# (check_untyped_defs) with annotations optional.
 lint: install
 	$(BUF) lint protos
 	$(BUF) format --diff --exit-code protos
