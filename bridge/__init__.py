@@ -8,6 +8,7 @@ The modules, each owning one thing:
 * ``mapping``    JSON <-> protobuf (pure)
 * ``validation`` request checks before any upstream call (pure)
 * ``upstream``   the pooled httpx client towards the API
+* ``otel``       optional OpenTelemetry server spans and upstream context
 * ``propagation`` which caller metadata (trace headers) goes upstream
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle

@@ -109,6 +109,8 @@ class BridgeConfig:
     """Calls at once on one HTTP/2 connection; more queue on the client (0: no limit)."""
     max_send_bytes: int = 64 * 1024 * 1024
     """Largest gRPC response message sent (grpc.max_send_message_length)."""
+    opentelemetry: str = "auto"
+    """Tracing: auto (on when OpenTelemetry is installed and configured), on, off."""
     workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
     """Processes serving the port together (SO_REUSEPORT); default: one per core."""
     # -- TLS (bridge/tls.py)
@@ -162,6 +164,9 @@ class BridgeConfig:
         _require(
             self.tls_client_ca_file is None or self.tls_cert_file is not None,
             "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file",
+        )
+        _require(
+            self.opentelemetry in ("auto", "on", "off"), "opentelemetry must be auto, on or off"
         )
         _require(1 <= self.workers <= 256, "workers must be in [1, 256]")
         _require(self.max_concurrent_streams >= 0, "max_concurrent_streams must be >= 0")
@@ -336,6 +341,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"[env BRIDGE_CONNECT_RETRY_BACKOFF, default {d.connect_retry_backoff}]",
     )
     parser.add_argument(
+        "--opentelemetry",
+        choices=("auto", "on", "off"),
+        help="OpenTelemetry tracing (server spans, context sent upstream): auto = on when the "
+        "OpenTelemetry packages are installed and a tracer provider is configured "
+        f"[env BRIDGE_OPENTELEMETRY, default {d.opentelemetry}]",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         help="processes serving the port together with SO_REUSEPORT, each with its own "
@@ -471,6 +483,7 @@ _ENV_SOURCES: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "metrics_listen": ("BRIDGE_METRICS_LISTEN", "metrics_listen", str),
     "log_format": ("BRIDGE_LOG_FORMAT", "log_format", str),
     "workers": ("BRIDGE_WORKERS", "workers", int),
+    "opentelemetry": ("BRIDGE_OPENTELEMETRY", "opentelemetry", str),
     "propagate_headers": ("BRIDGE_PROPAGATE_HEADERS", "propagate_headers", _names),
     "max_response_bytes": ("BRIDGE_MAX_RESPONSE_BYTES", "max_response_bytes", int),
     "max_event_bytes": ("BRIDGE_MAX_EVENT_BYTES", "max_event_bytes", int),

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
+from . import otel
 from .config import BridgeConfig
 from .connections import server_options
 from .health import HEALTH_SERVICE_NAME, Health
@@ -65,7 +66,10 @@ class BridgeServer:
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful with port 0)."""
         self._upstream = UpstreamClient(self.config, transport=self._transport)
-        server = grpc.aio.server(options=_server_options(self.config, self._reuse_port))
+        server = grpc.aio.server(
+            options=_server_options(self.config, self._reuse_port),
+            interceptors=otel.server_interceptors(self.config.opentelemetry),
+        )
         self._service = ChatService(self.config, self._upstream, Observer(self.metrics))
         chat_pb2_grpc.add_ChatServiceServicer_to_server(self._service, server)
         self.health.add_to_server(server)

@@ -26,7 +26,7 @@ import orjson
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
-from . import mapping
+from . import mapping, otel
 from .config import BridgeConfig
 from .errors import (
     BridgeError,
@@ -60,6 +60,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._upstream = upstream
         self._observer = observer if observer is not None else Observer(Metrics())
         self._propagated_keys = propagated_keys(config.propagate_headers)
+        self._tracing = otel.enabled(config.opentelemetry)
         self._active: set[asyncio.Task[Any]] = set()
         """The handler task of every RPC in progress (admission and shutdown use it)."""
         self._draining = False
@@ -244,6 +245,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 self._active.discard(task)
             self._observer.finish(record, _final_code(context, record))
 
+    def _forwarded_headers(self, context: grpc.aio.ServicerContext) -> dict[str, str]:
+        """The caller's trace headers; with tracing on, our own span's context replaces them."""
+        headers = propagated_headers(context.invocation_metadata(), self._propagated_keys)
+        return otel.inject_current_context(headers) if self._tracing else headers
+
     def _upstream_call(self, context: grpc.aio.ServicerContext, request_id: str) -> UpstreamCall:
         """Credentials and time budget of this RPC's upstream request."""
         _check_request_id(context)
@@ -271,7 +277,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             request_id=request_id,
             using_service_key=using_service_key,
             timeout=timeout,
-            extra_headers=propagated_headers(context.invocation_metadata(), self._propagated_keys),
+            extra_headers=self._forwarded_headers(context),
         )
 
 

@@ -114,6 +114,7 @@ SETTINGS += [
     ),
     ("--log-format", "BRIDGE_LOG_FORMAT", "json", "text", "log_format", "json", "text"),
     ("--workers", "BRIDGE_WORKERS", "4", "3", "workers", 4, 3),
+    ("--opentelemetry", "BRIDGE_OPENTELEMETRY", "on", "off", "opentelemetry", "on", "off"),
     ("--keepalive-time", "BRIDGE_KEEPALIVE_TIME", "30", "45", "keepalive_time", 30.0, 45.0),
     ("--keepalive-timeout", "BRIDGE_KEEPALIVE_TIMEOUT", "5", "7", "keepalive_timeout", 5.0, 7.0),
     (
