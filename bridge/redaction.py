@@ -27,6 +27,9 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         if len(secret) >= 4:
             text = text.replace(secret, REDACTED)
+    lowered = text.lower()
+    if "bearer" not in lowered and "k-" not in lowered:
+        return text  # no token shape can match (a substring test is ~10x cheaper than the regex)
     return _TOKEN_SHAPES.sub(_replace_token, text)
 
 
