@@ -8,6 +8,8 @@ The modules, each owning one thing:
 * ``mapping``    JSON <-> protobuf (pure)
 * ``validation`` request checks before any upstream call (pure)
 * ``upstream``   the pooled httpx client towards the API
+* ``transport``  the httpx transport under it: aiohttp's connector and C parser
+* ``loop``       which event loop runs the process (uvloop by default)
 * ``otel``       optional OpenTelemetry server spans and upstream context
 * ``propagation`` which caller metadata (trace headers) goes upstream
 * ``service``    the gRPC ChatService
