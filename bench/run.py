@@ -483,6 +483,28 @@ def cpu_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def cost_table(results: dict[str, Any]) -> str:
+    """CPU microseconds per relayed chunk, by process: the figure to size replicas with."""
+    rows = [
+        "| streams | direct: client | direct: upstream | bridge: bridge "
+        "| bridge: grpc.aio client | bridge: upstream | streams per bridge core at 50 chunks/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for concurrency, pair in results["stream"].items():
+        d, b = pair["direct"], pair["bridge"]
+
+        def us(entry: dict[str, Any], name: str) -> float:
+            return 1e6 * float(entry["cpu"].get(name, 0.0)) / entry["rate"]
+
+        bridge_us = us(b, "bridge")
+        rows.append(
+            f"| {concurrency} | {us(d, 'client'):.1f} | {us(d, 'upstream'):.1f} "
+            f"| {bridge_us:.1f} | {us(b, 'client'):.1f} | {us(b, 'upstream'):.1f} "
+            f"| {1e6 / (bridge_us * 50):,.0f} |"
+        )
+    return "\n".join(rows)
+
+
 def micro_table(path: Path) -> str:
     if not path.exists():
         return ""
@@ -544,6 +566,8 @@ def main() -> int:
             f" / {', '.join(f'{x:.2f}' for x in results['load_after'])}\n"
         )
         print(table(results))
+        print("\nCPU microseconds per chunk, by process (streaming):\n")
+        print(cost_table(results))
         print("\nCPU share of each process (cores; 1.00 = one core busy):\n")
         print(cpu_table(results))
         micro = micro_table(args.micro_json)
