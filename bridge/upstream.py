@@ -36,7 +36,7 @@ from .errors import (
 from .redaction import redact
 from .sse import DONE, SSEDecoder
 from .tls import upstream_ssl_context
-from .transport import AiohttpTransport
+from .transport import AiohttpTransport, raw_reads
 
 DRAIN_AFTER_DONE_SECONDS = 0.25
 """After [DONE], how long to wait for the body's end so the connection can be reused."""
@@ -147,7 +147,7 @@ class UpstreamClient:
             if not content_type.startswith("text/event-stream"):
                 raise await self._not_an_event_stream(response, content_type, call)
             decoder = SSEDecoder()
-            raw_chunks = response.aiter_raw()
+            raw_chunks = raw_reads(response)
             max_event = self._config.max_event_bytes
             unfinished = 0  # bytes read since the last dispatched event: what the decoder holds
             try:

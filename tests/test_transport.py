@@ -10,6 +10,7 @@ through what the upstream saw.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ import orjson
 import pytest
 
 from bridge.embedded_upstream import EmbeddedUpstream
-from bridge.transport import AiohttpTransport
+from bridge.transport import AiohttpTransport, raw_reads
 from support import CALLER_TOKEN
 
 pytestmark = pytest.mark.timeout(30)
@@ -148,3 +149,32 @@ def test_reset_mid_body_is_a_transport_error_not_a_timeout(upstream):
     with pytest.raises(httpx.TransportError) as caught:
         run(upstream, body)
     assert not isinstance(caught.value, httpx.TimeoutException)
+
+
+def test_raw_reads_give_the_same_bytes_as_aiter_raw(upstream):
+    async def body(client: httpx.AsyncClient) -> tuple[bytes, bytes]:
+        out = []
+        for fast in (True, False):
+            async with client.stream("POST", "chat/completions", content=chat(True)) as response:
+                reads = raw_reads(response) if fast else response.aiter_raw()
+                out.append(b"".join([part async for part in reads]))
+        return out[0], out[1]
+
+    fast, slow = run(upstream, body)
+    assert re.sub(rb"gen-\d+", b"gen", fast) == re.sub(rb"gen-\d+", b"gen", slow)
+    assert fast.endswith(b"data: [DONE]\n\n")
+
+
+def test_raw_reads_fall_back_to_aiter_raw_with_another_transport():
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, stream=httpx.ByteStream(b"abc"))
+    )
+
+    async def main() -> bytes:
+        async with (
+            httpx.AsyncClient(transport=transport) as client,
+            client.stream("GET", "http://upstream.test/") as response,
+        ):
+            return b"".join([part async for part in raw_reads(response)])
+
+    assert asyncio.run(main()) == b"abc"
