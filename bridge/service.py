@@ -196,6 +196,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         record.usage = _usage_of(event)
                     chunks += 1
                     yield chunk
+                    # An open stream mostly waits here for its next event: keep
+                    # nothing of the last one meanwhile (~1 KiB per open stream).
+                    del data, event, chunk
         except asyncio.CancelledError:
             if (error := self._shutdown_abort(task)) is None:
                 record.cancelled = True
