@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .config import BridgeConfig, ConfigError, add_serve_arguments, config_from_args
@@ -39,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"bridge address [env BRIDGE_TARGET, default {DEFAULT_TARGET}]",
         )
         sub.add_argument("--timeout", type=float, help="deadline of the call, in seconds")
+        sub.add_argument(
+            "--tls", action="store_true", help="connect with TLS, trusting the system's CAs"
+        )
+        sub.add_argument(
+            "--ca-file",
+            type=Path,
+            help="connect with TLS, trusting the CA certificates (PEM) in this file",
+        )
         if name == "chat":
             sub.add_argument(
                 "--model",
@@ -83,8 +92,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import client
 
     token = os.environ.get("MYROUTER_TOKEN") or None
+    credentials = None
+    if args.tls or args.ca_file:
+        try:
+            ca_pem = args.ca_file.read_bytes() if args.ca_file else None
+        except OSError as exc:
+            print(f"error: --ca-file: cannot read {args.ca_file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        credentials = client.tls_credentials(ca_pem)
     if args.command == "models":
-        return client.list_models(args.target, token=token, timeout=args.timeout)
+        return client.list_models(
+            args.target, token=token, timeout=args.timeout, credentials=credentials
+        )
     if not args.model:
         print("error: --model is required (or set MYROUTER_MODEL); see `models`", file=sys.stderr)
         return 2
@@ -103,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token=token,
         request_id=args.request_id,
         extra=args.extra,
+        credentials=credentials,
         as_json=args.json,
         timeout=args.timeout,
     )

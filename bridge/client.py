@@ -20,6 +20,18 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from . import mapping
 
 
+def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A TLS channel when given credentials (see `tls_credentials`), else plaintext."""
+    if credentials is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, credentials)
+
+
+def tls_credentials(ca_pem: bytes | None = None) -> grpc.ChannelCredentials:
+    """TLS trusting `ca_pem` (a private CA), or the system's roots when it is None."""
+    return grpc.ssl_channel_credentials(root_certificates=ca_pem)
+
+
 def _metadata(token: str | None, request_id: str | None) -> list[tuple[str, str]]:
     metadata = []
     if token:
@@ -40,6 +52,7 @@ def chat(
     token: str | None = None,
     request_id: str | None = None,
     extra: dict[str, Any] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
     as_json: bool = False,
     timeout: float | None = None,
     out: TextIO = sys.stdout,
@@ -64,7 +77,7 @@ def chat(
         request.extra.update(extra)
     usage: chat_pb2.Usage | None = None
     wrote_text = False  # so the answer ends with one newline, and an error starts a line
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target, credentials) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         call = stub.StreamChatCompletion(
             request, metadata=_metadata(token, request_id), timeout=timeout
@@ -137,11 +150,12 @@ def list_models(
     *,
     token: str | None = None,
     timeout: float | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
     """Print one model id per line. Returns an exit code."""
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target, credentials) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         try:
             models = stub.ListModels(

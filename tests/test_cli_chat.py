@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import pytest
+import trustme
 
 from support import CALLER_TOKEN
 
@@ -136,3 +137,33 @@ def test_a_closed_stdout_ends_the_command_quietly(bridge):
     assert proc.wait(timeout=20) == -signal.SIGPIPE
     assert proc.stderr is not None
     assert b"Traceback" not in proc.stderr.read()
+
+
+def test_chat_and_models_speak_tls_with_a_private_ca(make_bridge, tmp_path):
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key, ca_file = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    bridge = make_bridge(tls_cert_file=cert, tls_key_file=key)
+
+    result = _chat(bridge.target, "--ca-file", str(ca_file), "over", "tls")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "You said: over tls\n"
+    models = subprocess.run(
+        [sys.executable, "-m", "bridge", "models", "--target", bridge.target, "--ca-file", ca_file],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert models.returncode == 0, models.stderr
+    assert "myrouter/echo" in models.stdout
+
+    plaintext = _chat(bridge.target, "hi")  # no TLS against a TLS listener: a clear status
+    assert plaintext.returncode == 1
+    assert plaintext.stderr.startswith("error: UNAVAILABLE: ")
+    missing = _chat(bridge.target, "--ca-file", str(tmp_path / "nope.pem"), "hi")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: --ca-file: cannot read ")
