@@ -300,14 +300,19 @@ def run_capacity(upstream: Server, args: argparse.Namespace) -> dict[str, Any]:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, cwd=ROOT
         )
         assert client.stdout is not None and client.stdin is not None
-        ready = json.loads(client.stdout.readline().decode())
-        time.sleep(args.hold)  # every stream has had a few chunks: steady state
-        with cpu_window([upstream, bridge]) as shares:
-            time.sleep(2.0)
-        loaded = bridge.rss()
-        client.stdin.close()
-        summary = json.loads(client.stdout.readline().decode())
-        client.wait(60)
+        try:
+            ready = json.loads(client.stdout.readline().decode())
+            time.sleep(args.hold)  # every stream has had a few chunks: steady state
+            with cpu_window([upstream, bridge]) as shares:
+                time.sleep(2.0)
+            loaded = bridge.rss()
+            client.stdin.close()
+            summary = json.loads(client.stdout.readline().decode())
+            client.wait(60)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
     finally:
         bridge.stop()
     per_stream = (loaded - idle) / args.streams
