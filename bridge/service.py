@@ -121,58 +121,34 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def CreateChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
-        request_id = _request_id(context)
-        task = None
-        record = self._observer.start("CreateChatCompletion", request_id, request.model)
-        try:
-            task = self._admit()
-            call = self._upstream_call(context, request_id)
+        async with _RpcScope(self, context, "CreateChatCompletion", request.model) as rpc:
+            call = self._upstream_call(context, rpc.request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
             body = orjson.dumps(request_body(request, stream=False))
-            record.upstream_at = time.perf_counter()
+            rpc.record.upstream_at = time.perf_counter()
             async with _deadline(call):
                 answer = await self._upstream.create_chat_completion(body, call)
-            record.usage = _usage_of(answer)
+            rpc.record.usage = _usage_of(answer)
             error = answer.get("error")
             if error is not None and not answer.get("choices"):
                 raise reported_error(
                     error if type(error) is dict else {"message": str(error)}, call
                 )
             completion = mapping.decode(chat_pb2.ChatCompletion, answer)
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
             return completion
-        except asyncio.CancelledError:
-            if (error := self._shutdown_abort(task)) is None:
-                record.cancelled = True
-                raise
-            record.error = error
-            await _abort(context, error, request_id, "CreateChatCompletion")
-        except Exception as exc:
-            record.error = exc
-            await _abort(context, exc, request_id, "CreateChatCompletion")
-        except BaseException:  # GeneratorExit: the caller went away
-            record.cancelled = True
-            raise
-        finally:
-            if task is not None:
-                self._active.discard(task)
-            self._observer.finish(record, _final_code(context, record))
 
     async def StreamChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        request_id = _request_id(context)
-        record = self._observer.start("StreamChatCompletion", request_id, request.model)
-        sent = False
-        task = None
-        chunks = 0
-        try:
-            task = self._admit()
-            call = self._upstream_call(context, request_id)
+        async with _RpcScope(self, context, "StreamChatCompletion", request.model) as rpc:
+            record = rpc.record
+            call = self._upstream_call(context, rpc.request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
             body = _compact(orjson.dumps(request_body(request, stream=True)))
             decode = mapping.decode
             chunk_type = chat_pb2.ChatCompletionChunk
+            sent = False
             record.upstream_at = time.perf_counter()
             async with (
                 _deadline(call),
@@ -190,64 +166,27 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         )
                     if not sent:
                         record.first_chunk_at = time.perf_counter()
-                        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                        await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
                         sent = True
                     if "usage" in event:
                         record.usage = _usage_of(event)
-                    chunks += 1
+                    record.chunks += 1
                     yield chunk
                     # An open stream mostly waits here for its next event: keep
                     # nothing of the last one meanwhile (~1 KiB per open stream).
                     del data, event, chunk
-        except asyncio.CancelledError:
-            if (error := self._shutdown_abort(task)) is None:
-                record.cancelled = True
-                raise
-            record.error = error
-            await _abort(context, error, request_id, "StreamChatCompletion")
-        except Exception as exc:
-            record.error = exc
-            await _abort(context, exc, request_id, "StreamChatCompletion")
-        except BaseException:  # GeneratorExit: the caller went away
-            record.cancelled = True
-            raise
-        finally:
-            if task is not None:
-                self._active.discard(task)
-            record.chunks = chunks
-            self._observer.finish(record, _final_code(context, record))
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListModelsResponse:
-        request_id = _request_id(context)
-        task = None
-        record = self._observer.start("ListModels", request_id, "")
-        try:
-            task = self._admit()
-            call = self._upstream_call(context, request_id)
-            record.upstream_at = time.perf_counter()
+        async with _RpcScope(self, context, "ListModels", "") as rpc:
+            call = self._upstream_call(context, rpc.request_id)
+            rpc.record.upstream_at = time.perf_counter()
             async with _deadline(call):
                 answer = await self._upstream.list_models(call)
             models = mapping.decode(chat_pb2.ListModelsResponse, answer)
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
             return models
-        except asyncio.CancelledError:
-            if (error := self._shutdown_abort(task)) is None:
-                record.cancelled = True
-                raise
-            record.error = error
-            await _abort(context, error, request_id, "ListModels")
-        except Exception as exc:
-            record.error = exc
-            await _abort(context, exc, request_id, "ListModels")
-        except BaseException:  # GeneratorExit: the caller went away
-            record.cancelled = True
-            raise
-        finally:
-            if task is not None:
-                self._active.discard(task)
-            self._observer.finish(record, _final_code(context, record))
 
     def _forwarded_headers(self, context: grpc.aio.ServicerContext) -> dict[str, str]:
         """The caller's trace headers; with tracing on, our own span's context replaces them."""
@@ -283,6 +222,63 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             timeout=timeout,
             extra_headers=self._forwarded_headers(context),
         )
+
+
+class _RpcScope:
+    """One RPC's bookkeeping around its body: admission, its observer record, and the
+    single path from any exception to the status the caller receives.
+
+    Every RPC enters one, so the three handlers hold only what differs between
+    them. A slotted class rather than an ``asynccontextmanager``: an open
+    stream keeps it for its whole life.
+    """
+
+    __slots__ = ("_context", "_method", "_service", "_task", "record", "request_id")
+
+    def __init__(
+        self, service: ChatService, context: grpc.aio.ServicerContext, method: str, model: str
+    ) -> None:
+        self._service = service
+        self._context = context
+        self._method = method
+        self._task: asyncio.Task[Any] | None = None
+        self.request_id = _request_id(context)
+        self.record: RpcRecord = service._observer.start(method, self.request_id, model)
+
+    async def __aenter__(self) -> _RpcScope:
+        try:
+            self._task = self._service._admit()
+        except BridgeError as refused:  # over the cap or draining: answered like any failure
+            await self.__aexit__(type(refused), refused, refused.__traceback__)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Never suppresses: a failure leaves as the status `_abort` raises, a cancellation
+        or the caller's departure (GeneratorExit) propagates as it is."""
+        record = self.record
+        try:
+            if exc is None:
+                return
+            if isinstance(exc, asyncio.CancelledError):
+                shutdown = self._service._shutdown_abort(self._task)
+                if shutdown is None:
+                    record.cancelled = True
+                    return
+                exc = shutdown
+            elif not isinstance(exc, Exception):  # GeneratorExit: the caller went away
+                record.cancelled = True
+                return
+            record.error = exc
+            await _abort(self._context, exc, self.request_id, self._method)
+        finally:
+            if self._task is not None:
+                self._service._active.discard(self._task)
+            self._service._observer.finish(record, _final_code(self._context, record))
 
 
 def _usage_of(answer: dict[str, Any]) -> dict[str, Any] | None:
