@@ -3,43 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from support import CALLER_TOKEN, SERVICE_KEY
+from support import CALLER_TOKEN, SERVICE_KEY, BridgeProcess
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _bridge_process(upstream_url: str, **env: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
-            "--workers",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream-url",
-            upstream_url,
-        ],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"bridge listening on (\S+)", line)
-        if match:
-            return proc, match.group(1)
-    raise AssertionError(f"bridge did not start, exit {proc.wait()}")
 
 
 def _run(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -55,10 +27,13 @@ def _run(*args: str, stdin: str | None = None, **env: str) -> subprocess.Complet
 
 @pytest.fixture
 def bridge_process(upstream):
-    proc, target = _bridge_process(upstream.base_url, MYROUTER_API_KEY=SERVICE_KEY)
-    yield target
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=15) == 0
+    proc = BridgeProcess("--upstream-url", upstream.base_url, env={"MYROUTER_API_KEY": SERVICE_KEY})
+    try:
+        yield proc.target
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        proc.kill()
 
 
 def test_help_lists_the_commands_and_settings():

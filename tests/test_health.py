@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 
 import grpc
@@ -15,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridge.server import CHAT_SERVICE_NAME
 from myrouter.chat.v1 import chat_pb2_grpc
-from support import CALLER_METADATA, SERVICE_KEY, chat_request, with_scenario
+from support import CALLER_METADATA, SERVICE_KEY, BridgeProcess, chat_request, with_scenario
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,37 +62,10 @@ def test_stop_turns_not_serving_before_the_listener_goes(make_bridge):
             stopper.join(10)
 
 
-def _serve_process(upstream_url: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
-            "--workers",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream-url",
-            upstream_url,
-        ],
-        env={**os.environ, "MYROUTER_API_KEY": SERVICE_KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"bridge listening on (\S+)", line)
-        if match:
-            return proc, match.group(1)
-    raise AssertionError(f"bridge did not start, exit {proc.wait()}")
-
-
 def test_sigterm_not_serving_while_an_inflight_stream_completes(upstream):
-    proc, target = _serve_process(upstream.base_url)
+    proc = BridgeProcess("--upstream-url", upstream.base_url, env={"MYROUTER_API_KEY": SERVICE_KEY})
     try:
-        with grpc.insecure_channel(target) as channel:
+        with grpc.insecure_channel(proc.target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
             assert next(watch).status == SERVING
@@ -116,6 +85,4 @@ def test_sigterm_not_serving_while_an_inflight_stream_completes(upstream):
             assert list(watch) == []  # the watch ends so it cannot hold the drain
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.kill()

@@ -5,18 +5,22 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 
 import grpc
 import pytest
 
 from bridge.logs import JSONFormatter, TextFormatter
-from support import CALLER_METADATA, CALLER_TOKEN, SERVICE_KEY, chat_request, with_scenario
+from support import (
+    CALLER_METADATA,
+    CALLER_TOKEN,
+    SERVICE_KEY,
+    BridgeProcess,
+    chat_request,
+    stub_for,
+    with_scenario,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,46 +102,22 @@ def test_failed_rpc_line_has_code_and_reason(stub, rpc_lines):
 
 
 def test_serve_writes_json_lines_without_the_token(upstream):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
-            "--workers",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream-url",
-            upstream.base_url,
-            "--log-format",
-            "json",
-        ],
-        env={**os.environ, "MYROUTER_API_KEY": SERVICE_KEY},
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = BridgeProcess(
+        "--upstream-url",
+        upstream.base_url,
+        "--log-format",
+        "json",
+        env={"MYROUTER_API_KEY": SERVICE_KEY},
     )
     try:
-        assert proc.stderr is not None
-        target = None
-        for line in proc.stderr:
-            match = re.search(r"bridge listening on (\S+?)[ \"]", line)
-            if match:
-                target = match.group(1)
-                break
-        assert target, "bridge did not start"
-        from support import stub_for
-
-        channel, stub = stub_for(target)
+        channel, stub = stub_for(proc.target)
         with channel:
             stub.CreateChatCompletion(chat_request(), metadata=CALLER_METADATA, timeout=10)
         proc.send_signal(signal.SIGTERM)
-        rest = proc.stderr.read()
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.kill()
+    rest = proc.output()
     entries = [json.loads(line) for line in rest.splitlines() if line.strip()]
     assert any(e.get("method") == "CreateChatCompletion" and e["status"] == "OK" for e in entries)
     assert CALLER_TOKEN not in rest

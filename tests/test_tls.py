@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
 import ssl
 import subprocess
@@ -24,7 +22,7 @@ from bridge.embedded_upstream.app import build_app
 from bridge.embedded_upstream.state import UpstreamState
 from bridge.tls import upstream_ssl_context
 from myrouter.chat.v1 import chat_pb2_grpc
-from support import CALLER_METADATA, CALLER_TOKEN, SERVICE_KEY, chat_request
+from support import CALLER_METADATA, CALLER_TOKEN, SERVICE_KEY, BridgeProcess, chat_request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -172,55 +170,31 @@ def tls_upstream(certs: Certs) -> Iterator[str]:
     thread.join(10)
 
 
-def _serve(*args: str) -> tuple[subprocess.Popen[str], str]:
+def _serve(*args: str) -> BridgeProcess:
     """A bridge process (TLS towards the upstream is kept out of the test process's threads)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
-            "--workers",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            *args,
-        ],
-        env={**os.environ, "MYROUTER_API_KEY": SERVICE_KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"bridge listening on ([0-9.]+:[0-9]+)", line)
-        if match:
-            return proc, match.group(1)
-    raise AssertionError(f"bridge did not start, exit {proc.wait()}")
+    return BridgeProcess(*args, env={"MYROUTER_API_KEY": SERVICE_KEY})
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def _stop(proc: BridgeProcess) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.kill()
 
 
 def test_upstream_with_a_private_ca(certs, tls_upstream):
-    trusted, target = _serve(
+    trusted = _serve(
         "--upstream-url", tls_upstream, "--upstream-ca-file", str(certs.server_ca_file)
     )
     try:
-        with grpc.insecure_channel(target) as channel:
+        with grpc.insecure_channel(trusted.target) as channel:
             assert _call(chat_pb2_grpc.ChatServiceStub(channel)).choices
     finally:
         _stop(trusted)
-    untrusted, target = _serve("--upstream-url", tls_upstream)  # the system store only
+    untrusted = _serve("--upstream-url", tls_upstream)  # the system store only
     try:
-        with grpc.insecure_channel(target) as channel:
+        with grpc.insecure_channel(untrusted.target) as channel:
             with pytest.raises(grpc.RpcError) as caught:
                 _call(chat_pb2_grpc.ChatServiceStub(channel))
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
