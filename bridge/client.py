@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
+from myrouter_client import chat_request
 
 from . import mapping
 
@@ -64,17 +65,9 @@ def chat(
     so `chat ... > answer.txt` captures the answer alone. Ctrl-C cancels the
     call, which makes the bridge stop the upstream request at once.
     """
-    messages = []
-    if system:
-        messages.append(chat_pb2.ChatMessage(role="system", content=system))
-    messages.append(chat_pb2.ChatMessage(role="user", content=prompt))
-    request = chat_pb2.ChatCompletionRequest(model=model, messages=messages)
-    if max_tokens is not None:
-        request.max_tokens = max_tokens
-    if temperature is not None:
-        request.temperature = temperature
-    if extra:
-        request.extra.update(extra)
+    request = chat_request(
+        model, prompt, system=system, max_tokens=max_tokens, temperature=temperature, extra=extra
+    )
     usage: chat_pb2.Usage | None = None
     wrote_text = False  # so the answer ends with one newline, and an error starts a line
     with open_channel(target, credentials) as channel:
