@@ -117,6 +117,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 auto_decompress=False,  # httpx decodes bodies itself
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
                 timeout=aiohttp.ClientTimeout(total=None),
+                # One session serves every caller: no answer's cookie may reach another.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 

@@ -38,6 +38,8 @@ from .sse import DONE, SSEDecoder
 from .tls import upstream_ssl_context
 from .transport import AiohttpTransport, raw_reads
 
+_COMPRESSED_OK = "gzip, deflate"
+"""Whole JSON answers may come compressed; httpx decodes them while reading."""
 DRAIN_AFTER_DONE_SECONDS = 0.25
 """After [DONE], how long to wait for the body's end so the connection can be reused."""
 MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -72,7 +74,16 @@ class UpstreamCall:
 
 
 class UpstreamClient:
-    """MyRouter's chat API, over one pooled httpx.AsyncClient shared by all RPCs."""
+    """MyRouter's chat API, over one pooled httpx transport shared by all RPCs.
+
+    Requests go to the transport directly, not through ``httpx.AsyncClient``:
+    a client keeps a cookie jar, and in a bridge shared by many callers a cookie
+    that one caller's answer set (the CDN in front of a public API sets them)
+    would ride along with every other caller's requests. Skipping the client's
+    layers (URL merging, cookies, auth and redirect hooks) also saves ~10% of
+    the bridge's CPU per unary call (BENCHMARKS.md). What the client did that we
+    need is here: the absolute URLs, the default headers, the timeout extension.
+    """
 
     def __init__(
         self, config: BridgeConfig, *, transport: httpx.AsyncBaseTransport | None = None
@@ -84,39 +95,72 @@ class UpstreamClient:
                 keepalive_expiry=30.0,
                 ssl_context=upstream_ssl_context(config),
             )
-        self._client = httpx.AsyncClient(
-            base_url=config.upstream_url,
-            transport=transport,
-            timeout=httpx.Timeout(config.request_timeout, connect=config.connect_timeout),
-            headers={"user-agent": f"myrouter-bridge/{__version__}"},
-        )
+        self._transport = transport
+        base = httpx.URL(config.upstream_url)
+        if not base.raw_path.endswith(b"/"):
+            base = base.copy_with(raw_path=base.raw_path + b"/")
+        self._chat_url = base.join("chat/completions")
+        self._models_url = base.join("models")
+        self._user_agent = f"myrouter-bridge/{__version__}"
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
-    def _timeout(self, call: UpstreamCall, *, read: float | None = None) -> httpx.Timeout:
+    def _timeout(self, call: UpstreamCall, *, read: float | None = None) -> dict[str, float]:
+        """httpx's timeout extension: connect, read, write and pool within the call's budget."""
         total = call.timeout
-        return httpx.Timeout(
-            total,
-            connect=min(self._config.connect_timeout, total),
-            read=min(read, total) if read is not None else total,
+        return {
+            "connect": min(self._config.connect_timeout, total),
+            "read": min(read, total) if read is not None else total,
+            "write": total,
+            "pool": total,
+        }
+
+    def _request(
+        self,
+        method: str,
+        url: httpx.URL,
+        call: UpstreamCall,
+        timeout: dict[str, float],
+        *,
+        body: bytes | None = None,
+        accept: str,
+        accept_encoding: str,
+    ) -> httpx.Request:
+        headers = {
+            **call.headers(),
+            "user-agent": self._user_agent,
+            "accept": accept,
+            "accept-encoding": accept_encoding,
+        }
+        if body is not None:
+            headers["content-type"] = "application/json"
+        return httpx.Request(
+            method, url, headers=headers, content=body, extensions={"timeout": timeout}
         )
 
     async def create_chat_completion(self, body: bytes, call: UpstreamCall) -> dict[str, Any]:
         """POST /chat/completions (stream false) and return the parsed JSON answer."""
-        request = self._client.build_request(
+        request = self._request(
             "POST",
-            "chat/completions",
-            content=body,
-            headers={**call.headers(), "content-type": "application/json"},
-            timeout=self._timeout(call),
+            self._chat_url,
+            call,
+            self._timeout(call),
+            body=body,
+            accept="application/json",
+            accept_encoding=_COMPRESSED_OK,
         )
         return await self._json_call(request, call)
 
     async def list_models(self, call: UpstreamCall) -> dict[str, Any]:
         """GET /models and return the parsed JSON answer."""
-        request = self._client.build_request(
-            "GET", "models", headers=call.headers(), timeout=self._timeout(call)
+        request = self._request(
+            "GET",
+            self._models_url,
+            call,
+            self._timeout(call),
+            accept="application/json",
+            accept_encoding=_COMPRESSED_OK,
         )
         return await self._json_call(request, call)
 
@@ -128,16 +172,15 @@ class UpstreamClient:
         Ends normally only after [DONE]; any other end raises, so a cut stream
         can never be mistaken for a finished one.
         """
-        request = self._client.build_request(
+        request = self._request(
             "POST",
-            "chat/completions",
-            content=body,
-            headers={
-                **call.headers(),
-                "content-type": "application/json",
-                "accept": "text/event-stream",
-            },
-            timeout=self._timeout(call, read=self._config.stream_idle_timeout),
+            self._chat_url,
+            call,
+            self._timeout(call, read=self._config.stream_idle_timeout),
+            body=body,
+            accept="text/event-stream",
+            # Events are read as raw bytes, and a compressor would hold them back.
+            accept_encoding="identity",
         )
         response = await self._send(request, call)
         try:
@@ -214,7 +257,9 @@ class UpstreamClient:
         attempt = 0
         while True:
             try:
-                return await self._client.send(request, stream=True)
+                response = await self._transport.handle_async_request(request)
+                response.request = request
+                return response
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt >= self._config.connect_retries:
                     raise self._unavailable(exc, call) from None

@@ -68,6 +68,8 @@ class Exchange:
     response: web.StreamResponse | None = None
     provisional: bool = False
     """True while the writes that end the response are under way (see `completing`)."""
+    scenario: Scenario | None = None
+    """The scenario answering, for what applies to every response (cookie, compression)."""
 
     async def begin(
         self,
@@ -103,6 +105,12 @@ class Exchange:
 
     async def _prepare(self, response: web.StreamResponse) -> web.StreamResponse:
         self.response = response
+        scenario = self.scenario
+        if scenario is not None:
+            if scenario.set_cookie is not None:
+                response.headers.add("Set-Cookie", scenario.set_cookie)
+            if scenario.compress:
+                response.enable_compression()  # only if the request's Accept-Encoding allows
         self.state.recorder.set_status(self.record, response.status)
         await response.prepare(self.request)
         return response
@@ -133,6 +141,7 @@ class Exchange:
 
 async def respond_models(exchange: Exchange, scenario: Scenario) -> web.StreamResponse:
     """``GET /models``; honours the timing and the whole-response faults of `scenario`."""
+    exchange.scenario = scenario
     early = await _whole_response_fault(exchange, scenario)
     if early is not None:
         return early
@@ -143,6 +152,7 @@ async def respond_chat(
     exchange: Exchange, request: ChatRequest, scenario: Scenario
 ) -> web.StreamResponse:
     """``POST /chat/completions`` for a validated `request` under `scenario`."""
+    exchange.scenario = scenario
     envelope = Envelope(
         gen_id=exchange.state.next_gen_id(),
         model=request.model,

@@ -130,6 +130,12 @@ class Scenario:
     """``"openai"`` spells usage as prompt_tokens/completion_tokens/..."""
     reasoning: bool = False
     """Stream reasoning deltas before the content (and add them to unary messages)."""
+    # -- what sits in front of a real API, usable with any kind
+    set_cookie: str | None = None
+    """A ``Set-Cookie`` header on the answer, as the CDN in front of a public API adds."""
+    compress: bool = False
+    """Compress the answer (event streams included) when the request accepts gzip or
+    deflate, as a CDN or an nginx with gzip on may; never when it does not."""
 
     def __post_init__(self) -> None:
         _check(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}")
@@ -275,5 +281,7 @@ _PARSERS: Final[Mapping[str, Callable[[str, object], object]]] = MappingProxyTyp
         "batch": _int,
         "dialect": _str,
         "reasoning": _bool,
+        "set_cookie": _str,
+        "compress": _bool,
     }
 )
