@@ -154,6 +154,23 @@ def start_bridge(upstream: Server, *extra: str, workers: int = 1) -> Server:
     raise RuntimeError("bridge did not listen within 30 s")
 
 
+def start_floor(upstream: Server) -> Server:
+    """The grpc.aio floor (bench/floor.py): the bridge's gRPC server replaying its messages."""
+    process = subprocess.Popen(
+        [PY, str(ROOT / "bench" / "floor.py"), "--upstream-url", upstream.address],
+        stdout=subprocess.PIPE,
+        env=ENV,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()
+    match = re.search(r"listening on (\S+)", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"the floor server did not start: {line!r}")
+    return Server("floor", process, match.group(1))
+
+
 @functools.cache
 def bridge_has_workers() -> bool:
     out = subprocess.run(
@@ -250,15 +267,24 @@ def measure(
     return out
 
 
-def run_pairs(upstream: Server, bridge: Server, args: argparse.Namespace) -> dict[str, Any]:
-    servers = [upstream, bridge]
+def run_pairs(
+    upstream: Server, bridge: Server, floor: Server, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Each figure three times: direct, through the bridge, and against the grpc.aio floor."""
+    servers = [upstream, bridge, floor]
     timing = {"duration": args.duration, "warmup": args.warmup}
     results: dict[str, Any] = {"unary": {}, "stream": {}, "ttfc": {}}
+    # The floor is called exactly like the bridge (same client mode, same requests).
+    sides = (
+        ("direct", "direct", upstream.address),
+        ("bridge", "bridge", bridge.address),
+        ("floor", "bridge", floor.address),
+    )
     for concurrency in (1, 64):
         pair = {}
-        for side, target in (("direct", upstream.address), ("bridge", bridge.address)):
+        for side, client, target in sides:
             pair[side] = measure(
-                f"unary-{side}",
+                f"unary-{client}",
                 target,
                 UNARY_SCENARIO,
                 servers,
@@ -268,9 +294,9 @@ def run_pairs(upstream: Server, bridge: Server, args: argparse.Namespace) -> dic
         results["unary"][str(concurrency)] = pair
     for concurrency in (1, 16, 256):
         pair = {}
-        for side, target in (("direct", upstream.address), ("bridge", bridge.address)):
+        for side, client, target in sides:
             pair[side] = measure(
-                f"stream-{side}",
+                f"stream-{client}",
                 target,
                 STREAM_SCENARIO,
                 servers,
@@ -278,9 +304,9 @@ def run_pairs(upstream: Server, bridge: Server, args: argparse.Namespace) -> dic
                 **timing,
             )
         results["stream"][str(concurrency)] = pair
-    for side, target in (("direct", upstream.address), ("bridge", bridge.address)):
+    for side, client, target in sides:
         results["ttfc"][side] = measure(
-            f"ttfc-{side}", target, TTFC_SCENARIO, servers, concurrency=1, **timing
+            f"ttfc-{client}", target, TTFC_SCENARIO, servers, concurrency=1, **timing
         )
     return results
 
@@ -400,9 +426,17 @@ def _met(ok: bool) -> str:
 
 def table(results: dict[str, Any]) -> str:
     rows = [
-        "| figure | direct (httpx) | bridge (grpc.aio) | bridge vs direct | target | met |",
-        "| --- | ---: | ---: | ---: | --- | --- |",
+        "| figure | direct (httpx) | bridge (grpc.aio) | bridge vs direct | target | met "
+        "| floor (grpc.aio, no upstream) | bridge vs floor |",
+        "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |",
     ]
+
+    def floor_ms(entry: dict[str, Any] | None, key: str, bridge: float) -> str:
+        if entry is None:
+            return "| |"
+        f = entry[key]
+        return f"| {f:.2f} ms | {bridge - f:+.2f} ms |"
+
     for concurrency, pair in results["unary"].items():
         for q in ("p50", "p99"):
             d, b = pair["direct"][f"{q}_ms"], pair["bridge"][f"{q}_ms"]
@@ -413,15 +447,21 @@ def table(results: dict[str, Any]) -> str:
             met = _met(b - d <= limit) if limit is not None else ""
             rows.append(
                 f"| unary latency {q}, concurrency {concurrency} | {d:.2f} ms | {b:.2f} ms "
-                f"| {b - d:+.2f} ms | {target} | {met} |"
+                f"| {b - d:+.2f} ms | {target} | {met} " + floor_ms(pair.get("floor"), f"{q}_ms", b)
             )
     for concurrency, pair in results["stream"].items():
         d, b = pair["direct"]["rate"], pair["bridge"]["rate"]
         target = ">= 0.8x" if concurrency in ("16", "256") else ""
         met = _met(b >= 0.8 * d) if target else ""
+        floor = pair.get("floor")
+        tail = (
+            f"| {floor['rate']:,.0f} ({floor['rate'] / d:.2f}x direct) | {b / floor['rate']:.2f}x |"
+            if floor
+            else "| |"
+        )
         rows.append(
             f"| stream chunks/s, {concurrency} streams | {d:,.0f} | {b:,.0f} | {b / d:.2f}x "
-            f"| {target} | {met} |"
+            f"| {target} | {met} " + tail
         )
     ttfc = results["ttfc"]
     for q in ("p50", "p99"):
@@ -430,14 +470,14 @@ def table(results: dict[str, Any]) -> str:
         met = _met(b - d <= 1.0) if target else ""
         rows.append(
             f"| time to first chunk {q} | {d:.2f} ms | {b:.2f} ms | {b - d:+.2f} ms "
-            f"| {target} | {met} |"
+            f"| {target} | {met} " + floor_ms(ttfc.get("floor"), f"{q}_ms", b)
         )
     cap = results["capacity"]
     rows.append(
         f"| capacity: {cap['streams']} open streams, 1 chunk/s each | | "
         f"RSS {cap['rss_idle_mib']:.0f} -> {cap['rss_loaded_mib']:.0f} MiB "
         f"| {cap['rss_per_stream_kib']:.1f} KiB/stream | <= 50 KiB/stream "
-        f"| {_met(cap['rss_per_stream_kib'] <= 50 and cap['opened'] == cap['streams'])} |"
+        f"| {_met(cap['rss_per_stream_kib'] <= 50 and cap['opened'] == cap['streams'])} | | |"
     )
     scale = results["scale"]
     best = max(pair["bridge"]["rate"] for pair in results["stream"].values())
@@ -446,36 +486,40 @@ def table(results: dict[str, Any]) -> str:
         best = max(best, w1, w2)
         rows.append(
             f"| scale: 256 streams, `--workers 1` / `--workers 2` (best of 1 or 2 client "
-            f"processes) | | {w1:,.0f} / {w2:,.0f} | {w2 / w1:.2f}x | | |"
+            f"processes) | | {w1:,.0f} / {w2:,.0f} | {w2 / w1:.2f}x | | | | |"
         )
     else:
-        rows.append("| scale: `--workers` | | n/a: the bridge has no `--workers` option | | | |")
+        rows.append(
+            "| scale: `--workers` | | n/a: the bridge has no `--workers` option | | | | | |"
+        )
     rows.append(
         f"| best aggregate chunks/s through the bridge | | {best:,.0f} | | >= 50,000 "
-        f"| {_met(best >= 50_000)} |"
+        f"| {_met(best >= 50_000)} | | |"
     )
     return "\n".join(rows)
 
 
 def cpu_table(results: dict[str, Any]) -> str:
     rows = [
-        "| phase | client | bridge | upstream |",
-        "| --- | ---: | ---: | ---: |",
+        "| phase | client | bridge | floor | upstream |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
 
     def row(label: str, entry: dict[str, Any]) -> None:
         cpu = entry["cpu"]
         rows.append(
             f"| {label} | {cpu['client']:.2f} | {cpu.get('bridge', 0):.2f} "
-            f"| {cpu['upstream']:.2f} |"
+            f"| {cpu.get('floor', 0):.2f} | {cpu['upstream']:.2f} |"
         )
 
     for kind in ("unary", "stream"):
         for concurrency, pair in results[kind].items():
-            for side in ("direct", "bridge"):
-                row(f"{kind} {side} x{concurrency}", pair[side])
-    for side in ("direct", "bridge"):
-        row(f"ttfc {side}", results["ttfc"][side])
+            for side in ("direct", "bridge", "floor"):
+                if side in pair:
+                    row(f"{kind} {side} x{concurrency}", pair[side])
+    for side in ("direct", "bridge", "floor"):
+        if side in results["ttfc"]:
+            row(f"ttfc {side}", results["ttfc"][side])
     row("capacity hold", results["capacity"])
     scale = results["scale"]
     if scale.get("available"):
@@ -492,8 +536,9 @@ def cost_table(results: dict[str, Any]) -> str:
     """CPU microseconds per relayed chunk, by process: the figure to size replicas with."""
     rows = [
         "| streams | direct: client | direct: upstream | bridge: bridge "
-        "| bridge: grpc.aio client | bridge: upstream | streams per bridge core at 50 chunks/s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| bridge: grpc.aio client | bridge: upstream | floor: server | floor: grpc.aio client "
+        "| streams per bridge core at 50 chunks/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for concurrency, pair in results["stream"].items():
         d, b = pair["direct"], pair["bridge"]
@@ -502,10 +547,12 @@ def cost_table(results: dict[str, Any]) -> str:
             return 1e6 * float(entry["cpu"].get(name, 0.0)) / entry["rate"]
 
         bridge_us = us(b, "bridge")
+        f = pair.get("floor")
+        floor = f"{us(f, 'floor'):.1f} | {us(f, 'client'):.1f}" if f else " | "
         rows.append(
             f"| {concurrency} | {us(d, 'client'):.1f} | {us(d, 'upstream'):.1f} "
             f"| {bridge_us:.1f} | {us(b, 'client'):.1f} | {us(b, 'upstream'):.1f} "
-            f"| {1e6 / (bridge_us * 50):,.0f} |"
+            f"| {floor} | {1e6 / (bridge_us * 50):,.0f} |"
         )
     return "\n".join(rows)
 
@@ -545,7 +592,11 @@ def main() -> int:
         if "pairs" in only:
             bridge = start_bridge(upstream)
             try:
-                results.update(run_pairs(upstream, bridge, args))
+                floor = start_floor(upstream)
+                try:
+                    results.update(run_pairs(upstream, bridge, floor, args))
+                finally:
+                    floor.stop()
             finally:
                 bridge.stop()
         if "capacity" in only:

@@ -67,7 +67,7 @@ class BridgeServer:
         """Bind and start serving; return the bound port (useful with port 0)."""
         self._upstream = UpstreamClient(self.config, transport=self._transport)
         server = grpc.aio.server(
-            options=_server_options(self.config, self._reuse_port),
+            options=grpc_server_options(self.config, self._reuse_port),
             interceptors=otel.server_interceptors(self.config.opentelemetry),
         )
         self._service = ChatService(self.config, self._upstream, Observer(self.metrics))
@@ -149,7 +149,8 @@ cancels the excess of a burst (measured: 2,000 streams opened at once lost ~200 
 CANCELLED, with no log line anywhere)."""
 
 
-def _server_options(config: BridgeConfig, reuse_port: bool) -> Sequence[tuple[str, int]]:
+def grpc_server_options(config: BridgeConfig, reuse_port: bool) -> Sequence[tuple[str, int]]:
+    """Every channel argument of the bridge's grpc.aio server (bench/floor.py uses them too)."""
     return [
         ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.server.max_pending_requests", MAX_PENDING_RPCS),

@@ -1,0 +1,135 @@
+"""The grpc.aio floor: what any Python gRPC bridge costs at the very least.
+
+`make bench` runs this next to the bridge and measures it with the same
+client, the same requests and the same figures. It serves ChatService on a
+grpc.aio server built exactly like the bridge's (same channel arguments, same
+event loop), sends the same ``x-request-id`` initial metadata and the same
+protobuf messages, and does nothing else: no upstream request, no SSE, no
+JSON, no mapping per call. Each distinct request is answered once through the
+bridge's own pipeline (`UpstreamClient` + `mapping.decode`, so the messages are
+byte for byte the bridge's) during the warm-up; every later call replays the
+pre-built messages.
+
+So "bridge vs floor" is what the bridge's own work costs (HTTP, parsing,
+mapping, bookkeeping), and the floor itself is what the gRPC layer costs on
+this machine: a bound no Python code in the handler can go below.
+
+    PYTHONPATH=. python bench/floor.py --listen 127.0.0.1:50052 --upstream-url http://127.0.0.1:8080/api/v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import orjson
+
+from bridge import loop, mapping
+from bridge.config import BridgeConfig
+from bridge.server import grpc_server_options
+from bridge.service import REQUEST_ID_KEY, request_body
+from bridge.upstream import UpstreamCall, UpstreamClient
+from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
+
+FETCH_AUTHORIZATION = "Bearer floor-fetch"
+"""Sent when the floor fetches an answer for a caller that sent no ``authorization``."""
+
+
+class FloorService(chat_pb2_grpc.ChatServiceServicer):
+    """ChatService that replays, per distinct request, the messages the bridge would send."""
+
+    def __init__(self, upstream: UpstreamClient) -> None:
+        self._upstream = upstream
+        self._completions: dict[bytes, chat_pb2.ChatCompletion] = {}
+        self._streams: dict[bytes, tuple[chat_pb2.ChatCompletionChunk, ...]] = {}
+
+    async def CreateChatCompletion(  # noqa: N802 - gRPC method name
+        self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChatCompletion:
+        key = request.SerializeToString(deterministic=True)
+        completion = self._completions.get(key)
+        if completion is None:
+            completion = await self._fetch_completion(request, _call(context))
+            self._completions[key] = completion
+        await context.send_initial_metadata(((REQUEST_ID_KEY, uuid.uuid4().hex),))
+        return completion
+
+    async def StreamChatCompletion(  # noqa: N802 - gRPC method name
+        self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+        key = request.SerializeToString(deterministic=True)
+        chunks = self._streams.get(key)
+        if chunks is None:
+            chunks = await self._fetch_stream(request, _call(context))
+            self._streams[key] = chunks
+        await context.send_initial_metadata(((REQUEST_ID_KEY, uuid.uuid4().hex),))
+        for chunk in chunks:
+            yield chunk
+
+    async def _fetch_completion(
+        self, request: chat_pb2.ChatCompletionRequest, call: UpstreamCall
+    ) -> chat_pb2.ChatCompletion:
+        body = orjson.dumps(request_body(request, stream=False))
+        answer = await self._upstream.create_chat_completion(body, call)
+        return mapping.decode(chat_pb2.ChatCompletion, answer)
+
+    async def _fetch_stream(
+        self, request: chat_pb2.ChatCompletionRequest, call: UpstreamCall
+    ) -> tuple[chat_pb2.ChatCompletionChunk, ...]:
+        body = orjson.dumps(request_body(request, stream=True))
+        return tuple(
+            [
+                mapping.decode(chat_pb2.ChatCompletionChunk, orjson.loads(data))
+                async for data in self._upstream.stream_chat_completion(body, call)
+            ]
+        )
+
+
+def _call(context: grpc.aio.ServicerContext) -> UpstreamCall:
+    """The one upstream request of a cache miss, with the caller's credentials."""
+    metadata = dict(context.invocation_metadata() or ())
+    authorization = metadata.get("authorization")
+    return UpstreamCall(
+        authorization=authorization if isinstance(authorization, str) else FETCH_AUTHORIZATION,
+        request_id=uuid.uuid4().hex,
+        using_service_key=True,
+        timeout=30.0,
+    )
+
+
+async def serve(config: BridgeConfig) -> None:
+    """Serve until SIGTERM or SIGINT; print the bound address once listening."""
+    upstream = UpstreamClient(config)
+    server = grpc.aio.server(options=grpc_server_options(config, False))
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(FloorService(upstream), server)
+    port = server.add_insecure_port(config.listen)
+    await server.start()
+    print(f"floor listening on {config.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        running.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(0)
+        await upstream.aclose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--upstream-url", required=True)
+    args = parser.parse_args()
+    config = BridgeConfig(listen=args.listen, upstream_url=args.upstream_url)
+    loop.run(serve(config), config.event_loop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""bench/floor.py: the grpc.aio floor must send exactly what the bridge sends, and no more.
+
+`make bench` reads "bridge vs floor" as the cost of the bridge's own work; that
+holds only if the floor's answers are the bridge's, byte for byte, with the
+same initial metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
+from support import CALLER_METADATA, REPO_ROOT, chat_request, metadata_dict, with_scenario
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def floor(upstream) -> Iterator[chat_pb2_grpc.ChatServiceStub]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "floor.py"),
+            "--upstream-url",
+            upstream.base_url,
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        match = re.search(r"listening on (\S+)", line)
+        assert match, line
+        with grpc.insecure_channel(match.group(1)) as channel:
+            yield chat_pb2_grpc.ChatServiceStub(channel)
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
+
+
+def _wire(messages) -> list[bytes]:
+    """Serialized messages, less the generation id (the upstream numbers its answers)."""
+    out = []
+    for message in messages:
+        copy = type(message)()
+        copy.CopyFrom(message)
+        assert copy.id.startswith("gen-")
+        copy.ClearField("id")
+        out.append(copy.SerializeToString(deterministic=True))
+    return out
+
+
+def test_the_floor_streams_the_bridges_messages(floor, stub, upstream):
+    request = with_scenario(chat_request("floor check"), chunks=20, batch=1)
+    relayed = list(stub.StreamChatCompletion(request, metadata=CALLER_METADATA))
+    for _ in range(2):  # the first call fetches once; the second replays
+        call = floor.StreamChatCompletion(request, metadata=CALLER_METADATA)
+        replayed = list(call)
+        assert _wire(replayed) == _wire(relayed)
+        assert len(replayed) == 20 + 3  # role, 20 tokens, finish, usage
+        assert metadata_dict(call.initial_metadata())["x-request-id"]
+    assert len(upstream.requests()) == 2  # the bridge's, and the floor's one fetch
+
+
+def test_the_floor_answers_the_bridges_completion(floor, stub):
+    request = with_scenario(chat_request("floor check"), chunks=16)
+    completion = stub.CreateChatCompletion(request, metadata=CALLER_METADATA)
+    for _ in range(2):
+        answer, call = floor.CreateChatCompletion.with_call(request, metadata=CALLER_METADATA)
+        assert _wire([answer]) == _wire([completion])
+        assert metadata_dict(call.initial_metadata())["x-request-id"]
+
+
+def test_different_requests_get_different_answers(floor):
+    def stream(chunks: int) -> list[chat_pb2.ChatCompletionChunk]:
+        request = with_scenario(chat_request("a"), chunks=chunks)
+        return list(floor.StreamChatCompletion(request, metadata=CALLER_METADATA))
+
+    short, long = stream(2), stream(5)
+    assert (len(short), len(long)) == (5, 8)
+    assert isinstance(short[0], chat_pb2.ChatCompletionChunk)
