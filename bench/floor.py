@@ -7,37 +7,49 @@ event loop), sends the same ``x-request-id`` initial metadata and the same
 protobuf messages, and does nothing else: no upstream request, no SSE, no
 JSON, no mapping per call. Each distinct request is answered once through the
 bridge's own pipeline (`UpstreamClient` + `mapping.decode`, so the messages are
-byte for byte the bridge's) during the warm-up; every later call replays the
-pre-built messages.
+byte for byte the bridge's); every later call replays the pre-built messages.
+The bench's own request (`bench.load.bridge_request`) for each ``--prefetch``
+scenario is answered at start-up, before the floor listens, so no measured call
+ever waits for the upstream; any other request is fetched on its first call.
 
 So "bridge vs floor" is what the bridge's own work costs (HTTP, parsing,
 mapping, bookkeeping), and the floor itself is what the gRPC layer costs on
 this machine: a bound no Python code in the handler can go below.
 
-    PYTHONPATH=. python bench/floor.py --listen 127.0.0.1:50052 --upstream-url http://127.0.0.1:8080/api/v1
+    PYTHONPATH=. python bench/floor.py --listen 127.0.0.1:50052 \
+        --upstream-url http://127.0.0.1:8080/api/v1 --prefetch '{"chunks": 16}'
+
+It takes the bridge's ``serve`` flags (so `bench/run.py` gives both the same
+settings; it is always one process, ``--workers`` does not apply) and prints ``floor listening on HOST:PORT`` once it serves.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 import orjson
 
+from bench.load import bridge_request
 from bridge import loop, mapping
-from bridge.config import BridgeConfig
-from bridge.server import grpc_server_options
+from bridge.config import BridgeConfig, ConfigError, add_serve_arguments, config_from_args
+from bridge.server import grpc_server
 from bridge.service import REQUEST_ID_KEY, request_body
 from bridge.upstream import UpstreamCall, UpstreamClient
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 FETCH_AUTHORIZATION = "Bearer floor-fetch"
-"""Sent when the floor fetches an answer for a caller that sent no ``authorization``."""
+"""Sent when the floor fetches an answer for a caller that sent no ``authorization``
+(at start-up: when no service key is configured either)."""
+FETCH_TIMEOUT = 30.0
 
 
 class FloorService(chat_pb2_grpc.ChatServiceServicer):
@@ -71,6 +83,14 @@ class FloorService(chat_pb2_grpc.ChatServiceServicer):
         for chunk in chunks:
             yield chunk
 
+    async def prefetch(self, scenarios: Sequence[dict[str, Any]], call: UpstreamCall) -> None:
+        """Pre-build both answers to the bench's request for each scenario, before serving."""
+        for scenario in scenarios:
+            request = bridge_request(scenario)
+            key = request.SerializeToString(deterministic=True)
+            self._completions[key] = await self._fetch_completion(request, call)
+            self._streams[key] = await self._fetch_stream(request, call)
+
     async def _fetch_completion(
         self, request: chat_pb2.ChatCompletionRequest, call: UpstreamCall
     ) -> chat_pb2.ChatCompletion:
@@ -82,12 +102,14 @@ class FloorService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, call: UpstreamCall
     ) -> tuple[chat_pb2.ChatCompletionChunk, ...]:
         body = orjson.dumps(request_body(request, stream=True))
-        return tuple(
-            [
-                mapping.decode(chat_pb2.ChatCompletionChunk, orjson.loads(data))
-                async for data in self._upstream.stream_chat_completion(body, call)
-            ]
-        )
+        chunks = []
+        async with contextlib.aclosing(self._upstream.stream_chat_completion(body, call)) as events:
+            async for data in events:
+                event = orjson.loads(data)
+                if "error" in event:  # a failing answer is no floor for a relayed one
+                    raise RuntimeError(f"the upstream answered with an error: {event['error']}")
+                chunks.append(mapping.decode(chat_pb2.ChatCompletionChunk, event))
+        return tuple(chunks)
 
 
 def _call(context: grpc.aio.ServicerContext) -> UpstreamCall:
@@ -98,15 +120,32 @@ def _call(context: grpc.aio.ServicerContext) -> UpstreamCall:
         authorization=authorization if isinstance(authorization, str) else FETCH_AUTHORIZATION,
         request_id=uuid.uuid4().hex,
         using_service_key=True,
-        timeout=30.0,
+        timeout=FETCH_TIMEOUT,
     )
 
 
-async def serve(config: BridgeConfig) -> None:
+def _startup_call(config: BridgeConfig) -> UpstreamCall:
+    """The upstream request of a prefetch: no caller yet, so the service key if any."""
+    key = config.api_key
+    return UpstreamCall(
+        authorization=FETCH_AUTHORIZATION if key is None else f"Bearer {key.value}",
+        request_id=uuid.uuid4().hex,
+        using_service_key=True,
+        timeout=FETCH_TIMEOUT,
+    )
+
+
+async def serve(config: BridgeConfig, prefetch: Sequence[dict[str, Any]] = ()) -> None:
     """Serve until SIGTERM or SIGINT; print the bound address once listening."""
     upstream = UpstreamClient(config)
-    server = grpc.aio.server(options=grpc_server_options(config, False))
-    chat_pb2_grpc.add_ChatServiceServicer_to_server(FloorService(upstream), server)
+    service = FloorService(upstream)
+    try:
+        await service.prefetch(prefetch, _startup_call(config))
+    except BaseException:
+        await upstream.aclose()
+        raise
+    server = grpc_server(config)
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
     port = server.add_insecure_port(config.listen)
     await server.start()
     print(f"floor listening on {config.listen.rsplit(':', 1)[0]}:{port}", flush=True)
@@ -122,12 +161,24 @@ async def serve(config: BridgeConfig) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--listen", default="127.0.0.1:0")
-    parser.add_argument("--upstream-url", required=True)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    add_serve_arguments(parser)  # the bridge's settings, so both get the same gRPC server
+    parser.set_defaults(listen="127.0.0.1:0")
+    parser.add_argument(
+        "--prefetch",
+        metavar="SCENARIO",
+        type=orjson.loads,
+        action="append",
+        default=[],
+        help="a bench scenario (JSON) whose answers are fetched before listening; repeatable",
+    )
     args = parser.parse_args()
-    config = BridgeConfig(listen=args.listen, upstream_url=args.upstream_url)
-    loop.run(serve(config), config.event_loop)
+    try:
+        config = config_from_args(args, os.environ)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    loop.run(serve(config, args.prefetch), config.event_loop)
     return 0
 
 

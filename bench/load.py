@@ -72,6 +72,15 @@ class Counter:
 # --------------------------------------------------------------------------- #
 
 
+def bridge_request(scenario: dict[str, Any]) -> chat_pb2.ChatCompletionRequest:
+    """The request every gRPC mode sends (bench/floor.py pre-builds its answers from it)."""
+    request = chat_pb2.ChatCompletionRequest(
+        model=MODEL, messages=[chat_pb2.ChatMessage(role="user", content="hello")]
+    )
+    request.extra.update({"scenario": scenario})
+    return request
+
+
 class Direct:
     """An httpx client calling the upstream itself, the way an application would."""
 
@@ -153,11 +162,7 @@ class Bridge:
         self.scenario = scenario
 
     def request(self) -> chat_pb2.ChatCompletionRequest:
-        request = chat_pb2.ChatCompletionRequest(
-            model=MODEL, messages=[chat_pb2.ChatMessage(role="user", content="hello")]
-        )
-        request.extra.update({"scenario": self.scenario})
-        return request
+        return bridge_request(self.scenario)
 
     def stub(self) -> chat_pb2_grpc.ChatServiceStub:
         self.next = (self.next + 1) % len(self.stubs)

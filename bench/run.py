@@ -47,6 +47,16 @@ STREAM_SCENARIO = {"chunks": STREAM_CHUNKS, "batch": 1}
 TTFC_SCENARIO = {"chunks": 4, "batch": 1}
 HOLD_SCENARIO = {"chunks": 120, "chunk_delay": 1.0}
 """Two minutes of one chunk a second: the upstream renders a whole answer up front."""
+BRIDGE_SETTINGS = (
+    # Room for the 2,000-stream capacity test (defaults: 1,000 each).
+    "--max-upstream-connections",
+    "4096",
+    "--max-concurrent-rpcs",
+    "4096",
+    "--log-level",
+    "WARNING",
+)
+"""The bridge's `serve` flags in every phase; the floor gets them too (same gRPC server)."""
 VERSIONS = ("grpcio", "protobuf", "httpx", "aiohttp", "orjson", "uvloop", "psutil")
 
 
@@ -129,13 +139,7 @@ def start_bridge(upstream: Server, *extra: str, workers: int = 1) -> Server:
             f"127.0.0.1:{port}",
             "--upstream-url",
             upstream.address,
-            # Room for the 2,000-stream capacity test (defaults: 1,000 each).
-            "--max-upstream-connections",
-            "4096",
-            "--max-concurrent-rpcs",
-            "4096",
-            "--log-level",
-            "WARNING",
+            *BRIDGE_SETTINGS,
             *(["--workers", str(workers)] if bridge_has_workers() else []),
             *extra,
         ],
@@ -155,9 +159,25 @@ def start_bridge(upstream: Server, *extra: str, workers: int = 1) -> Server:
 
 
 def start_floor(upstream: Server) -> Server:
-    """The grpc.aio floor (bench/floor.py): the bridge's gRPC server replaying its messages."""
+    """The grpc.aio floor (bench/floor.py): the bridge's gRPC server replaying its messages.
+
+    Its answers to the bench's scenarios are fetched before it listens, so no
+    phase, even without warm-up, measures an upstream call through it.
+    """
+    prefetch = [
+        arg
+        for scenario in (UNARY_SCENARIO, STREAM_SCENARIO, TTFC_SCENARIO)
+        for arg in ("--prefetch", json.dumps(scenario))
+    ]
     process = subprocess.Popen(
-        [PY, str(ROOT / "bench" / "floor.py"), "--upstream-url", upstream.address],
+        [
+            PY,
+            str(ROOT / "bench" / "floor.py"),
+            "--upstream-url",
+            upstream.address,
+            *BRIDGE_SETTINGS,
+            *prefetch,
+        ],
         stdout=subprocess.PIPE,
         env=ENV,
         cwd=ROOT,

@@ -66,10 +66,7 @@ class BridgeServer:
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful with port 0)."""
         self._upstream = UpstreamClient(self.config, transport=self._transport)
-        server = grpc.aio.server(
-            options=grpc_server_options(self.config, self._reuse_port),
-            interceptors=otel.server_interceptors(self.config.opentelemetry),
-        )
+        server = grpc_server(self.config, reuse_port=self._reuse_port)
         self._service = ChatService(self.config, self._upstream, Observer(self.metrics))
         chat_pb2_grpc.add_ChatServiceServicer_to_server(self._service, server)
         self.health.add_to_server(server)
@@ -147,6 +144,17 @@ MAX_PENDING_RPCS = 10_000
 """New RPCs grpc may queue before the event loop picks them up; grpc's default (1000)
 cancels the excess of a burst (measured: 2,000 streams opened at once lost ~200 as
 CANCELLED, with no log line anywhere)."""
+
+
+def grpc_server(config: BridgeConfig, *, reuse_port: bool = False) -> grpc.aio.Server:
+    """The bridge's grpc.aio server, no service added yet: its channel arguments and interceptors.
+
+    Public so that bench/floor.py measures grpc.aio with exactly the bridge's server.
+    """
+    return grpc.aio.server(
+        options=grpc_server_options(config, reuse_port),
+        interceptors=otel.server_interceptors(config.opentelemetry),
+    )
 
 
 def grpc_server_options(config: BridgeConfig, reuse_port: bool) -> Sequence[tuple[str, int]]:

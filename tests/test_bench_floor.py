@@ -7,6 +7,7 @@ same initial metadata.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -16,8 +17,17 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from bench.load import bridge_request
+from bench.run import STREAM_SCENARIO, TTFC_SCENARIO, UNARY_SCENARIO
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
-from support import CALLER_METADATA, REPO_ROOT, chat_request, metadata_dict, with_scenario
+from support import (
+    CALLER_METADATA,
+    REPO_ROOT,
+    SERVICE_KEY,
+    chat_request,
+    metadata_dict,
+    with_scenario,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,9 +40,13 @@ def floor(upstream) -> Iterator[chat_pb2_grpc.ChatServiceStub]:
             str(REPO_ROOT / "bench" / "floor.py"),
             "--upstream-url",
             upstream.base_url,
+            # As bench/run.py starts it: the bench's scenarios answered before it listens.
+            *("--prefetch", json.dumps(STREAM_SCENARIO)),
+            *("--prefetch", json.dumps(UNARY_SCENARIO)),
+            *("--prefetch", json.dumps(TTFC_SCENARIO)),
         ],
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "MYROUTER_API_KEY": SERVICE_KEY},
         cwd=REPO_ROOT,
     )
     try:
@@ -88,3 +102,23 @@ def test_different_requests_get_different_answers(floor):
     short, long = stream(2), stream(5)
     assert (len(short), len(long)) == (5, 8)
     assert isinstance(short[0], chat_pb2.ChatCompletionChunk)
+
+
+@pytest.mark.parametrize("scenario", [STREAM_SCENARIO, TTFC_SCENARIO], ids=["stream", "ttfc"])
+def test_the_bench_streams_are_prefetched_and_are_the_bridges(floor, stub, upstream, scenario):
+    request = bridge_request(scenario)  # exactly what bench/load.py sends
+    call = floor.StreamChatCompletion(request, metadata=CALLER_METADATA)
+    replayed = list(call)
+    assert metadata_dict(call.initial_metadata())["x-request-id"]
+    assert upstream.requests() == []  # answered at start-up: the floor calls no upstream
+    relayed = list(stub.StreamChatCompletion(request, metadata=CALLER_METADATA))
+    assert len(relayed) == scenario["chunks"] + 3  # role, tokens, finish, usage
+    assert _wire(replayed) == _wire(relayed)
+
+
+def test_the_bench_completion_is_prefetched_and_is_the_bridges(floor, stub, upstream):
+    request = bridge_request(UNARY_SCENARIO)
+    answer, call = floor.CreateChatCompletion.with_call(request, metadata=CALLER_METADATA)
+    assert metadata_dict(call.initial_metadata())["x-request-id"]
+    assert upstream.requests() == []
+    assert _wire([answer]) == _wire([stub.CreateChatCompletion(request, metadata=CALLER_METADATA)])
