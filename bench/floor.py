@@ -20,7 +20,8 @@ this machine: a bound no Python code in the handler can go below.
         --upstream-url http://127.0.0.1:8080/api/v1 --prefetch '{"chunks": 16}'
 
 It takes the bridge's ``serve`` flags (so `bench/run.py` gives both the same
-settings; it is always one process, ``--workers`` does not apply) and prints ``floor listening on HOST:PORT`` once it serves.
+settings; it is always one process, ``--workers`` does not apply) and prints
+``floor listening on HOST:PORT`` once it serves.
 """
 
 from __future__ import annotations

@@ -259,8 +259,10 @@ def measure(
     scenario: dict[str, Any],
     servers: list[Server],
     clients: int = 1,
+    label: str = "",
     **options: Any,
 ) -> dict[str, Any]:
+    """One load phase; `label` names it in the progress line (default: the client mode)."""
     with cpu_window(servers) as shares:
         result = load(mode, target, scenario, clients, **options)
     latencies = result.pop("lat_ms", [])
@@ -279,7 +281,7 @@ def measure(
         out["p50_ms"] = percentile(latencies, 0.50)
         out["p99_ms"] = percentile(latencies, 0.99)
         out["samples"] = len(latencies)
-    note = f"{mode:14} {options} x{clients} client(s): {out['rate']:9.0f}/s"
+    note = f"{label or mode:14} {options} x{clients} client(s): {out['rate']:9.0f}/s"
     if latencies:
         note += f"  p50 {out['p50_ms']:.3f} ms  p99 {out['p99_ms']:.3f} ms"
     cpu = "  ".join(f"{k} {v:.2f}" for k, v in out["cpu"].items())
@@ -308,6 +310,7 @@ def run_pairs(
                 target,
                 UNARY_SCENARIO,
                 servers,
+                label=f"unary-{side}",
                 concurrency=concurrency,
                 **timing,
             )
@@ -320,13 +323,20 @@ def run_pairs(
                 target,
                 STREAM_SCENARIO,
                 servers,
+                label=f"stream-{side}",
                 concurrency=concurrency,
                 **timing,
             )
         results["stream"][str(concurrency)] = pair
     for side, client, target in sides:
         results["ttfc"][side] = measure(
-            f"ttfc-{client}", target, TTFC_SCENARIO, servers, concurrency=1, **timing
+            f"ttfc-{client}",
+            target,
+            TTFC_SCENARIO,
+            servers,
+            label=f"ttfc-{side}",
+            concurrency=1,
+            **timing,
         )
     return results
 
@@ -492,14 +502,15 @@ def table(results: dict[str, Any]) -> str:
             f"| time to first chunk {q} | {d:.2f} ms | {b:.2f} ms | {b - d:+.2f} ms "
             f"| {target} | {met} " + floor_ms(ttfc.get("floor"), f"{q}_ms", b)
         )
-    cap = results["capacity"]
-    rows.append(
-        f"| capacity: {cap['streams']} open streams, 1 chunk/s each | | "
-        f"RSS {cap['rss_idle_mib']:.0f} -> {cap['rss_loaded_mib']:.0f} MiB "
-        f"| {cap['rss_per_stream_kib']:.1f} KiB/stream | <= 50 KiB/stream "
-        f"| {_met(cap['rss_per_stream_kib'] <= 50 and cap['opened'] == cap['streams'])} | | |"
-    )
-    scale = results["scale"]
+    cap = results.get("capacity")  # absent with --only pairs
+    if cap is not None:
+        rows.append(
+            f"| capacity: {cap['streams']} open streams, 1 chunk/s each | | "
+            f"RSS {cap['rss_idle_mib']:.0f} -> {cap['rss_loaded_mib']:.0f} MiB "
+            f"| {cap['rss_per_stream_kib']:.1f} KiB/stream | <= 50 KiB/stream "
+            f"| {_met(cap['rss_per_stream_kib'] <= 50 and cap['opened'] == cap['streams'])} | | |"
+        )
+    scale = results.get("scale", {})
     best = max(pair["bridge"]["rate"] for pair in results["stream"].values())
     if scale.get("available"):
         w1, w2 = scale["1"]["rate"], scale["2"]["rate"]
@@ -508,7 +519,7 @@ def table(results: dict[str, Any]) -> str:
             f"| scale: 256 streams, `--workers 1` / `--workers 2` (best of 1 or 2 client "
             f"processes) | | {w1:,.0f} / {w2:,.0f} | {w2 / w1:.2f}x | | | | |"
         )
-    else:
+    elif scale:
         rows.append(
             "| scale: `--workers` | | n/a: the bridge has no `--workers` option | | | | | |"
         )
@@ -540,8 +551,9 @@ def cpu_table(results: dict[str, Any]) -> str:
     for side in ("direct", "bridge", "floor"):
         if side in results["ttfc"]:
             row(f"ttfc {side}", results["ttfc"][side])
-    row("capacity hold", results["capacity"])
-    scale = results["scale"]
+    if "capacity" in results:
+        row("capacity hold", results["capacity"])
+    scale = results.get("scale", {})
     if scale.get("available"):
         for workers in ("1", "2"):
             for clients in ("1", "2"):
@@ -630,7 +642,7 @@ def main() -> int:
     results["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     args.json.write_text(json.dumps(results, indent=1) + "\n")
 
-    if {"unary", "capacity", "scale"} <= set(results):
+    if "unary" in results:  # the pairs ran; capacity and scale rows appear when they ran
         m = results["machine"]
         print(f"\n## Results ({results['when']}, {results['seconds']:.0f} s)\n")
         print(
