@@ -100,7 +100,8 @@ class _Plan:
 
     def __init__(self, cls: type[Message]) -> None:
         self.cls = cls
-        self.fields: dict[str, tuple[str | None, Converter]] = {}
+        self.fields: dict[str, tuple[str | None, type | None, Converter]] = {}
+        """JSON member -> (field, the JSON type taken as it is or None, converter)."""
         self.has_extra = EXTRA in cls.DESCRIPTOR.fields_by_name
 
     def decode(self, data: Mapping[str, Any]) -> Message:
@@ -122,12 +123,16 @@ class _Plan:
             if spec is not None:
                 if value is None:
                     continue
-                converted = spec[1](value)
+                name, plain, convert = spec
+                if type(value) is plain:  # a string or bool field given its type: as it is
+                    kwargs[name] = value  # type: ignore[index]  # plain implies a name
+                    continue
+                converted = convert(value)
                 if converted is not MISMATCH:
-                    if spec[0] is None:
+                    if name is None:
                         kwargs.update(converted)
                     else:
-                        kwargs[spec[0]] = converted
+                        kwargs[name] = converted
                     continue
             if extra is None:
                 extra = {}
@@ -175,8 +180,15 @@ def _plan_for(descriptor: Descriptor) -> _Plan:
     for field in descriptor.fields:
         if field.name == EXTRA:
             continue
-        plan.fields[field.name] = (field.name, _converter_for(field))
+        plan.fields[field.name] = (field.name, _plain_type(field), _converter_for(field))
     return plan
+
+
+def _plain_type(field: FieldDescriptor) -> type | None:
+    """The JSON type a field takes without conversion: checked inline, no call per member."""
+    if field.is_repeated:
+        return None
+    return {FieldDescriptor.TYPE_STRING: str, FieldDescriptor.TYPE_BOOL: bool}.get(field.type)
 
 
 def _message_class(descriptor: Descriptor) -> type[Message]:
@@ -203,10 +215,15 @@ def _converter_for(field: FieldDescriptor) -> Converter:
 def _message_converter(descriptor: Descriptor) -> Converter:
     """A nested message's converter: the constructor arguments, as a dict (see kwargs)."""
 
+    plan: _Plan | None = None  # looked up on first use: message types can nest
+
     def convert(value: Any) -> Any:
+        nonlocal plan
         if type(value) is not dict:
             return MISMATCH
-        return _plan_for(descriptor).kwargs(value)
+        if plan is None:
+            plan = _plan_for(descriptor)
+        return plan.kwargs(value)
 
     return convert
 
@@ -216,9 +233,8 @@ def _repeated(single: Converter) -> Converter:
         if type(value) is not list:
             return MISMATCH
         items = [single(item) for item in value]
-        if any(item is MISMATCH for item in items):
-            return MISMATCH
-        return items
+        # `in` compares by identity first; no converted value equals the marker.
+        return MISMATCH if MISMATCH in items else items
 
     return convert
 
@@ -268,7 +284,7 @@ def _install_special_members() -> None:
         return MISMATCH if converted is MISMATCH else {"content_parts": converted}
 
     message = _plan_for(chat_pb2.ChatMessage.DESCRIPTOR)
-    message.fields["content"] = (None, content)
+    message.fields["content"] = (None, None, content)
     del message.fields["content_parts"]  # JSON calls it "content"
 
     named = _message_converter(chat_pb2.NamedToolChoice.DESCRIPTOR)
@@ -281,6 +297,7 @@ def _install_special_members() -> None:
 
     _plan_for(chat_pb2.ChatCompletionRequest.DESCRIPTOR).fields["tool_choice"] = (
         "tool_choice",
+        None,
         tool_choice,
     )
 
@@ -290,12 +307,12 @@ def _install_special_members() -> None:
         return {"code": value} if type(value) is str else MISMATCH
 
     error = _plan_for(chat_pb2.StreamError.DESCRIPTOR)
-    error.fields["code"] = (None, error_code)
+    error.fields["code"] = (None, None, error_code)
     del error.fields["http_status"]  # derived from "code", never a JSON member
 
     usage = _plan_for(chat_pb2.Usage.DESCRIPTOR)
-    usage.fields["prompt_tokens"] = ("input_tokens", _int_in(_INT32))
-    usage.fields["completion_tokens"] = ("output_tokens", _int_in(_INT32))
+    usage.fields["prompt_tokens"] = ("input_tokens", None, _int_in(_INT32))
+    usage.fields["completion_tokens"] = ("output_tokens", None, _int_in(_INT32))
 
 
 _install_special_members()
