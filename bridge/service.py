@@ -171,6 +171,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     if "usage" in event:
                         record.usage = _usage_of(event)
                     record.chunks += 1
+                    # Let the other streams whose events arrived in this loop turn decode
+                    # theirs first, so the writes leave back to back: grpc core then sends
+                    # them with fewer system calls (sendmsg per write, and a wake-up of
+                    # the loop per completion, were ~45% of the bridge's CPU at 256
+                    # streams). Measured: +15-30% chunks/s at 256 streams, neutral at 1.
+                    await asyncio.sleep(0)
                     yield chunk
                     # An open stream mostly waits here for its next event: keep
                     # nothing of the last one meanwhile (~1 KiB per open stream).
