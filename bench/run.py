@@ -589,6 +589,17 @@ def cost_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def compact_micro(path: Path) -> None:
+    """Drop pytest-benchmark's per-round samples (~80,000 lines) from its JSON: the
+    summary statistics are what is tracked, and the file stays readable in a diff."""
+    if not path.exists():
+        return
+    data = json.loads(path.read_text())
+    for bench in data.get("benchmarks", []):
+        bench.get("stats", {}).pop("data", None)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def micro_table(path: Path) -> str:
     if not path.exists():
         return ""
@@ -614,6 +625,7 @@ def main() -> int:
     parser.add_argument("--only", choices=["pairs", "capacity", "scale"], action="append")
     args = parser.parse_args()
 
+    compact_micro(args.micro_json)
     started = time.time()
     load_before = os.getloadavg()
     print(f"load average before: {load_before}", file=sys.stderr)
