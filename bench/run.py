@@ -31,7 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +104,41 @@ class Server:
                 self.process.wait()
 
 
-def start_upstream() -> Server:
+Cpus = frozenset[int] | None
+"""The cores a process may run on; None leaves it to the scheduler."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Which cores the pairs run on: `tested` for the process a figure measures (the
+    bridge, the floor, or the direct client), `load` for the others (the upstream, and
+    the client of the bridge and the floor). Both None: no pinning."""
+
+    tested: Cpus = None
+    load: Cpus = None
+
+    @classmethod
+    def for_machine(cls, pin: bool) -> Placement:
+        cores = sorted(os.sched_getaffinity(0))
+        if not pin or len(cores) < 2:
+            return cls()
+        return cls(tested=frozenset(cores[:1]), load=frozenset(cores[1:]))
+
+
+def _on(cpus: Cpus) -> Callable[[], None] | None:
+    """A `preexec_fn` that confines the child (and every thread it starts) to `cpus`."""
+    if cpus is None:
+        return None
+    return functools.partial(os.sched_setaffinity, 0, cpus)
+
+
+def start_upstream(cpus: Cpus = None) -> Server:
     process = subprocess.Popen(
         [PY, "-m", "bridge", "upstream", "--port", "0"],
         stdout=subprocess.PIPE,
         env=ENV,
         cwd=ROOT,
+        preexec_fn=_on(cpus),
     )
     assert process.stdout is not None
     line = process.stdout.readline().decode()
@@ -126,7 +155,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_bridge(upstream: Server, *extra: str, workers: int = 1) -> Server:
+def start_bridge(upstream: Server, *extra: str, workers: int = 1, cpus: Cpus = None) -> Server:
     """A bridge process; one worker unless asked (the per-process figures need one)."""
     port = _free_port()
     process = subprocess.Popen(
@@ -145,6 +174,7 @@ def start_bridge(upstream: Server, *extra: str, workers: int = 1) -> Server:
         ],
         env=ENV,
         cwd=ROOT,
+        preexec_fn=_on(cpus),
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -158,7 +188,7 @@ def start_bridge(upstream: Server, *extra: str, workers: int = 1) -> Server:
     raise RuntimeError("bridge did not listen within 30 s")
 
 
-def start_floor(upstream: Server) -> Server:
+def start_floor(upstream: Server, cpus: Cpus = None) -> Server:
     """The grpc.aio floor (bench/floor.py): the bridge's gRPC server replaying its messages.
 
     Its answers to the bench's scenarios are fetched before it listens, so no
@@ -181,6 +211,7 @@ def start_floor(upstream: Server) -> Server:
         stdout=subprocess.PIPE,
         env=ENV,
         cwd=ROOT,
+        preexec_fn=_on(cpus),
     )
     assert process.stdout is not None
     line = process.stdout.readline().decode()
@@ -200,7 +231,12 @@ def bridge_has_workers() -> bool:
 
 
 def load(
-    mode: str, target: str, scenario: dict[str, Any], clients: int = 1, **options: Any
+    mode: str,
+    target: str,
+    scenario: dict[str, Any],
+    clients: int = 1,
+    cpus: Cpus = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Run `clients` load-generator processes at once (concurrency split between them)."""
     argv = [PY, str(ROOT / "bench" / "load.py"), mode, "--target", target]
@@ -210,7 +246,14 @@ def load(
             value = max(1, int(value) // clients)
         argv += [f"--{key}", str(value)]
     procs = [
-        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
+        subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=ENV,
+            cwd=ROOT,
+            preexec_fn=_on(cpus),
+        )
         for _ in range(clients)
     ]
     results = []
@@ -260,11 +303,12 @@ def measure(
     servers: list[Server],
     clients: int = 1,
     label: str = "",
+    cpus: Cpus = None,
     **options: Any,
 ) -> dict[str, Any]:
     """One load phase; `label` names it in the progress line (default: the client mode)."""
     with cpu_window(servers) as shares:
-        result = load(mode, target, scenario, clients, **options)
+        result = load(mode, target, scenario, clients, cpus, **options)
     latencies = result.pop("lat_ms", [])
     out: dict[str, Any] = {
         "mode": mode,
@@ -289,52 +333,75 @@ def measure(
     return out
 
 
+def median_run(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate (a real run: its CPU shares are its own), plus every
+    round's rate under ``rounds``."""
+    ordered = sorted(entries, key=lambda entry: entry["rate"])
+    return {**ordered[(len(ordered) - 1) // 2], "rounds": [entry["rate"] for entry in entries]}
+
+
 def run_pairs(
-    upstream: Server, bridge: Server, floor: Server, args: argparse.Namespace
+    upstream: Server,
+    bridge: Server,
+    floor: Server,
+    args: argparse.Namespace,
+    placement: Placement,
 ) -> dict[str, Any]:
     """Each figure three times: direct, through the bridge, and against the grpc.aio floor."""
     servers = [upstream, bridge, floor]
     timing = {"duration": args.duration, "warmup": args.warmup}
     results: dict[str, Any] = {"unary": {}, "stream": {}, "ttfc": {}}
     # The floor is called exactly like the bridge (same client mode, same requests).
+    # Placement: the process under test has a core of its own (the direct client, or
+    # the bridge / floor); the others share the second core.
     sides = (
-        ("direct", "direct", upstream.address),
-        ("bridge", "bridge", bridge.address),
-        ("floor", "bridge", floor.address),
+        ("direct", "direct", upstream.address, placement.tested),
+        ("bridge", "bridge", bridge.address, placement.load),
+        ("floor", "bridge", floor.address, placement.load),
     )
     for concurrency in (1, 64):
         pair = {}
-        for side, client, target in sides:
+        for side, client, target, cpus in sides:
             pair[side] = measure(
                 f"unary-{client}",
                 target,
                 UNARY_SCENARIO,
                 servers,
                 label=f"unary-{side}",
+                cpus=cpus,
                 concurrency=concurrency,
                 **timing,
             )
         results["unary"][str(concurrency)] = pair
     for concurrency in (1, 16, 256):
-        pair = {}
-        for side, client, target in sides:
-            pair[side] = measure(
-                f"stream-{client}",
-                target,
-                STREAM_SCENARIO,
-                servers,
-                label=f"stream-{side}",
-                concurrency=concurrency,
-                **timing,
-            )
-        results["stream"][str(concurrency)] = pair
-    for side, client, target in sides:
+        # Throughput on a shared 2-core machine moves by +-25% from one 3 s window to
+        # the next; the sides take turns, `rounds` times, and each keeps its median run.
+        runs: dict[str, list[dict[str, Any]]] = {side[0]: [] for side in sides}
+        for _ in range(args.rounds):
+            for side, client, target, cpus in sides:
+                runs[side].append(
+                    measure(
+                        f"stream-{client}",
+                        target,
+                        STREAM_SCENARIO,
+                        servers,
+                        label=f"stream-{side}",
+                        cpus=cpus,
+                        concurrency=concurrency,
+                        **timing,
+                    )
+                )
+        results["stream"][str(concurrency)] = {
+            side: median_run(entries) for side, entries in runs.items()
+        }
+    for side, client, target, cpus in sides:
         results["ttfc"][side] = measure(
             f"ttfc-{client}",
             target,
             TTFC_SCENARIO,
             servers,
             label=f"ttfc-{side}",
+            cpus=cpus,
             concurrency=1,
             **timing,
         )
@@ -618,6 +685,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per phase")
     parser.add_argument("--warmup", type=float, default=0.7, help="seconds before measuring")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pairs: give the measured process a core of its own (see Placement)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds of each streaming phase"
+    )
     parser.add_argument("--streams", type=int, default=2000, help="open streams (capacity)")
     parser.add_argument("--hold", type=float, default=3.0, help="seconds held before RSS")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
@@ -630,15 +706,20 @@ def main() -> int:
     load_before = os.getloadavg()
     print(f"load average before: {load_before}", file=sys.stderr)
     results: dict[str, Any] = {"machine": machine(), "load_before": load_before}
-    upstream = start_upstream()
+    placement = Placement.for_machine(args.pin)
+    results["placement"] = {
+        name: sorted(cpus) if cpus is not None else None
+        for name, cpus in dataclasses.asdict(placement).items()
+    }
+    upstream = start_upstream(placement.load)
     try:
         only = set(args.only or ("pairs", "capacity", "scale"))
         if "pairs" in only:
-            bridge = start_bridge(upstream)
+            bridge = start_bridge(upstream, cpus=placement.tested)
             try:
-                floor = start_floor(upstream)
+                floor = start_floor(upstream, cpus=placement.tested)
                 try:
-                    results.update(run_pairs(upstream, bridge, floor, args))
+                    results.update(run_pairs(upstream, bridge, floor, args, placement))
                 finally:
                     floor.stop()
             finally:
@@ -661,6 +742,13 @@ def main() -> int:
             f"Machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
             + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         )
+        placed = results["placement"]
+        if placed["tested"] is not None:
+            print(
+                f"Pairs pinned: the measured process (direct client, bridge or floor) on "
+                f"CPU {placed['tested']}, the upstream and the bridge's client on CPU "
+                f"{placed['load']} (`--no-pin` to leave placement to the scheduler)"
+            )
         print(
             f"Load average before/after: {', '.join(f'{x:.2f}' for x in results['load_before'])}"
             f" / {', '.join(f'{x:.2f}' for x in results['load_after'])}\n"
