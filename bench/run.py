@@ -132,21 +132,26 @@ def _on(cpus: Cpus) -> Callable[[], None] | None:
     return functools.partial(os.sched_setaffinity, 0, cpus)
 
 
-def start_upstream(cpus: Cpus = None) -> Server:
+def _announced(name: str, argv: list[str], pattern: str, cpus: Cpus) -> Server:
+    """Start a server that prints its address on its first line; `pattern` finds it."""
     process = subprocess.Popen(
-        [PY, "-m", "bridge", "upstream", "--port", "0"],
-        stdout=subprocess.PIPE,
-        env=ENV,
-        cwd=ROOT,
-        preexec_fn=_on(cpus),
+        argv, stdout=subprocess.PIPE, env=ENV, cwd=ROOT, preexec_fn=_on(cpus)
     )
     assert process.stdout is not None
     line = process.stdout.readline().decode()
-    match = re.search(r"(http://\S+)", line)
+    match = re.search(pattern, line)
     if not match:
         process.kill()
-        raise RuntimeError(f"upstream did not start: {line!r}")
-    return Server("upstream", process, match.group(1) + "/")
+        raise RuntimeError(f"{name} did not start: {line!r}")
+    return Server(name, process, match.group(1))
+
+
+def start_upstream(cpus: Cpus = None) -> Server:
+    upstream = _announced(
+        "upstream", [PY, "-m", "bridge", "upstream", "--port", "0"], r"(http://\S+)", cpus
+    )
+    upstream.address += "/"
+    return upstream
 
 
 def _free_port() -> int:
@@ -199,27 +204,8 @@ def start_floor(upstream: Server, cpus: Cpus = None) -> Server:
         for scenario in (UNARY_SCENARIO, STREAM_SCENARIO, TTFC_SCENARIO)
         for arg in ("--prefetch", json.dumps(scenario))
     ]
-    process = subprocess.Popen(
-        [
-            PY,
-            str(ROOT / "bench" / "floor.py"),
-            "--upstream-url",
-            upstream.address,
-            *BRIDGE_SETTINGS,
-            *prefetch,
-        ],
-        stdout=subprocess.PIPE,
-        env=ENV,
-        cwd=ROOT,
-        preexec_fn=_on(cpus),
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()
-    match = re.search(r"listening on (\S+)", line)
-    if not match:
-        process.kill()
-        raise RuntimeError(f"the floor server did not start: {line!r}")
-    return Server("floor", process, match.group(1))
+    argv = [PY, str(ROOT / "bench" / "floor.py"), "--upstream-url", upstream.address]
+    return _announced("floor", [*argv, *BRIDGE_SETTINGS, *prefetch], r"listening on (\S+)", cpus)
 
 
 @functools.cache
