@@ -68,7 +68,7 @@ test: install
 	$(PY) -m pytest -q -m "not soak"
 
 # The benchmark harness (see BENCHMARKS.md): hot-path micro-benchmarks, then the
-# bridge against the direct-HTTP baseline in separate processes; ~3.5 minutes.
+# bridge against the direct-HTTP baseline in separate processes; ~3 minutes.
 bench: install
 	$(PY) -m pytest -q -p no:cacheprovider bench/test_micro.py --benchmark-only \
 		--benchmark-json=bench/micro.json --benchmark-columns=min,mean,ops --benchmark-sort=name
