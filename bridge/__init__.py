@@ -7,7 +7,7 @@ The modules, each owning one thing:
 * ``sse``        server-sent-events decoding (pure)
 * ``mapping``    JSON <-> protobuf (pure)
 * ``validation`` request checks before any upstream call (pure)
-* ``upstream``   the pooled httpx client towards the API
+* ``upstream``   httpx requests over one pooled transport towards the API
 * ``transport``  the httpx transport under it: aiohttp's connector and C parser
 * ``loop``       which event loop runs the process (uvloop by default)
 * ``otel``       optional OpenTelemetry server spans and upstream context

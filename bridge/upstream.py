@@ -1,4 +1,4 @@
-"""The HTTP side: one pooled httpx client that talks to the MyRouter API.
+"""The HTTP side: httpx requests over one pooled transport, to the MyRouter API.
 
 This module owns everything httpx: building requests, reading bounded bodies,
 reading streams as raw bytes through our own SSE decoder (httpx's line
