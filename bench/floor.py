@@ -115,21 +115,19 @@ class FloorService(chat_pb2_grpc.ChatServiceServicer):
 
 def _call(context: grpc.aio.ServicerContext) -> UpstreamCall:
     """The one upstream request of a cache miss, with the caller's credentials."""
-    metadata = dict(context.invocation_metadata() or ())
-    authorization = metadata.get("authorization")
-    return UpstreamCall(
-        authorization=authorization if isinstance(authorization, str) else FETCH_AUTHORIZATION,
-        request_id=uuid.uuid4().hex,
-        using_service_key=True,
-        timeout=FETCH_TIMEOUT,
-    )
+    authorization = dict(context.invocation_metadata() or ()).get("authorization")
+    return _fetch_call(authorization if isinstance(authorization, str) else None)
 
 
 def _startup_call(config: BridgeConfig) -> UpstreamCall:
     """The upstream request of a prefetch: no caller yet, so the service key if any."""
     key = config.api_key
+    return _fetch_call(None if key is None else f"Bearer {key.value}")
+
+
+def _fetch_call(authorization: str | None) -> UpstreamCall:
     return UpstreamCall(
-        authorization=FETCH_AUTHORIZATION if key is None else f"Bearer {key.value}",
+        authorization=authorization or FETCH_AUTHORIZATION,
         request_id=uuid.uuid4().hex,
         using_service_key=True,
         timeout=FETCH_TIMEOUT,

@@ -193,19 +193,21 @@ def start_bridge(upstream: Server, *extra: str, workers: int = 1, cpus: Cpus = N
     raise RuntimeError("bridge did not listen within 30 s")
 
 
-def start_floor(upstream: Server, cpus: Cpus = None) -> Server:
-    """The grpc.aio floor (bench/floor.py): the bridge's gRPC server replaying its messages.
-
-    Its answers to the bench's scenarios are fetched before it listens, so no
-    phase, even without warm-up, measures an upstream call through it.
-    """
+def floor_argv(upstream_url: str) -> list[str]:
+    """The floor's command line: its answers to the bench's scenarios are fetched before
+    it listens, so no phase, even without warm-up, measures an upstream call through it."""
     prefetch = [
         arg
         for scenario in (UNARY_SCENARIO, STREAM_SCENARIO, TTFC_SCENARIO)
         for arg in ("--prefetch", json.dumps(scenario))
     ]
-    argv = [PY, str(ROOT / "bench" / "floor.py"), "--upstream-url", upstream.address]
-    return _announced("floor", [*argv, *BRIDGE_SETTINGS, *prefetch], r"listening on (\S+)", cpus)
+    return [PY, str(ROOT / "bench" / "floor.py"), "--upstream-url", upstream_url, *prefetch]
+
+
+def start_floor(upstream: Server, cpus: Cpus = None) -> Server:
+    """The grpc.aio floor (bench/floor.py): the bridge's gRPC server replaying its messages."""
+    argv = [*floor_argv(upstream.address), *BRIDGE_SETTINGS]
+    return _announced("floor", argv, r"listening on (\S+)", cpus)
 
 
 @functools.cache

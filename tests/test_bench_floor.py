@@ -7,18 +7,16 @@ same initial metadata.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from bench.load import bridge_request
-from bench.run import STREAM_SCENARIO, TTFC_SCENARIO, UNARY_SCENARIO
+from bench.run import STREAM_SCENARIO, TTFC_SCENARIO, UNARY_SCENARIO, floor_argv
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from support import (
     CALLER_METADATA,
@@ -35,16 +33,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(scope="module")
 def floor(upstream) -> Iterator[chat_pb2_grpc.ChatServiceStub]:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO_ROOT / "bench" / "floor.py"),
-            "--upstream-url",
-            upstream.base_url,
-            # As bench/run.py starts it: the bench's scenarios answered before it listens.
-            *("--prefetch", json.dumps(STREAM_SCENARIO)),
-            *("--prefetch", json.dumps(UNARY_SCENARIO)),
-            *("--prefetch", json.dumps(TTFC_SCENARIO)),
-        ],
+        floor_argv(upstream.base_url),  # as bench/run.py starts it, less the load settings
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "MYROUTER_API_KEY": SERVICE_KEY},
         cwd=REPO_ROOT,
