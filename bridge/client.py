@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
-from myrouter_client import chat_request
+from myrouter_client import call_metadata, chat_request
 
 from . import mapping
 
@@ -31,15 +31,6 @@ def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None
 def tls_credentials(ca_pem: bytes | None = None) -> grpc.ChannelCredentials:
     """TLS trusting `ca_pem` (a private CA), or the system's roots when it is None."""
     return grpc.ssl_channel_credentials(root_certificates=ca_pem)
-
-
-def _metadata(token: str | None, request_id: str | None) -> list[tuple[str, str]]:
-    metadata = []
-    if token:
-        metadata.append(("authorization", f"Bearer {token}"))
-    if request_id:
-        metadata.append(("x-request-id", request_id))
-    return metadata
 
 
 def chat(
@@ -73,7 +64,7 @@ def chat(
     with open_channel(target, credentials) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         call = stub.StreamChatCompletion(
-            request, metadata=_metadata(token, request_id), timeout=timeout
+            request, metadata=call_metadata(token, request_id), timeout=timeout
         )
         try:
             for chunk in call:
@@ -152,7 +143,7 @@ def list_models(
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         try:
             models = stub.ListModels(
-                chat_pb2.ListModelsRequest(), metadata=_metadata(token, None), timeout=timeout
+                chat_pb2.ListModelsRequest(), metadata=call_metadata(token), timeout=timeout
             )
         except grpc.RpcError as exc:
             err.write(describe_error(exc) + "\n")

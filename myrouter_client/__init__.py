@@ -18,7 +18,14 @@ dependencies when it imports it.
 
 from __future__ import annotations
 
-from ._aio import chat_request, create_chat, stream_chat
+from ._aio import call_metadata, chat_request, create_chat, stream_chat
 from ._errors import ERROR_DOMAIN, ChatCallError
 
-__all__ = ["ERROR_DOMAIN", "ChatCallError", "chat_request", "create_chat", "stream_chat"]
+__all__ = [
+    "ERROR_DOMAIN",
+    "ChatCallError",
+    "call_metadata",
+    "chat_request",
+    "create_chat",
+    "stream_chat",
+]

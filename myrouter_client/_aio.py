@@ -34,7 +34,11 @@ def chat_request(
     return request
 
 
-def _metadata(token: str | None, request_id: str | None) -> list[tuple[str, str]]:
+def call_metadata(token: str | None, request_id: str | None = None) -> list[tuple[str, str]]:
+    """The metadata of a call: ``authorization: Bearer <token>`` and ``x-request-id``, if given.
+
+    For sync stubs and other RPCs (ListModels) what `stream_chat` and `create_chat` send.
+    """
     metadata = []
     if token:
         metadata.append(("authorization", f"Bearer {token}"))
@@ -73,7 +77,7 @@ async def stream_chat(
     """
     stub = chat_pb2_grpc.ChatServiceStub(channel)
     call = stub.StreamChatCompletion(
-        request, metadata=_metadata(token, request_id), timeout=deadline
+        request, metadata=call_metadata(token, request_id), timeout=deadline
     )
     try:
         async for chunk in call:
@@ -95,7 +99,7 @@ async def create_chat(
     """The whole completion in one answer; raise ChatCallError on failure."""
     stub = chat_pb2_grpc.ChatServiceStub(channel)
     call = stub.CreateChatCompletion(
-        request, metadata=_metadata(token, request_id), timeout=deadline
+        request, metadata=call_metadata(token, request_id), timeout=deadline
     )
     try:
         completion: chat_pb2.ChatCompletion = await call

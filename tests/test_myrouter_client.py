@@ -11,7 +11,14 @@ import grpc
 import pytest
 
 from myrouter.chat.v1 import chat_pb2
-from myrouter_client import ERROR_DOMAIN, ChatCallError, chat_request, create_chat, stream_chat
+from myrouter_client import (
+    ERROR_DOMAIN,
+    ChatCallError,
+    call_metadata,
+    chat_request,
+    create_chat,
+    stream_chat,
+)
 from support import CALLER_TOKEN
 
 pytestmark = pytest.mark.timeout(30)
@@ -119,3 +126,13 @@ def test_leaving_the_loop_early_cancels_the_upstream_request(bridge, upstream):
         )
 
     assert _with_channel(bridge.target, use).outcome == "disconnected"
+
+
+def test_call_metadata_names_the_token_and_request_id_only_when_given(stub):
+    assert call_metadata("t0k", "r-1") == [("authorization", "Bearer t0k"), ("x-request-id", "r-1")]
+    assert call_metadata(None) == []
+    # what a sync stub caller sends with it is what the bridge reads
+    call = stub.ListModels.with_call(
+        chat_pb2.ListModelsRequest(), metadata=call_metadata(CALLER_TOKEN, "r-2")
+    )[1]
+    assert dict(call.initial_metadata())["x-request-id"] == "r-2"
