@@ -61,6 +61,13 @@ $(NODE_EXAMPLE): examples/node/package-lock.json
 	cd examples/node && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The Go example: the README's protoc commands, then `go build` in GOPATH mode from
+# Debian's Go packages (.ci/run installs them), into examples/go/gen/bin/client.
+# tests/test_go_example.py builds its own copy in a temporary directory.
+.PHONY: go-example
+go-example:
+	bash examples/go/build.sh
+
 demo: install
 	$(PY) -m bridge demo
 

@@ -31,6 +31,24 @@ SOURCES = (
 )
 
 
+def _go_protoc_command(text: str, protos: str) -> str:
+    """The Go protoc invocation in `text`, backslash-continued lines joined."""
+    start = text.index(f"protoc -I {protos} --go_out=")
+    end = re.compile(r"[^\\]\n").search(text, start)
+    assert end, "the protoc command does not end"
+    return " ".join(text[start : end.start() + 1].replace("\\\n", " ").split())
+
+
+def test_build_script_runs_the_readme_protoc_command_after_making_its_folder():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    script = (GO_EXAMPLE / "build.sh").read_text(encoding="utf-8")
+    documented = _go_protoc_command(readme, "protos")
+    assert documented.endswith(" protos/myrouter/chat/v1/chat.proto")
+    assert _go_protoc_command(script, '"$protos"').replace('"$protos"', "protos") == documented
+    assert "mkdir -p gen/go gen/java\nprotoc -I protos --go_out=gen/go" in readme
+    assert "mkdir -p gen/go\nprotoc -I " in script
+
+
 def _missing_prerequisites() -> list[str]:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     return missing + [str(GOCODE / source) for source in SOURCES if not (GOCODE / source).is_dir()]

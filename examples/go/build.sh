@@ -31,14 +31,15 @@ mkdir -p "$app"
 cp "$here/main.go" "$app/"
 cd "$app"
 
-# The README's protoc commands, as written (google/protobuf/struct.proto comes with
-# protoc: Debian's protobuf-compiler ships it in /usr/include).
+# The README's protoc command as written, after the folder it writes to (protoc does not
+# create it); tests/test_go_example.py keeps the two equal. google/protobuf/struct.proto
+# comes with protoc: Debian's protobuf-compiler ships it in /usr/include.
 mkdir -p gen/go
 protoc -I "$protos" --go_out=gen/go --go_opt=paths=source_relative \
     --go_opt=Mmyrouter/chat/v1/chat.proto=example.com/yourapp/gen/go/myrouter/chat/v1 \
     --go-grpc_out=gen/go --go-grpc_opt=paths=source_relative \
     --go-grpc_opt=Mmyrouter/chat/v1/chat.proto=example.com/yourapp/gen/go/myrouter/chat/v1 \
-    "$protos/myrouter/chat/v1/chat.proto"
+    "$protos"/myrouter/chat/v1/chat.proto
 
 # GOCACHE: the caller's when set, else one inside BUILD_DIR (HOME may be unwritable).
 GO111MODULE=off GOPROXY=off GOFLAGS= \

@@ -99,13 +99,14 @@ func run(target, model, token string) error {
 	var trailer metadata.MD
 	ctx, cancel = withMetadata(30*time.Second, token, "")
 	defer cancel()
-	if _, err := client.CreateChatCompletion(ctx, failing, grpc.Trailer(&trailer)); err == nil {
+	_, err = client.CreateChatCompletion(ctx, failing, grpc.Trailer(&trailer))
+	if err == nil {
 		return fmt.Errorf("expected the call with an upstream 429 to fail")
-	} else if _, isStatus := status.FromError(err); !isStatus {
-		return err
-	} else {
-		fmt.Println(describe(err, trailer))
 	}
+	if _, isStatus := status.FromError(err); !isStatus {
+		return err
+	}
+	fmt.Println(describe(err, trailer))
 	return nil
 }
 
