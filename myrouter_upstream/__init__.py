@@ -1,9 +1,12 @@
 """A real local HTTP server that speaks the MyRouter chat API deterministically.
 
 It is the upstream of the bridge's demo, integration tests, fault-injection
-suite and benchmarks: every answer is a pure function of the request, and a
-`Scenario` (per request, or server-wide) switches it to a precise fault (error
-status, mid-stream error, truncation, malformed event, hang, stall, ...).
+suite and benchmarks, and of anyone's tests of a MyRouter caller: every answer
+is a pure function of the request, and a `Scenario` (per request, or
+server-wide) switches it to a precise fault (error status, mid-stream error,
+truncation, malformed event, hang, stall, ...). A package of its own that never
+imports the bridge: ``python -m myrouter_upstream`` (``myrouter-upstream``)
+runs it as a process, ``python -m myrouter_upstream.demo`` is ``make demo``.
 
 Typical use::
 

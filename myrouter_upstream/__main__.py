@@ -1,4 +1,4 @@
-"""Entry point of ``python -m bridge.embedded_upstream``."""
+"""Entry point of ``python -m myrouter_upstream``."""
 
 from __future__ import annotations
 

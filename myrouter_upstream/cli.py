@@ -1,4 +1,4 @@
-"""``python -m bridge.embedded_upstream``: the upstream as a standalone process.
+"""``python -m myrouter_upstream``: the upstream as a standalone process.
 
 For demos and for tests written in other languages: start it, read the one
 line it prints to learn where it listens, drive it over HTTP (including
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.embedded_upstream",
+        prog="python -m myrouter_upstream",
         description="A deterministic local MyRouter API with switchable faults.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")

@@ -1,9 +1,15 @@
-"""`make demo`: the bridge's main job end to end, on this machine alone.
+"""`make demo` (``python -m myrouter_upstream.demo``): the bridge's main job end to end, on this
+machine alone.
 
 Starts the embedded MyRouter API and the bridge as two real processes on free
-loopback ports, then uses the gRPC client to list the models and stream an
-answer to the terminal, and stops both processes. Every piece is the real
-one; only the upstream is local.
+loopback ports, then runs the bridge's command-line client (``python -m bridge
+models``, then ``chat``) to list the models and stream an answer to the
+terminal, and stops both processes. Every piece is the real one; only the
+upstream is local.
+
+It only starts processes and imports nothing of the bridge, so the dependency
+stays one way: the bridge may delegate to this package (``myrouter-bridge
+demo``), this package never needs the bridge's modules.
 """
 
 from __future__ import annotations
@@ -17,10 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-import grpc
-
-from . import client
-
 DEMO_KEY = "demo-service-key"
 DEMO_MODEL = "myrouter/echo"
 DEMO_PROMPT = "Explain in one breath why a gRPC bridge beats hand-written HTTP clients"
@@ -28,13 +30,15 @@ STARTUP_SECONDS = 30.0
 
 
 @contextmanager
-def _process(args: list[str], env: dict[str, str], ready: re.Pattern[str]) -> Iterator[str]:
+def _process(
+    name: str, args: list[str], env: dict[str, str], ready: re.Pattern[str]
+) -> Iterator[str]:
     """Run a child process until it prints a line matching `ready`; yield the match's group 1."""
     proc = subprocess.Popen(
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
     try:
-        yield _wait_for_line(proc, " ".join(args[2:4]), ready)
+        yield _wait_for_line(proc, name, ready)
     finally:
         proc.terminate()
         try:
@@ -66,8 +70,7 @@ def run_demo() -> int:
     upstream_args = [
         python,
         "-m",
-        "bridge",
-        "upstream",
+        "myrouter_upstream",
         "--port",
         "0",
         "--chunk-delay",
@@ -76,7 +79,8 @@ def run_demo() -> int:
         DEMO_KEY,
     ]
     print("» starting the embedded MyRouter API ...", flush=True)
-    with _process(upstream_args, env, re.compile(r"listening on (http://\S+)")) as upstream_url:
+    upstream_ready = re.compile(r"listening on (http://\S+)")
+    with _process("myrouter_upstream", upstream_args, env, upstream_ready) as upstream_url:
         print(f"  upstream: {upstream_url}", flush=True)
         bridge_env = {**env, "MYROUTER_API_KEY": DEMO_KEY, "BRIDGE_LOG_LEVEL": "INFO"}
         bridge_args = [
@@ -90,20 +94,33 @@ def run_demo() -> int:
             upstream_url,
         ]
         print("» starting the bridge ...", flush=True)
-        with _process(bridge_args, bridge_env, re.compile(r"bridge listening on (\S+)")) as target:
+        bridge_ready = re.compile(r"bridge listening on (\S+)")
+        with _process("bridge serve", bridge_args, bridge_env, bridge_ready) as target:
             print(f"  bridge:   {target}", flush=True)
-            with grpc.insecure_channel(target) as channel:
-                grpc.channel_ready_future(channel).result(timeout=STARTUP_SECONDS)
+            client = [python, "-m", "bridge"]
             print("\n» ListModels", flush=True)
-            status = client.list_models(target, timeout=10)
+            models = [*client, "models", "--target", target, "--timeout", "10"]
+            status = subprocess.run(models, env=env, check=False).returncode
             print(f"\n» StreamChatCompletion ({DEMO_MODEL}): {DEMO_PROMPT!r}\n", flush=True)
-            status = status or client.chat(
+            chat = [
+                *client,
+                "chat",
+                "--target",
                 target,
-                model=DEMO_MODEL,
-                prompt=DEMO_PROMPT,
-                system="You are a helpful assistant.",
-                request_id="demo-1",
-                timeout=30,
-            )
+                "--model",
+                DEMO_MODEL,
+                "--system",
+                "You are a helpful assistant.",
+                "--request-id",
+                "demo-1",
+                "--timeout",
+                "30",
+                DEMO_PROMPT,
+            ]
+            status = status or subprocess.run(chat, env=env, check=False).returncode
     print("\n» done: both processes stopped." if status == 0 else "\n» demo failed", flush=True)
     return status
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

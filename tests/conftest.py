@@ -18,9 +18,9 @@ import grpc
 import pytest
 
 from bridge.config import BridgeConfig, Secret
-from bridge.embedded_upstream import EmbeddedUpstream, UpstreamConfig
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2_grpc
+from myrouter_upstream import EmbeddedUpstream, UpstreamConfig
 from support import CALLER_TOKEN, SERVICE_KEY
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import grpc
 import pytest
 
-from bridge.embedded_upstream import EmbeddedUpstream, UpstreamConfig
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
+from myrouter_upstream import EmbeddedUpstream, UpstreamConfig
 from support import (
     CALLER_METADATA,
     CALLER_TOKEN,

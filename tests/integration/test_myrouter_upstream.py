@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from bridge.embedded_upstream import (
+from myrouter_upstream import (
     EmbeddedUpstream,
     RecordedRequest,
     Scenario,
@@ -37,7 +37,7 @@ KEY = "sk-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MODEL = "myrouter/echo"
 CREATED = 1700000000
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- fixtures and helpers ---------------------------------------------------------
@@ -981,7 +981,7 @@ def test_cli_subprocess() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     env["PYTHONPATH"] = str(ROOT)
     process = subprocess.Popen(
-        [sys.executable, "-m", "bridge.embedded_upstream", "--port", "0", "--api-key", "k1"],
+        [sys.executable, "-m", "myrouter_upstream", "--port", "0", "--api-key", "k1"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -1007,7 +1007,7 @@ def test_cli_subprocess() -> None:
 
 def test_cli_rejects_bad_scenario() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bridge.embedded_upstream", "--port", "0", "--scenario", "{"],
+        [sys.executable, "-m", "myrouter_upstream", "--port", "0", "--scenario", "{"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

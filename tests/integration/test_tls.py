@@ -17,11 +17,11 @@ import trustme
 from aiohttp import web
 
 from bridge.config import BridgeConfig, ConfigError
-from bridge.embedded_upstream import UpstreamConfig
-from bridge.embedded_upstream.app import build_app
-from bridge.embedded_upstream.state import UpstreamState
 from bridge.tls import upstream_ssl_context
 from myrouter.chat.v1 import chat_pb2_grpc
+from myrouter_upstream import UpstreamConfig
+from myrouter_upstream.app import build_app
+from myrouter_upstream.state import UpstreamState
 from support import CALLER_METADATA, CALLER_TOKEN, SERVICE_KEY, BridgeProcess, chat_request
 
 pytestmark = pytest.mark.timeout(60)

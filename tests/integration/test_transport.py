@@ -19,8 +19,8 @@ import httpx
 import orjson
 import pytest
 
-from bridge.embedded_upstream import EmbeddedUpstream
 from bridge.transport import AiohttpTransport, raw_reads
+from myrouter_upstream import EmbeddedUpstream
 from support import CALLER_TOKEN
 
 pytestmark = pytest.mark.timeout(30)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.embedded_upstream import Scenario
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
+from myrouter_upstream import Scenario
 from support import CALLER_METADATA, chat_request, stub_for, with_scenario
 
 pytestmark = pytest.mark.timeout(30)

@@ -19,7 +19,7 @@ from support import CALLER_TOKEN
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # What a caller of the stubs and the helper needs; the bridge's own HTTP stack is not in it.
 CALLER_DEPENDENCIES = ("grpcio", "protobuf", "googleapis-common-protos")
 NOT_SOURCES = shutil.ignore_patterns(
@@ -73,7 +73,7 @@ def test_a_caller_with_only_the_wheel_calls_the_bridge(wheel, bridge, tmp_path):
     # The versions this venv runs, so pip's cache serves them.
     _run(*pip, *(f"{name}=={metadata.version(name)}" for name in CALLER_DEPENDENCIES))
     caller = tmp_path / "caller.py"
-    shutil.copy(ROOT / "tests" / "wheel_caller.py", caller)
+    shutil.copy(ROOT / "tests" / "toolchains" / "wheel_caller.py", caller)
 
     found = json.loads(_run(python, caller, bridge.target, CALLER_TOKEN, cwd=tmp_path))
 

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUF = ROOT / "tools" / "node_modules" / ".bin" / "buf"
 RELEASED = ROOT / "protos" / "released-image.json"
 CHAT_PROTO = Path("myrouter/chat/v1/chat.proto")

@@ -19,7 +19,7 @@ import yaml
 from bridge.config import parse_serve_config
 from bridge.server import ABORT_SECONDS, CHAT_SERVICE_NAME
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES_VERSION = "1.30.0"
 """Oldest Kubernetes release the manifests must work with (gRPC probes are GA since 1.27)."""
 

@@ -19,7 +19,7 @@ from support import CALLER_TOKEN
 
 pytestmark = pytest.mark.timeout(90)
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # language -> (interpreter, script, what `make install` leaves behind for it)
 CLIENTS = {
     "node": ("node", "client.js", "node_modules/@grpc/grpc-js"),
