@@ -122,15 +122,3 @@ def test_events_under_max_event_bytes_pass(make_bridge):
     with channel:
         chunks = list(stub.StreamChatCompletion(request, metadata=CALLER_METADATA))
     assert chunks[1].choices[0].delta.content == "x" * 60 * 1024
-
-
-def test_default_limits_are_sane():
-    from bridge.config import BridgeConfig
-
-    config = BridgeConfig()
-    assert config.max_concurrent_rpcs == 1000
-    assert config.max_request_bytes == 8 * 1024 * 1024
-    assert config.max_messages == 1000
-    assert config.max_response_bytes == 32 * 1024 * 1024
-    assert config.max_event_bytes == 8 * 1024 * 1024
-    assert config.shutdown_grace == 25.0

@@ -50,19 +50,6 @@ def _stream(
     return chunks, _with_channel(target, use)
 
 
-def test_chat_request_builds_system_then_user_with_options():
-    request = chat_request(
-        "m", "hi", system="be brief", max_tokens=5, temperature=0, extra={"seed": 7}
-    )
-    assert [(m.role, m.content) for m in request.messages] == [
-        ("system", "be brief"),
-        ("user", "hi"),
-    ]
-    assert request.max_tokens == 5
-    assert request.HasField("temperature") and request.temperature == 0
-    assert request.extra["seed"] == 7
-
-
 def test_stream_chat_yields_chunks_and_sends_the_metadata(bridge, upstream):
     chunks, error = _stream(bridge.target, chat_request("myrouter/echo", "a b"), request_id="rq-1")
     assert error is None

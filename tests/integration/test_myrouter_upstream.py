@@ -1,4 +1,7 @@
-"""The embedded upstream over real sockets: API, faults, timing, recording, CLI."""
+"""The embedded upstream over real sockets: API, faults, timing, recording, CLI.
+
+Its pure parts (tokens, scenario parsing) are in tests/unit/test_myrouter_upstream.py.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +27,8 @@ from myrouter_upstream import (
     EmbeddedUpstream,
     RecordedRequest,
     Scenario,
-    ScenarioError,
     UpstreamConfig,
-    parse_scenario,
     serve,
-    tokenize,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -228,11 +228,6 @@ def test_content_parts_and_tool_result(client: httpx.Client) -> None:
     ).json()
     assert body["model"] == "myrouter/echo-large"
     assert body["choices"][0]["message"]["content"] == "Tool result: sunny, 21C"
-
-
-def test_tokenize() -> None:
-    assert tokenize("You said: hello") == ["You ", "said: ", "hello"]
-    assert "".join(tokenize("You said: a  b\nc ")) == "You said: a  b\nc "
 
 
 def test_max_tokens_gives_length(client: httpx.Client) -> None:
@@ -892,45 +887,6 @@ def test_wait_for_sees_a_later_request(upstream: EmbeddedUpstream) -> None:
     assert record.method == "GET"
 
 
-# -- scenario parsing (pure) -------------------------------------------------------
-
-
-def test_parse_scenario() -> None:
-    assert parse_scenario({}) == Scenario()
-    parsed = parse_scenario(
-        {
-            "kind": "midstream_error",
-            "after": 3.0,
-            "error_code": 500.0,
-            "chunk_delay": 1,
-            "stall": 0,
-        }
-    )
-    assert parsed.after == 3 and parsed.error_code == 500 and parsed.chunk_delay == 1.0
-    assert parse_scenario({"retry_after": 1.5}).retry_after == "1.5"
-    assert parse_scenario(parsed.to_json()) == parsed
-    assert parse_scenario({"kind": None}) == Scenario()
-    bad: object
-    for bad in (
-        {"nope": 1},
-        {"after": True},
-        {"after": -1},
-        {"abort": 1},
-        {"status": 200},
-        {"batch": 0},
-        {"keepalive": 0},
-        {"dialect": "anthropic"},
-        {"chunk_delay": -1},
-        {"metadata": []},
-        [],
-    ):
-        with pytest.raises(ScenarioError):
-            parse_scenario(bad)
-    assert Scenario(kind="truncate").effective_after == 2
-    assert Scenario(kind="malformed").effective_after == 1
-    assert Scenario(stall=1).effective_stall_after == 0
-
-
 # -- lifecycle and CLI ---------------------------------------------------------------
 
 
@@ -1016,3 +972,18 @@ def test_cli_rejects_bad_scenario() -> None:
     )
     assert result.returncode == 2
     assert "embedded upstream" in result.stderr
+
+
+def test_demo_runs_end_to_end_as_make_demo_runs_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "myrouter_upstream.demo"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "You said: Explain in one breath" in result.stdout
+    assert "myrouter/echo" in result.stdout
+    assert "both processes stopped" in result.stdout

@@ -8,8 +8,6 @@ were told and its metrics page are captured and searched.
 
 from __future__ import annotations
 
-import io
-import logging
 import signal
 import socket
 
@@ -17,7 +15,6 @@ import grpc
 import httpx
 import pytest
 
-from bridge.redaction import REDACTED, RedactingFilter, install_redaction
 from myrouter.chat.v1 import chat_pb2
 from support import (
     CALLER_TOKEN,
@@ -159,46 +156,3 @@ def test_no_secret_in_connection_failure_logs_and_status():
     for secret in SECRETS:
         assert secret not in output
         assert secret not in _texts_of(caught.value)
-
-
-# --------------------------------------------------------------------------- #
-# RedactingFilter itself
-# --------------------------------------------------------------------------- #
-
-
-def _capturing_logger(name: str, *, redacting: bool) -> tuple[logging.Logger, io.StringIO]:
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s %(detail)s"))
-    logger = logging.getLogger(name)
-    logger.handlers[:] = [handler]
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    if redacting:
-        install_redaction([SERVICE_KEY], logger=logger)
-    return logger, out
-
-
-@pytest.mark.parametrize("redacting", [True, False])
-def test_filter_scrubs_message_args_exception_and_extra_fields(redacting):
-    logger, out = _capturing_logger(f"test.redaction.{redacting}", redacting=redacting)
-    try:
-        raise RuntimeError(f"header was Authorization: Bearer {CALLER_TOKEN}")
-    except RuntimeError:
-        logger.exception("key %s failed", SERVICE_KEY, extra={"detail": f"Bearer {CALLER_TOKEN}"})
-    logger.debug("plain %s", "sk-abcdefgh12345678", extra={"detail": "-"})
-    text = out.getvalue()
-    leaked = [s for s in (SERVICE_KEY, CALLER_TOKEN, "sk-abcdefgh12345678") if s in text]
-    if redacting:
-        assert leaked == []
-        assert REDACTED in text
-        assert "RuntimeError" in text  # the traceback is kept, only the secret is gone
-    else:
-        assert leaked  # the test can fail: without the filter the secrets are there
-
-
-def test_install_redaction_does_not_stack_filters():
-    logger, _ = _capturing_logger("test.redaction.twice", redacting=True)
-    install_redaction([SERVICE_KEY], logger=logger)
-    [handler] = logger.handlers
-    assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1

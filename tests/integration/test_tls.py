@@ -9,53 +9,25 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
-import trustme
 from aiohttp import web
 
-from bridge.config import BridgeConfig, ConfigError
-from bridge.tls import upstream_ssl_context
 from myrouter.chat.v1 import chat_pb2_grpc
 from myrouter_upstream import UpstreamConfig
 from myrouter_upstream.app import build_app
 from myrouter_upstream.state import UpstreamState
-from support import CALLER_METADATA, CALLER_TOKEN, SERVICE_KEY, BridgeProcess, chat_request
+from support import (
+    CALLER_METADATA,
+    CALLER_TOKEN,
+    SERVICE_KEY,
+    BridgeProcess,
+    Certs,
+    chat_request,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Certs:
-    """A server CA with a certificate for 127.0.0.1, and a separate client CA."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.server_ca = trustme.CA()
-        self.client_ca = trustme.CA()
-        self.other_ca = trustme.CA()
-        server = self.server_ca.issue_cert("127.0.0.1", "localhost")
-        self.server_cert = self._write("server.pem", server.cert_chain_pems)
-        self.server_key = self._write("server.key", [server.private_key_pem])
-        self.server_ca_file = self._write("server-ca.pem", [self.server_ca.cert_pem])
-        self.client_ca_file = self._write("client-ca.pem", [self.client_ca.cert_pem])
-        self.server_ca_pem = self.server_ca.cert_pem.bytes()
-        self.server_leaf = server
-
-    def _write(self, name: str, blobs: list[trustme.Blob]) -> Path:
-        path = self.dir / name
-        path.write_bytes(b"".join(blob.bytes() for blob in blobs))
-        return path
-
-    def client_pair(self, ca: trustme.CA) -> tuple[bytes, bytes]:
-        leaf = ca.issue_cert("bridge-client@example.test")
-        return leaf.private_key_pem.bytes(), b"".join(b.bytes() for b in leaf.cert_chain_pems)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return Certs(tmp_path_factory.mktemp("certs"))
 
 
 def _secure_stub(target: str, certs: Certs, client: tuple[bytes, bytes] | None = None):
@@ -96,15 +68,6 @@ def test_mtls_client_with_certificate_connects_others_are_refused(make_bridge, c
         with channel, pytest.raises(grpc.RpcError) as caught:
             _call(stub)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-
-
-def test_tls_settings_are_validated(certs, tmp_path):
-    with pytest.raises(ConfigError, match="go together"):
-        BridgeConfig(tls_cert_file=certs.server_cert)
-    with pytest.raises(ConfigError, match="mTLS"):
-        BridgeConfig(tls_client_ca_file=certs.client_ca_file)
-    with pytest.raises(ConfigError, match="upstream_ca_file"):
-        upstream_ssl_context(BridgeConfig(upstream_ca_file=tmp_path / "missing.pem"))
 
 
 def test_serve_with_an_unreadable_key_exits_with_a_clear_error(certs, tmp_path):

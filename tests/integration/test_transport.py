@@ -163,18 +163,3 @@ def test_raw_reads_give_the_same_bytes_as_aiter_raw(upstream):
     fast, slow = run(upstream, body)
     assert re.sub(rb"gen-\d+", b"gen", fast) == re.sub(rb"gen-\d+", b"gen", slow)
     assert fast.endswith(b"data: [DONE]\n\n")
-
-
-def test_raw_reads_fall_back_to_aiter_raw_with_another_transport():
-    transport = httpx.MockTransport(
-        lambda request: httpx.Response(200, stream=httpx.ByteStream(b"abc"))
-    )
-
-    async def main() -> bytes:
-        async with (
-            httpx.AsyncClient(transport=transport) as client,
-            client.stream("GET", "http://upstream.test/") as response,
-        ):
-            return b"".join([part async for part in raw_reads(response)])
-
-    assert asyncio.run(main()) == b"abc"

@@ -8,7 +8,6 @@ import pytest
 
 from bridge import loop
 from bridge.config import ConfigError, parse_serve_config
-from support import CALLER_METADATA, BridgeProcess, chat_request, stub_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,20 +33,3 @@ def test_event_loop_setting_from_flag_and_env():
     assert parse_serve_config(flag, {"BRIDGE_EVENT_LOOP": "asyncio"}).event_loop == "uvloop"
     with pytest.raises(ConfigError, match="event_loop"):
         parse_serve_config([], {"BRIDGE_EVENT_LOOP": "trio"})
-
-
-@pytest.mark.parametrize("name", ["uvloop", "asyncio"])
-def test_bridge_process_relays_a_stream_on_each_loop(upstream, name):
-    process = BridgeProcess("--upstream-url", upstream.base_url, "--event-loop", name)
-    try:
-        channel, stub = stub_for(process.target)
-        with channel:
-            chunks = list(
-                stub.StreamChatCompletion(chat_request("a b c"), metadata=CALLER_METADATA)
-            )
-        assert "".join(c.choices[0].delta.content for c in chunks if c.choices) == (
-            "You said: a b c"
-        )
-    finally:
-        process.kill()
-    assert f"event loop: {name}" in process.output()
