@@ -70,8 +70,9 @@ demo: install
 test: install
 	$(PY) -m pytest -q -m "not soak"
 
-# tests/unit alone: pure functions, no socket, no subprocess, no server (its
-# conftest refuses them); needs only the venv and the stubs; ~5 seconds.
+# tests/unit alone: pure code, no socket, no subprocess, no server (its conftest
+# refuses them); needs only the venv and the stubs; ~20 seconds on 2 cores, most
+# of it the hypothesis property tests of mapping and sse.
 test-unit: $(VENV)/.installed $(GEN) $(GEN_PROTO)
 	$(PY) -m pytest -q tests/unit
 
