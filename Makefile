@@ -19,7 +19,7 @@ RUBY_EXAMPLE := examples/ruby/gen/myrouter/chat/v1/chat_services_pb.rb
 # The contract as last released; `make release-contract` rewrites it, on purpose only.
 RELEASED_CONTRACT := protos/released-image.json
 
-.PHONY: install proto demo test soak bench lint release-contract wheel clean
+.PHONY: install proto demo test test-unit soak bench lint release-contract wheel clean
 
 install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(TOOLS) $(NODE_EXAMPLE) $(RUBY_EXAMPLE)
 
@@ -69,10 +69,19 @@ go-example:
 	bash examples/go/build.sh
 
 demo: install
-	$(PY) -m bridge demo
+	$(PY) -m myrouter_upstream.demo
 
+# Everything but the soak: tests/unit (pure), tests/integration (the bridge, the
+# embedded upstream and child processes over loopback), tests/toolchains (the wheel,
+# Node, Ruby, buf, the deploy manifests); ~2-4 minutes.
 test: install
 	$(PY) -m pytest -q -m "not soak"
+
+# tests/unit alone: pure code, no socket, no subprocess, no server (its conftest
+# refuses them); needs only the venv and the stubs; ~20 seconds on 2 cores, most
+# of it the hypothesis property tests of mapping and sse.
+test-unit: $(VENV)/.installed $(GEN) $(GEN_PROTO)
+	$(PY) -m pytest -q tests/unit
 
 # The benchmark harness (see BENCHMARKS.md): hot-path micro-benchmarks, then the
 # bridge against the direct-HTTP baseline in separate processes; ~3 minutes.
@@ -83,20 +92,20 @@ bench: install
 
 # 1,000 streams (200 at a time) through one bridge process; prints the RSS figures.
 soak: install
-	$(PY) -m pytest -q -s -m soak tests/test_soak.py
+	$(PY) -m pytest -q -s -m soak tests/integration/test_soak.py
 
 # The contract (buf lint with the STANDARD rules, buf format, no breaking change
 # against the released image), the example clients' syntax, then Python: ruff, mypy
-# strict on bridge/ and myrouter_client/, and on tests/ every body type-checked
-# (check_untyped_defs) with annotations optional.
+# strict on bridge/, myrouter_client/ and myrouter_upstream/, and on tests/ every
+# body type-checked (check_untyped_defs) with annotations optional.
 lint: install
 	$(BUF) lint protos
 	$(BUF) format --diff --exit-code protos
 	$(BUF) breaking protos --against $(RELEASED_CONTRACT)
 	node --check examples/node/client.js
 	ruby -wc examples/ruby/client.rb
-	$(VENV)/bin/ruff check bridge myrouter_client tests bench
-	$(VENV)/bin/ruff format --check bridge myrouter_client tests bench
+	$(VENV)/bin/ruff check bridge myrouter_client myrouter_upstream tests bench
+	$(VENV)/bin/ruff format --check bridge myrouter_client myrouter_upstream tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests --allow-untyped-defs --allow-incomplete-defs \
 		--allow-untyped-calls --check-untyped-defs

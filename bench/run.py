@@ -2,7 +2,7 @@
 
 Processes (all on this machine, loopback only):
 
-* one embedded upstream (``python -m bridge upstream``), in fast mode: each
+* one embedded upstream (``python -m myrouter_upstream``), in fast mode: each
   request names its scenario (``chunks``, no delay), so the direct client and
   the bridge read byte-identical streams from the same server;
 * the bridge (``python -m bridge serve``), a separate process;
@@ -148,7 +148,7 @@ def _announced(name: str, argv: list[str], pattern: str, cpus: Cpus) -> Server:
 
 def start_upstream(cpus: Cpus = None) -> Server:
     upstream = _announced(
-        "upstream", [PY, "-m", "bridge", "upstream", "--port", "0"], r"(http://\S+)", cpus
+        "upstream", [PY, "-m", "myrouter_upstream", "--port", "0"], r"(http://\S+)", cpus
     )
     upstream.address += "/"
     return upstream

@@ -16,9 +16,9 @@ import orjson
 import pytest
 
 from bridge import mapping
-from bridge.embedded_upstream import EmbeddedUpstream, UpstreamConfig
 from bridge.sse import DONE, SSEDecoder
 from myrouter.chat.v1 import chat_pb2
+from myrouter_upstream import EmbeddedUpstream, UpstreamConfig
 
 pytestmark = pytest.mark.bench
 

@@ -23,7 +23,10 @@ The modules, each owning one thing:
 * ``logs``       JSON / text log formatting, redacted
 * ``client``     the small human client (``chat``, ``models``)
 * ``cli``        ``myrouter-bridge`` / ``python -m bridge``
-* ``embedded_upstream``  a deterministic local MyRouter API for demos and tests
+
+The embedded upstream (a deterministic local MyRouter API for demos and tests)
+and the demo are the separate ``myrouter_upstream`` package, which never
+imports this one; ``myrouter-bridge upstream`` and ``demo`` only delegate to it.
 """
 
 __version__ = "0.1.0"

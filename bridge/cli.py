@@ -79,15 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["upstream"]:  # its own CLI parses the rest
-        from .embedded_upstream import main as upstream_main
-
+        try:
+            from myrouter_upstream.cli import main as upstream_main
+        except ModuleNotFoundError as exc:
+            return _upstream_missing(exc)
         return upstream_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "demo":
-        from .demo import run_demo
-
+        try:
+            from myrouter_upstream.demo import run_demo
+        except ModuleNotFoundError as exc:
+            return _upstream_missing(exc)
         return run_demo()
     from . import client
 
@@ -126,6 +130,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         as_json=args.json,
         timeout=args.timeout,
     )
+
+
+def _upstream_missing(exc: ModuleNotFoundError) -> int:
+    """`upstream` and `demo` delegate to the separate myrouter_upstream package; without it, exit 2.
+
+    Only that package's absence is a usage matter; any other missing module is a
+    broken installation and keeps its traceback.
+    """
+    if exc.name != "myrouter_upstream":
+        raise exc
+    print(
+        "error: `upstream` and `demo` need the myrouter_upstream package, which is not installed",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _json_object(text: str) -> dict[str, Any]:

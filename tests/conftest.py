@@ -1,5 +1,8 @@
 """Shared fixtures: a real embedded upstream and real bridges on loopback ports.
 
+They start servers, so only tests/integration and tests/toolchains use them
+(tests/unit/conftest.py fails a unit test that does); `certs` is pure.
+
 Each bridge runs its own grpc.aio server and event loop in a background
 thread, exactly as `serve` runs it in a process, and tests call it with the
 generated synchronous stub over a real socket. The upstream is the embedded
@@ -18,10 +21,10 @@ import grpc
 import pytest
 
 from bridge.config import BridgeConfig, Secret
-from bridge.embedded_upstream import EmbeddedUpstream, UpstreamConfig
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2_grpc
-from support import CALLER_TOKEN, SERVICE_KEY
+from myrouter_upstream import EmbeddedUpstream, UpstreamConfig
+from support import CALLER_TOKEN, SERVICE_KEY, Certs
 
 
 class BridgeThread:
@@ -125,3 +128,8 @@ def channel(bridge: BridgeThread) -> Iterator[grpc.Channel]:
 @pytest.fixture(scope="session")
 def stub(channel: grpc.Channel) -> chat_pb2_grpc.ChatServiceStub:
     return chat_pb2_grpc.ChatServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return Certs(tmp_path_factory.mktemp("certs"))

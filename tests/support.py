@@ -1,4 +1,4 @@
-"""Helpers shared by the integration tests (imported as `support`)."""
+"""Helpers shared by the test groups (imported as `support`: pytest's pythonpath has tests/)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import trustme
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -154,3 +155,29 @@ class BridgeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class Certs:
+    """A server CA with a certificate for 127.0.0.1, and a separate client CA."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.server_ca = trustme.CA()
+        self.client_ca = trustme.CA()
+        self.other_ca = trustme.CA()
+        server = self.server_ca.issue_cert("127.0.0.1", "localhost")
+        self.server_cert = self._write("server.pem", server.cert_chain_pems)
+        self.server_key = self._write("server.key", [server.private_key_pem])
+        self.server_ca_file = self._write("server-ca.pem", [self.server_ca.cert_pem])
+        self.client_ca_file = self._write("client-ca.pem", [self.client_ca.cert_pem])
+        self.server_ca_pem = self.server_ca.cert_pem.bytes()
+        self.server_leaf = server
+
+    def _write(self, name: str, blobs: list[trustme.Blob]) -> Path:
+        path = self.dir / name
+        path.write_bytes(b"".join(blob.bytes() for blob in blobs))
+        return path
+
+    def client_pair(self, ca: trustme.CA) -> tuple[bytes, bytes]:
+        leaf = ca.issue_cert("bridge-client@example.test")
+        return leaf.private_key_pem.bytes(), b"".join(b.bytes() for b in leaf.cert_chain_pems)

@@ -1,0 +1,1 @@
+"""Tests that start the bridge, the embedded upstream or child processes, over loopback sockets."""

@@ -1,0 +1,97 @@
+"""Per-RPC log lines: JSON for machines, text for people, never a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import signal
+import threading
+
+import grpc
+import pytest
+
+from bridge.logs import JSONFormatter
+from support import (
+    CALLER_METADATA,
+    CALLER_TOKEN,
+    SERVICE_KEY,
+    BridgeProcess,
+    chat_request,
+    stub_for,
+    with_scenario,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def rpc_lines():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger("bridge.rpc")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def test_one_line_per_rpc_with_model_status_times_and_tokens(stub, rpc_lines):
+    metadata = (*CALLER_METADATA, ("x-request-id", "log-me-1"))
+    chunks = list(
+        stub.StreamChatCompletion(
+            with_scenario(chat_request(), chunks=4), metadata=metadata, timeout=10
+        )
+    )
+    usage = [c.usage for c in chunks if c.HasField("usage")][-1]
+    [line] = [entry for entry in rpc_lines() if entry.get("request_id") == "log-me-1"]
+    assert line["method"] == "StreamChatCompletion"
+    assert line["model"] == "myrouter/echo"
+    assert line["status"] == "OK"
+    assert line["duration_ms"] >= line["ttfc_ms"] >= 0
+    assert line["chunks"] == len(chunks)
+    assert line["tokens"]["input"] == usage.input_tokens
+    assert line["tokens"]["output"] == usage.output_tokens
+
+
+def test_failed_rpc_line_has_code_and_reason(stub, rpc_lines):
+    metadata = (*CALLER_METADATA, ("x-request-id", "log-me-2"))
+    with pytest.raises(grpc.RpcError):
+        stub.CreateChatCompletion(
+            with_scenario(chat_request(), kind="status", status=429), metadata=metadata, timeout=10
+        )
+    # an aborted call's status can reach the caller just before its line is written
+    for _ in range(100):
+        lines = [entry for entry in rpc_lines() if entry.get("request_id") == "log-me-2"]
+        if lines:
+            break
+        threading.Event().wait(0.02)
+    [line] = lines
+    assert line["status"] == "RESOURCE_EXHAUSTED"
+    assert line["reason"] == "UPSTREAM_HTTP_ERROR"
+
+
+def test_serve_writes_json_lines_without_the_token(upstream):
+    proc = BridgeProcess(
+        "--upstream-url",
+        upstream.base_url,
+        "--log-format",
+        "json",
+        env={"MYROUTER_API_KEY": SERVICE_KEY},
+    )
+    try:
+        channel, stub = stub_for(proc.target)
+        with channel:
+            stub.CreateChatCompletion(chat_request(), metadata=CALLER_METADATA, timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        proc.kill()
+    rest = proc.output()
+    entries = [json.loads(line) for line in rest.splitlines() if line.strip()]
+    assert any(e.get("method") == "CreateChatCompletion" and e["status"] == "OK" for e in entries)
+    assert CALLER_TOKEN not in rest
+    assert SERVICE_KEY not in rest

@@ -1,0 +1,1 @@
+"""Tests that need external toolchains: wheel builds, Node, Ruby, buf, Kubernetes schemas."""

@@ -1,0 +1,84 @@
+"""The embedded upstream's pure parts: tokens and scenarios; and that it never needs the bridge.
+
+Everything it does over sockets (the API, faults, timing, recording, the CLI)
+is in tests/integration/test_myrouter_upstream.py.
+"""
+
+from __future__ import annotations
+
+import ast
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import myrouter_upstream
+from myrouter_upstream import Scenario, ScenarioError, parse_scenario, tokenize
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_tokenize() -> None:
+    assert tokenize("You said: hello") == ["You ", "said: ", "hello"]
+    assert "".join(tokenize("You said: a  b\nc ")) == "You said: a  b\nc "
+
+
+def test_parse_scenario() -> None:
+    assert parse_scenario({}) == Scenario()
+    parsed = parse_scenario(
+        {
+            "kind": "midstream_error",
+            "after": 3.0,
+            "error_code": 500.0,
+            "chunk_delay": 1,
+            "stall": 0,
+        }
+    )
+    assert parsed.after == 3 and parsed.error_code == 500 and parsed.chunk_delay == 1.0
+    assert parse_scenario({"retry_after": 1.5}).retry_after == "1.5"
+    assert parse_scenario(parsed.to_json()) == parsed
+    assert parse_scenario({"kind": None}) == Scenario()
+    bad: object
+    for bad in (
+        {"nope": 1},
+        {"after": True},
+        {"after": -1},
+        {"abort": 1},
+        {"status": 200},
+        {"batch": 0},
+        {"keepalive": 0},
+        {"dialect": "anthropic"},
+        {"chunk_delay": -1},
+        {"metadata": []},
+        [],
+    ):
+        with pytest.raises(ScenarioError):
+            parse_scenario(bad)
+    assert Scenario(kind="truncate").effective_after == 2
+    assert Scenario(kind="malformed").effective_after == 1
+    assert Scenario(stall=1).effective_stall_after == 0
+
+
+def test_the_upstream_never_imports_the_bridge() -> None:
+    """The dependency is one way: the bridge may delegate to it (`upstream`, `demo`), never back.
+
+    So a user's tests can run it with only its own dependencies, and the bridge
+    package holds only the server.
+    """
+    package = Path(myrouter_upstream.__file__).parent
+    sources = sorted(package.glob("*.py"))
+    imported: list[tuple[str, str]] = []  # (top-level module, file)
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                imported += [(alias.name.split(".")[0], source.name) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.append((node.module.split(".")[0], source.name))
+    assert len(sources) >= 14 and ("aiohttp", "app.py") in imported  # the walk sees imports
+    assert [found for found in imported if found[0] == "bridge"] == []
+
+
+def test_the_console_scripts_name_the_upstreams_cli() -> None:
+    scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
+    assert scripts["myrouter-upstream"] == "myrouter_upstream.cli:main"
+    assert scripts["myrouter-bridge"] == "bridge.cli:main"  # whose `upstream` delegates to it
