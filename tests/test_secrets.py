@@ -17,7 +17,8 @@ import grpc
 import httpx
 import pytest
 
-from bridge.redaction import REDACTED, RedactingFilter, install_redaction
+from bridge.logs import RedactingFilter, install_redaction
+from bridge.redaction import REDACTED
 from myrouter.chat.v1 import chat_pb2
 from support import (
     CALLER_TOKEN,
