@@ -16,7 +16,7 @@ import datetime
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -134,7 +134,7 @@ def install_redaction(
     return redacting
 
 
-def setup_logging(config: BridgeConfig) -> logging.Handler:
+def setup_logging(config: BridgeConfig) -> logging.StreamHandler[TextIO]:
     """Send the process's logs to stderr in the configured format, redacted; return the handler.
 
     Replaces the root logger's handlers with one, filtered by a `RedactingFilter`

@@ -4,9 +4,9 @@ One Python process runs one event loop on one core. To use them all, the
 supervisor (the process started by `serve`) reserves the port with
 SO_REUSEPORT and starts N worker processes that each bind it too: the kernel
 spreads new connections over them (the pattern of grpc's Python
-multiprocessing example). Each worker is a fresh interpreter (`spawn`, never
-`fork`: gRPC's threads do not survive a fork) with its own event loop, gRPC
-server and pooled HTTP client.
+multiprocessing example). Each worker is a fresh interpreter (a new program,
+never a `fork`: gRPC's threads do not survive a fork) with its own event loop,
+gRPC server and pooled HTTP client.
 
 Signals: SIGTERM or SIGINT to the supervisor is passed on to every worker,
 which drains as a single process does (health NOT_SERVING, grace, abort);

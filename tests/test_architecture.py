@@ -38,7 +38,8 @@ def environment_writes(source: str) -> list[int]:
             targets = list(node.targets)
         elif isinstance(node, ast.AugAssign | ast.AnnAssign):
             targets = [node.target]
-        if any(isinstance(t, ast.Subscript) and _is_environ(t.value) for t in targets):
+        written = any(isinstance(t, ast.Subscript) and _is_environ(t.value) for t in targets)
+        if written and isinstance(node, ast.stmt):
             lines.append(node.lineno)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             method, owner = node.func.attr, node.func.value
