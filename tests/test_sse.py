@@ -399,37 +399,34 @@ def test_unknown_field_does_not_disturb_event() -> None:
 
 # `id` and `retry` serve only a reconnecting client; the bridge never resumes a
 # stream, so the decoder skips them: whatever their value, the events are the same.
+SKIPPED_FIELDS = {
+    "id": (b"id: 42\ndata: a\n\n", [SSE(data=b"a")]),
+    "id-then-events": (
+        b"id: 1\ndata: a\n\ndata: b\n\nid: 2\nevent: e\ndata: c\n\ndata: d\n\n",
+        [SSE(data=b"a"), SSE(data=b"b"), SSE("e", b"c"), SSE(data=b"d")],
+    ),
+    "id-is-not-data": (b"id: data: x\n\nid:\n\n", []),
+    "id-block-without-data": (b"id: 5\n\ndata: a\n\n", [SSE(data=b"a")]),
+    "empty-id": (b"id: 5\ndata: a\n\nid:\ndata: b\n\n", [SSE(data=b"a"), SSE(data=b"b")]),
+    "id-with-nul": (
+        b"id: 1\ndata: a\n\nid: x\x00y\ndata: b\n\nid: \x00\ndata: c\n\n",
+        [SSE(data=b"a"), SSE(data=b"b"), SSE(data=b"c")],
+    ),
+    "id-utf8-spaces": ("id:  é 1\ndata: a\n\n".encode(), [SSE(data=b"a")]),
+    "several-retry": (b"retry: 5\nretry: x\ndata: a\n\n", [SSE(data=b"a")]),
+    "retry-then-events": (
+        b"retry: 10\ndata: a\n\ndata: b\n\nretry: 20\n\nevent: e\ndata: c\n\n",
+        [SSE(data=b"a"), SSE(data=b"b"), SSE("e", b"c")],
+    ),
+}
 
 
-def test_id_field_is_skipped() -> None:
-    assert decode(b"id: 42\ndata: a\n\n") == [SSE(data=b"a")]
-
-
-def test_id_fields_do_not_disturb_later_events() -> None:
-    stream = b"id: 1\ndata: a\n\ndata: b\n\nid: 2\nevent: e\ndata: c\n\ndata: d\n\n"
-    assert decode(stream) == [SSE(data=b"a"), SSE(data=b"b"), SSE("e", b"c"), SSE(data=b"d")]
-
-
-def test_id_is_not_data() -> None:
-    assert decode(b"id: data: x\n\n") == []
-    assert decode(b"id:\n\n") == []
-
-
-def test_id_in_block_without_data_dispatches_nothing() -> None:
-    assert decode(b"id: 5\n\ndata: a\n\n") == [SSE(data=b"a")]
-
-
-def test_empty_id_is_skipped() -> None:
-    assert decode(b"id: 5\ndata: a\n\nid:\ndata: b\n\n") == [SSE(data=b"a"), SSE(data=b"b")]
-
-
-def test_id_with_nul_is_skipped() -> None:
-    stream = b"id: 1\ndata: a\n\nid: x\x00y\ndata: b\n\nid: \x00\ndata: c\n\n"
-    assert decode(stream) == [SSE(data=d) for d in (b"a", b"b", b"c")]
-
-
-def test_id_with_utf8_and_spaces_is_skipped() -> None:
-    assert decode("id:  é 1\ndata: a\n\n".encode()) == [SSE(data=b"a")]
+@pytest.mark.parametrize(
+    ("stream", "expected"), list(SKIPPED_FIELDS.values()), ids=list(SKIPPED_FIELDS)
+)
+def test_id_and_retry_fields_are_skipped(stream: bytes, expected: list[ServerSentEvent]) -> None:
+    assert decode(stream) == expected
+    assert decode(*bytewise(stream)) == expected
 
 
 def test_id_line_alone_is_no_event() -> None:
@@ -439,14 +436,14 @@ def test_id_line_alone_is_no_event() -> None:
     assert decoder.feed(b"data: a\n\n") == [SSE(data=b"a")]
 
 
-@pytest.mark.parametrize("value", [b"3000", b"0", b"007"])
-def test_valid_retry_is_skipped(value: bytes) -> None:
-    assert decode(b"retry: " + value + b"\ndata: a\n\n") == [SSE(data=b"a")]
-
-
 @pytest.mark.parametrize(
     "value",
     [
+        # valid reconnection times
+        b"3000",
+        b"0",
+        b"007",
+        # invalid ones
         b"",
         b" 1000",
         b"10 00",
@@ -461,17 +458,8 @@ def test_valid_retry_is_skipped(value: bytes) -> None:
         "٣".encode(),
     ],
 )
-def test_invalid_retry_is_ignored(value: bytes) -> None:
+def test_retry_of_any_value_is_skipped(value: bytes) -> None:
     assert decode(b"retry: " + value + b"\ndata: a\n\n") == [SSE(data=b"a")]
-
-
-def test_several_retry_fields_are_skipped() -> None:
-    assert decode(b"retry: 5\nretry: x\ndata: a\n\n") == [SSE(data=b"a")]
-
-
-def test_retry_fields_do_not_disturb_the_events() -> None:
-    stream = b"retry: 10\ndata: a\n\ndata: b\n\nretry: 20\n\nevent: e\ndata: c\n\n"
-    assert decode(stream) == [SSE(data=b"a"), SSE(data=b"b"), SSE("e", b"c")]
 
 
 # --- splitting, sizes -------------------------------------------------------------
