@@ -19,7 +19,7 @@ RUBY_EXAMPLE := examples/ruby/gen/myrouter/chat/v1/chat_services_pb.rb
 # The contract as last released; `make release-contract` rewrites it, on purpose only.
 RELEASED_CONTRACT := protos/released-image.json
 
-.PHONY: install proto demo test test-unit soak bench lint release-contract wheel clean
+.PHONY: install proto docs demo test test-unit soak bench lint release-contract wheel clean
 
 install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(TOOLS) $(NODE_EXAMPLE) $(RUBY_EXAMPLE)
 
@@ -67,6 +67,12 @@ $(NODE_EXAMPLE): examples/node/package-lock.json
 .PHONY: go-example
 go-example:
 	bash examples/go/build.sh
+
+# docs/configuration.md, generated from the settings in bridge/config.py (never edited by
+# hand; tests/test_config.py fails when it is stale).
+docs: $(VENV)/.installed
+	$(PY) -m bridge.config --markdown > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 demo: install
 	$(PY) -m myrouter_upstream.demo

@@ -2,7 +2,8 @@
 
 The modules, each owning one thing:
 
-* ``config``     the one typed configuration object
+* ``config``     the one typed configuration object; its settings table makes the
+                 ``serve`` flags, the environment reading and docs/configuration.md
 * ``errors``     the exception hierarchy and its mapping to gRPC status
 * ``sse``        server-sent-events decoding (pure)
 * ``mapping``    JSON <-> protobuf (pure)
@@ -20,7 +21,7 @@ The modules, each owning one thing:
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)
 * ``metrics``    Prometheus metrics and the /metrics endpoint
 * ``observe``    the per-RPC record: one metrics update and one log line
-* ``logs``       JSON / text log formatting, redacted
+* ``logs``       the logging set-up: JSON / text format and redaction, installed together
 * ``client``     the small human client (``chat``, ``models``)
 * ``cli``        ``myrouter-bridge`` / ``python -m bridge``
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import BridgeConfig, ConfigError, add_serve_arguments, config_from_args
-from .logs import configure_logging
+from .config import ConfigError, add_serve_arguments, config_from_args
+from .logs import setup_logging
 
 DEFAULT_TARGET = "localhost:50051"
 
@@ -170,16 +170,6 @@ def _quiet_broken_pipe() -> None:
     import signal
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-
-
-def setup_logging(config: BridgeConfig) -> None:
-    """The process's logging: format and level from the config, secrets redacted."""
-    configure_logging(config.log_level, config.log_format)
-    # Every handler configured above gets the filter; whoever changes the logging
-    # set-up must call install_redaction again on the new handlers.
-    from .redaction import install_redaction
-
-    install_redaction([config.api_key.value if config.api_key else None])
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,10 +1,17 @@
 """The bridge's configuration: one frozen, validated object built once at start-up.
 
-Every setting comes from a command-line flag or an environment variable (the
-flag wins), and the result is passed explicitly to whatever needs it; no module
-reads the environment on its own. The service key is the one setting that has
-no flag, because flags are visible to every user of the machine through `ps`:
-it comes from ``MYROUTER_API_KEY`` or from a file named by ``--api-key-file``.
+Each setting is written once: a field of `BridgeConfig` whose metadata (a
+`Setting`) names its environment variable and says what it means. The `serve`
+flags (`add_serve_arguments`), the reading of the environment
+(`config_from_args`) and the reference in docs/configuration.md
+(`configuration_reference`, written by ``make docs``) are generated from those
+fields, so a new setting cannot be forgotten in one of them. A flag wins over its
+environment variable, and an empty variable counts as unset. The result is
+passed explicitly to whatever needs it; no module reads the environment on its own.
+
+The service key is the one setting without a flag for its value, because flags
+are visible to every user of the machine through `ps`: it comes from
+``MYROUTER_API_KEY`` or from a file named by ``--api-key-file``.
 """
 
 from __future__ import annotations
@@ -13,16 +20,41 @@ import argparse
 import dataclasses
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .propagation import check_header_name
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DEFAULT_UPSTREAM_URL",
+    "EVENT_LOOPS",
+    "GROUPS",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "OPENTELEMETRY_MODES",
+    "SETTINGS",
+    "BridgeConfig",
+    "ConfigError",
+    "Secret",
+    "Setting",
+    "add_serve_arguments",
+    "config_from_args",
+    "configuration_reference",
+    "parse_serve_config",
+]
 
 DEFAULT_UPSTREAM_URL = "https://api.myrouter.example/api/v1"
 DEFAULT_LISTEN = "0.0.0.0:50051"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 LOG_FORMATS = ("auto", "json", "text")
+OPENTELEMETRY_MODES = ("auto", "on", "off")
+
+_SETTING = "bridge.config.Setting"
+_T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
@@ -41,87 +73,443 @@ class Secret:
     __str__ = __repr__
 
 
+def _boolean(text: str) -> bool:
+    # The name shows in argparse's message for a bad flag value ("invalid _boolean value").
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip().lower() for name in text.split(",") if name.strip())
+
+
+GROUPS: Mapping[str, str] = {
+    "Serving": "the gRPC listener and the processes behind it",
+    "Upstream": "the MyRouter API and how the bridge talks to it",
+    "Limits": "what one call, or all calls together, may use; each refusal is a gRPC status",
+    "Shutdown": "after SIGTERM: health NOT_SERVING, delay, drain, abort",
+    "Observability": "logs, metrics and tracing",
+    "gRPC connections": "keepalive, connection age (rebalancing across replicas), limits",
+    "TLS": "TLS/mTLS of the gRPC listener; upstream trust",
+}
+"""The sections of `serve --help` and of docs/configuration.md, in order: title -> summary."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Setting:
+    """How one `BridgeConfig` field is set from outside the process, and what it means.
+
+    The flag is the field's name in kebab case (``max_send_bytes`` ->
+    ``--max-send-bytes``), so argparse stores it under the field's name. A
+    `secret` has no flag for its value, which `ps` would show: its flag names a
+    file holding the value (``--api-key-file``), its variable holds the value.
+    """
+
+    env: str
+    """The environment variable read when the flag is absent."""
+    help: str
+    """What the setting does, for `serve --help` and the reference."""
+    group: str
+    """Its section, a key of `GROUPS`."""
+    parse: Callable[[str], Any] = str
+    """Turns the flag's or the variable's text into the field's value (ValueError if bad)."""
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    shown_default: str | None = None
+    """The default in words, when the field's value says it badly (None, or per machine)."""
+    secret: bool = False
+    name: str = ""
+    """The field's name; `SETTINGS` fills it in."""
+    default: Any = None
+    """The field's default value (None for a per-machine default); `SETTINGS` fills it in."""
+
+    @property
+    def flag(self) -> str:
+        flag = "--" + self.name.replace("_", "-")
+        return f"{flag}-file" if self.secret else flag
+
+    @property
+    def dest(self) -> str:
+        """The attribute argparse stores the flag's value under."""
+        return self.flag[2:].replace("-", "_")
+
+
+def _setting(default: _T, setting: Setting) -> _T:
+    """A `BridgeConfig` field that can be set by a flag and an environment variable."""
+    return dataclasses.field(default=default, metadata={_SETTING: setting})
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class BridgeConfig:
     """Everything the bridge process needs to know, validated on construction."""
 
-    listen: str = DEFAULT_LISTEN
-    """host:port the gRPC server binds."""
-    upstream_url: str = DEFAULT_UPSTREAM_URL
-    """Base URL of the MyRouter API; /chat/completions and /models hang off it."""
-    api_key: Secret | None = None
-    """The bridge's own service key, used when a caller sends no authorization."""
-    connect_timeout: float = 5.0
-    """Seconds to open a TCP/TLS connection to the upstream."""
-    request_timeout: float = 600.0
-    """Cap, in seconds, on one whole upstream request; a caller's deadline can only shorten it."""
-    stream_idle_timeout: float = 300.0
-    """Longest silence, in seconds, tolerated between bytes of an upstream stream."""
+    listen: str = _setting(
+        DEFAULT_LISTEN,
+        Setting(env="BRIDGE_LISTEN", group="Serving", help="host:port to serve gRPC on"),
+    )
+    workers: int = dataclasses.field(
+        default_factory=_cores,
+        metadata={
+            _SETTING: Setting(
+                env="BRIDGE_WORKERS",
+                group="Serving",
+                parse=int,
+                shown_default="the number of cores",
+                help="processes serving the port together with SO_REUSEPORT, each with its own "
+                "event loop and HTTP client (bridge/workers.py)",
+            )
+        },
+    )
+    event_loop: str = _setting(
+        "auto",
+        Setting(
+            env="BRIDGE_EVENT_LOOP",
+            group="Serving",
+            choices=EVENT_LOOPS,
+            help="the asyncio event loop: uvloop costs ~15% less CPU per relayed chunk "
+            "(BENCHMARKS.md); auto = uvloop when installed",
+        ),
+    )
+    reflection: bool = _setting(
+        True,
+        Setting(
+            env="BRIDGE_REFLECTION",
+            group="Serving",
+            parse=_boolean,
+            help="serve gRPC server reflection, so grpcurl and other reflection clients can "
+            "list, describe and call",
+        ),
+    )
+    upstream_url: str = _setting(
+        DEFAULT_UPSTREAM_URL,
+        Setting(
+            env="MYROUTER_BASE_URL",
+            group="Upstream",
+            help="base URL of the MyRouter API; /chat/completions and /models hang off it",
+        ),
+    )
+    api_key: Secret | None = _setting(
+        None,
+        Setting(
+            env="MYROUTER_API_KEY",
+            group="Upstream",
+            parse=Path,
+            secret=True,
+            help="the bridge's own service key, used when a caller sends no authorization metadata",
+        ),
+    )
+    connect_timeout: float = _setting(
+        5.0,
+        Setting(
+            env="BRIDGE_CONNECT_TIMEOUT",
+            group="Upstream",
+            parse=float,
+            help="seconds to open a TCP/TLS connection to the upstream",
+        ),
+    )
+    request_timeout: float = _setting(
+        600.0,
+        Setting(
+            env="BRIDGE_REQUEST_TIMEOUT",
+            group="Upstream",
+            parse=float,
+            help="cap in seconds on one whole upstream request; a shorter caller deadline wins "
+            "(less a small margin, so the bridge's own status reaches the caller first)",
+        ),
+    )
+    stream_idle_timeout: float = _setting(
+        300.0,
+        Setting(
+            env="BRIDGE_STREAM_IDLE_TIMEOUT",
+            group="Upstream",
+            parse=float,
+            help="longest silence in seconds between bytes of an upstream stream before the "
+            "call fails (keep-alive comments count as bytes)",
+        ),
+    )
+    max_upstream_connections: int = _setting(
+        1000,
+        Setting(
+            env="BRIDGE_MAX_UPSTREAM_CONNECTIONS",
+            group="Upstream",
+            parse=int,
+            help="size of the pooled HTTP client's connection pool towards the upstream",
+        ),
+    )
+    connect_retries: int = _setting(
+        2,
+        Setting(
+            env="BRIDGE_CONNECT_RETRIES",
+            group="Upstream",
+            parse=int,
+            help="retries of an upstream connection that failed before the request was sent "
+            "(nothing that may have reached the model is retried)",
+        ),
+    )
+    connect_retry_backoff: float = _setting(
+        0.1,
+        Setting(
+            env="BRIDGE_CONNECT_RETRY_BACKOFF",
+            group="Upstream",
+            parse=float,
+            help="seconds before the first connect retry, doubled for each further one",
+        ),
+    )
+    propagate_headers: tuple[str, ...] = _setting(
+        (),
+        Setting(
+            env="BRIDGE_PROPAGATE_HEADERS",
+            group="Upstream",
+            parse=_names,
+            metavar="KEY,KEY",
+            help="comma-separated metadata keys copied to the upstream request, in addition to "
+            "traceparent, tracestate, baggage, b3, x-b3-* and the other trace headers",
+        ),
+    )
     deadline_margin: float = 0.05
-    """Seconds kept back from the caller's deadline so our own status reaches it first."""
-    max_upstream_connections: int = 1000
-    """Size of the pooled HTTP client's connection pool."""
-    max_response_bytes: int = 32 * 1024 * 1024
-    """Largest upstream answer body read into memory (unary calls and model lists)."""
-    max_event_bytes: int = 8 * 1024 * 1024
-    """Largest single server-sent event of a stream; bounds what one stream can buffer."""
-    max_request_bytes: int = 8 * 1024 * 1024
-    """Largest gRPC request message accepted (grpc.max_receive_message_length)."""
-    max_messages: int = 1000
-    """Most chat messages one request may carry."""
-    max_concurrent_rpcs: int = 1000
-    """RPCs served at once; above it a call fails RESOURCE_EXHAUSTED at once, never queues."""
-    shutdown_grace: float = 25.0
-    """Seconds in-flight calls may take to finish after SIGTERM before they are aborted."""
-    connect_retries: int = 2
-    """Retries of an upstream connection that failed before the request was sent."""
-    connect_retry_backoff: float = 0.1
-    """Seconds before the first connect retry; doubled for each further one."""
-    log_level: str = "INFO"
-    event_loop: str = "auto"
-    """"uvloop", "asyncio", or "auto" (uvloop when installed): see bridge/loop.py."""
-    reflection: bool = True
-    """Serve grpc.reflection so grpcurl and other reflection clients can list and call."""
-    shutdown_delay: float = 0.0
-    """Seconds between turning health NOT_SERVING and stopping accepting calls on shutdown."""
-    metrics_listen: str | None = None
-    """host:port of the Prometheus /metrics endpoint; None serves none."""
-    log_format: str = "auto"
-    """json (one object per line), text, or auto: text on a terminal, json otherwise."""
-    propagate_headers: tuple[str, ...] = ()
-    """Metadata keys copied to the upstream request besides the trace headers (x-b3-*, ...)."""
-    # -- gRPC connections (bridge/connections.py); 0 means "off" for the durations
-    keepalive_time: float = 60.0
-    """Seconds of silence on a connection before the server pings the client."""
-    keepalive_timeout: float = 20.0
-    """Seconds to wait for the ping's answer before closing the connection."""
-    keepalive_permit_without_calls: bool = True
-    """Keep pinging (and accept clients' pings) on connections with no call in flight."""
-    keepalive_min_client_interval: float = 10.0
-    """Shortest interval between client pings the server accepts (more often: GOAWAY)."""
-    max_connection_idle: float = 0.0
-    """Close a connection with no call for this many seconds (0: never)."""
-    max_connection_age: float = 0.0
-    """Ask clients to reconnect after this many seconds, to rebalance replicas (0: never)."""
-    max_connection_age_grace: float = 600.0
-    """After max_connection_age, seconds the calls in flight may still take."""
-    max_concurrent_streams: int = 0
-    """Calls at once on one HTTP/2 connection; more queue on the client (0: no limit)."""
-    max_send_bytes: int = 64 * 1024 * 1024
-    """Largest gRPC response message sent (grpc.max_send_message_length)."""
-    opentelemetry: str = "auto"
-    """Tracing: auto (on when OpenTelemetry is installed and configured), on, off."""
-    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
-    """Processes serving the port together (SO_REUSEPORT); default: one per core."""
-    # -- TLS (bridge/tls.py)
-    tls_cert_file: Path | None = None
-    """PEM certificate chain of the gRPC listener; with tls_key_file, the listener is TLS."""
-    tls_key_file: Path | None = None
-    """PEM private key of tls_cert_file."""
-    tls_client_ca_file: Path | None = None
-    """PEM CA(s) whose client certificates are required (mTLS); None: no client certificate."""
-    upstream_ca_file: Path | None = None
-    """PEM CA bundle trusted for the upstream's TLS instead of the system store."""
+    """Seconds kept back from the caller's deadline so our own status reaches it first.
+
+    Not a setting (no flag, no variable): a constant that tests can change."""
+    max_concurrent_rpcs: int = _setting(
+        1000,
+        Setting(
+            env="BRIDGE_MAX_CONCURRENT_RPCS",
+            group="Limits",
+            parse=int,
+            help="RPCs served at once; more fail RESOURCE_EXHAUSTED at once instead of queueing",
+        ),
+    )
+    max_request_bytes: int = _setting(
+        8 * 1024 * 1024,
+        Setting(
+            env="BRIDGE_MAX_REQUEST_BYTES",
+            group="Limits",
+            parse=int,
+            help="largest gRPC request message accepted (grpc.max_receive_message_length); "
+            "a bigger one fails RESOURCE_EXHAUSTED",
+        ),
+    )
+    max_messages: int = _setting(
+        1000,
+        Setting(
+            env="BRIDGE_MAX_MESSAGES",
+            group="Limits",
+            parse=int,
+            help="most chat messages in one request (more: INVALID_ARGUMENT)",
+        ),
+    )
+    max_response_bytes: int = _setting(
+        32 * 1024 * 1024,
+        Setting(
+            env="BRIDGE_MAX_RESPONSE_BYTES",
+            group="Limits",
+            parse=int,
+            help="largest upstream answer body the bridge reads into memory (unary calls, "
+            "model lists)",
+        ),
+    )
+    max_event_bytes: int = _setting(
+        8 * 1024 * 1024,
+        Setting(
+            env="BRIDGE_MAX_EVENT_BYTES",
+            group="Limits",
+            parse=int,
+            help="largest single event of an upstream stream; a bigger one fails the call "
+            "RESOURCE_EXHAUSTED (it bounds what one stream can buffer)",
+        ),
+    )
+    shutdown_delay: float = _setting(
+        0.0,
+        Setting(
+            env="BRIDGE_SHUTDOWN_DELAY",
+            group="Shutdown",
+            parse=float,
+            help="on SIGTERM, seconds to keep accepting calls while health reports "
+            "NOT_SERVING, before the drain starts",
+        ),
+    )
+    shutdown_grace: float = _setting(
+        25.0,
+        Setting(
+            env="BRIDGE_SHUTDOWN_GRACE",
+            group="Shutdown",
+            parse=float,
+            help="seconds in-flight calls may take to finish after SIGTERM (and the delay) "
+            "before they are aborted with UNAVAILABLE; a second signal exits at once",
+        ),
+    )
+    log_level: str = _setting(
+        "INFO",
+        Setting(
+            env="BRIDGE_LOG_LEVEL",
+            group="Observability",
+            choices=LOG_LEVELS,
+            help="log verbosity",
+        ),
+    )
+    log_format: str = _setting(
+        "auto",
+        Setting(
+            env="BRIDGE_LOG_FORMAT",
+            group="Observability",
+            choices=LOG_FORMATS,
+            help="json: one JSON object per line; text: for people; auto: text on a terminal, "
+            "json otherwise",
+        ),
+    )
+    metrics_listen: str | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_METRICS_LISTEN",
+            group="Observability",
+            metavar="HOST:PORT",
+            shown_default="no metrics endpoint",
+            help="serve Prometheus metrics at http://HOST:PORT/metrics",
+        ),
+    )
+    opentelemetry: str = _setting(
+        "auto",
+        Setting(
+            env="BRIDGE_OPENTELEMETRY",
+            group="Observability",
+            choices=OPENTELEMETRY_MODES,
+            help="OpenTelemetry tracing (server spans, context sent upstream): auto = on when "
+            "the OpenTelemetry packages are installed and a tracer provider is configured",
+        ),
+    )
+    keepalive_time: float = _setting(
+        60.0,
+        Setting(
+            env="BRIDGE_KEEPALIVE_TIME",
+            group="gRPC connections",
+            parse=float,
+            help="seconds of silence on a connection before the server pings the client (0: never)",
+        ),
+    )
+    keepalive_timeout: float = _setting(
+        20.0,
+        Setting(
+            env="BRIDGE_KEEPALIVE_TIMEOUT",
+            group="gRPC connections",
+            parse=float,
+            help="seconds to wait for a ping's answer before dropping the connection",
+        ),
+    )
+    keepalive_permit_without_calls: bool = _setting(
+        True,
+        Setting(
+            env="BRIDGE_KEEPALIVE_PERMIT_WITHOUT_CALLS",
+            group="gRPC connections",
+            parse=_boolean,
+            help="ping, and accept client pings, on connections without calls",
+        ),
+    )
+    keepalive_min_client_interval: float = _setting(
+        10.0,
+        Setting(
+            env="BRIDGE_KEEPALIVE_MIN_CLIENT_INTERVAL",
+            group="gRPC connections",
+            parse=float,
+            help="shortest interval in seconds between client pings accepted (more often: "
+            "GOAWAY too_many_pings)",
+        ),
+    )
+    max_connection_idle: float = _setting(
+        0.0,
+        Setting(
+            env="BRIDGE_MAX_CONNECTION_IDLE",
+            group="gRPC connections",
+            parse=float,
+            help="close connections idle for this many seconds (0: never)",
+        ),
+    )
+    max_connection_age: float = _setting(
+        0.0,
+        Setting(
+            env="BRIDGE_MAX_CONNECTION_AGE",
+            group="gRPC connections",
+            parse=float,
+            help="ask clients to reconnect after this many seconds, so long-lived HTTP/2 "
+            "connections spread over new replicas (0: never)",
+        ),
+    )
+    max_connection_age_grace: float = _setting(
+        600.0,
+        Setting(
+            env="BRIDGE_MAX_CONNECTION_AGE_GRACE",
+            group="gRPC connections",
+            parse=float,
+            help="after the age is reached, seconds the calls in flight may still take",
+        ),
+    )
+    max_concurrent_streams: int = _setting(
+        0,
+        Setting(
+            env="BRIDGE_MAX_CONCURRENT_STREAMS",
+            group="gRPC connections",
+            parse=int,
+            help="calls at once on one HTTP/2 connection; more wait on the client (0: no limit)",
+        ),
+    )
+    max_send_bytes: int = _setting(
+        64 * 1024 * 1024,
+        Setting(
+            env="BRIDGE_MAX_SEND_BYTES",
+            group="gRPC connections",
+            parse=int,
+            help="largest gRPC response message sent (grpc.max_send_message_length)",
+        ),
+    )
+    tls_cert_file: Path | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_TLS_CERT_FILE",
+            group="TLS",
+            parse=Path,
+            metavar="PEM",
+            help="PEM certificate chain: serve gRPC over TLS (with --tls-key-file)",
+        ),
+    )
+    tls_key_file: Path | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_TLS_KEY_FILE",
+            group="TLS",
+            parse=Path,
+            metavar="PEM",
+            help="PEM private key of --tls-cert-file",
+        ),
+    )
+    tls_client_ca_file: Path | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_TLS_CLIENT_CA_FILE",
+            group="TLS",
+            parse=Path,
+            metavar="PEM",
+            shown_default="no client certificate asked",
+            help="PEM CA(s): require client certificates signed by them (mTLS)",
+        ),
+    )
+    upstream_ca_file: Path | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_UPSTREAM_CA_FILE",
+            group="TLS",
+            parse=Path,
+            metavar="PEM",
+            shown_default="the system's trust store",
+            help="PEM CA bundle trusted for the upstream's TLS",
+        ),
+    )
 
     def __post_init__(self) -> None:
         _require(":" in self.listen, "listen must be host:port")
@@ -165,9 +553,7 @@ class BridgeConfig:
             self.tls_client_ca_file is None or self.tls_cert_file is not None,
             "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file",
         )
-        _require(
-            self.opentelemetry in ("auto", "on", "off"), "opentelemetry must be auto, on or off"
-        )
+        _require(self.opentelemetry in OPENTELEMETRY_MODES, "opentelemetry must be auto, on or off")
         _require(1 <= self.workers <= 256, "workers must be in [1, 256]")
         _require(self.max_concurrent_streams >= 0, "max_concurrent_streams must be >= 0")
         _require(self.max_send_bytes >= 1024, "max_send_bytes must be >= 1024")
@@ -201,334 +587,101 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
+def _settings() -> tuple[Setting, ...]:
+    out = []
+    for field in dataclasses.fields(BridgeConfig):
+        if _SETTING in field.metadata:
+            default = None if field.default is dataclasses.MISSING else field.default
+            out.append(
+                dataclasses.replace(field.metadata[_SETTING], name=field.name, default=default)
+            )
+    return tuple(out)
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(name.strip().lower() for name in text.split(",") if name.strip())
+SETTINGS: tuple[Setting, ...] = _settings()
+"""Every setting, in the order of `serve --help` and of docs/configuration.md."""
+
+
+def _shown(value: object) -> str:
+    """A default as an operator would type it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+def _default_text(setting: Setting) -> str:
+    if setting.shown_default is not None:
+        return setting.shown_default
+    if setting.default in (None, ()):
+        return "none"
+    return _shown(setting.default)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the flags of `serve`; each flag's default comes from its environment variable."""
-    d = BridgeConfig()
-    parser.add_argument(
-        "--listen",
-        help=f"host:port to serve gRPC on [env BRIDGE_LISTEN, default {d.listen}]",
-    )
-    parser.add_argument(
-        "--upstream-url",
-        help=f"base URL of the MyRouter API [env MYROUTER_BASE_URL, default {d.upstream_url}]",
-    )
-    parser.add_argument(
-        "--api-key-file",
-        type=Path,
-        help="file holding the service key, used when a caller sends no authorization "
-        "metadata [env MYROUTER_API_KEY holds the key itself; there is deliberately no "
-        "flag for the key, since flags show in ps]",
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        type=float,
-        help="seconds to connect to the upstream "
-        f"[env BRIDGE_CONNECT_TIMEOUT, default {d.connect_timeout}]",
-    )
-    parser.add_argument(
-        "--request-timeout",
-        type=float,
-        help="cap in seconds on one upstream request; a shorter caller deadline wins "
-        f"[env BRIDGE_REQUEST_TIMEOUT, default {d.request_timeout}]",
-    )
-    parser.add_argument(
-        "--stream-idle-timeout",
-        type=float,
-        help="longest silence in seconds between bytes of an upstream stream before the "
-        f"call fails [env BRIDGE_STREAM_IDLE_TIMEOUT, default {d.stream_idle_timeout}]",
-    )
-    parser.add_argument(
-        "--max-upstream-connections",
-        type=int,
-        help="connection pool size towards the upstream "
-        f"[env BRIDGE_MAX_UPSTREAM_CONNECTIONS, default {d.max_upstream_connections}]",
-    )
-    parser.add_argument(
-        "--reflection",
-        type=_boolean,
-        metavar="true|false",
-        help="serve gRPC server reflection (grpcurl list/describe) "
-        f"[env BRIDGE_REFLECTION, default {str(d.reflection).lower()}]",
-    )
-    parser.add_argument(
-        "--shutdown-delay",
-        type=float,
-        help="on SIGTERM, seconds to keep serving while health reports NOT_SERVING, "
-        "before the drain starts [env BRIDGE_SHUTDOWN_DELAY, default "
-        f"{d.shutdown_delay}]",
-    )
-    parser.add_argument(
-        "--metrics-listen",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics "
-        "[env BRIDGE_METRICS_LISTEN, default: no metrics endpoint]",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        help="json: one JSON object per line; text: for people; auto: text on a terminal, "
-        f"json otherwise [env BRIDGE_LOG_FORMAT, default {d.log_format}]",
-    )
-    parser.add_argument(
-        "--propagate-headers",
-        type=_names,
-        metavar="KEY,KEY",
-        help="metadata keys copied to the upstream request, in addition to traceparent, "
-        "tracestate, baggage, b3, x-b3-* and the other trace headers "
-        "[env BRIDGE_PROPAGATE_HEADERS, default none]",
-    )
-    parser.add_argument(
-        "--max-response-bytes",
-        type=int,
-        help="largest upstream answer body (unary calls, model lists) the bridge reads "
-        f"[env BRIDGE_MAX_RESPONSE_BYTES, default {d.max_response_bytes}]",
-    )
-    parser.add_argument(
-        "--max-event-bytes",
-        type=int,
-        help="largest single event of an upstream stream; a bigger one fails the call "
-        f"RESOURCE_EXHAUSTED [env BRIDGE_MAX_EVENT_BYTES, default {d.max_event_bytes}]",
-    )
-    parser.add_argument(
-        "--max-request-bytes",
-        type=int,
-        help="largest gRPC request message accepted "
-        f"[env BRIDGE_MAX_REQUEST_BYTES, default {d.max_request_bytes}]",
-    )
-    parser.add_argument(
-        "--max-messages",
-        type=int,
-        help="most chat messages in one request "
-        f"[env BRIDGE_MAX_MESSAGES, default {d.max_messages}]",
-    )
-    parser.add_argument(
-        "--max-concurrent-rpcs",
-        type=int,
-        help="RPCs served at once; more fail RESOURCE_EXHAUSTED at once instead of queueing "
-        f"[env BRIDGE_MAX_CONCURRENT_RPCS, default {d.max_concurrent_rpcs}]",
-    )
-    parser.add_argument(
-        "--shutdown-grace",
-        type=float,
-        help="seconds in-flight calls may take to finish after SIGTERM before they are "
-        "aborted with UNAVAILABLE; a second signal exits at once "
-        f"[env BRIDGE_SHUTDOWN_GRACE, default {d.shutdown_grace}]",
-    )
-    parser.add_argument(
-        "--connect-retries",
-        type=int,
-        help="retries of an upstream connection that failed before the request was sent "
-        "(nothing that may have reached the model is retried) "
-        f"[env BRIDGE_CONNECT_RETRIES, default {d.connect_retries}]",
-    )
-    parser.add_argument(
-        "--connect-retry-backoff",
-        type=float,
-        help="seconds before the first connect retry, doubled for each further one "
-        f"[env BRIDGE_CONNECT_RETRY_BACKOFF, default {d.connect_retry_backoff}]",
-    )
-    parser.add_argument(
-        "--opentelemetry",
-        choices=("auto", "on", "off"),
-        help="OpenTelemetry tracing (server spans, context sent upstream): auto = on when the "
-        "OpenTelemetry packages are installed and a tracer provider is configured "
-        f"[env BRIDGE_OPENTELEMETRY, default {d.opentelemetry}]",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        help="processes serving the port together with SO_REUSEPORT, each with its own "
-        "event loop and HTTP client [env BRIDGE_WORKERS, default: the number of cores, "
-        f"{d.workers} here]",
-    )
-    _add_connection_arguments(parser, d)
-    group = parser.add_argument_group("TLS", "TLS/mTLS of the gRPC listener; upstream trust")
-    for flag, env, _, text in _TLS_FLAGS:
-        group.add_argument(flag, type=Path, metavar="PEM", help=f"{text} [env {env}]")
-    parser.add_argument(
-        "--log-level",
-        choices=LOG_LEVELS,
-        help=f"log verbosity [env BRIDGE_LOG_LEVEL, default {d.log_level}]",
-    )
-    parser.add_argument(
-        "--event-loop",
-        choices=EVENT_LOOPS,
-        help="the asyncio event loop: uvloop costs ~15%% less CPU per relayed chunk "
-        "(BENCHMARKS.md); auto = uvloop when installed "
-        f"[env BRIDGE_EVENT_LOOP, default {d.event_loop}]",
-    )
+    """Declare the flags of `serve`, one per `Setting`, in `GROUPS` sections.
 
-
-_CONNECTION_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
-    (
-        "--keepalive-time",
-        "BRIDGE_KEEPALIVE_TIME",
-        float,
-        "seconds of silence on a connection before the server pings the client (0: never)",
-    ),
-    (
-        "--keepalive-timeout",
-        "BRIDGE_KEEPALIVE_TIMEOUT",
-        float,
-        "seconds to wait for a ping's answer before dropping the connection",
-    ),
-    (
-        "--keepalive-permit-without-calls",
-        "BRIDGE_KEEPALIVE_PERMIT_WITHOUT_CALLS",
-        _boolean,
-        "true|false: ping, and accept client pings, on connections without calls",
-    ),
-    (
-        "--keepalive-min-client-interval",
-        "BRIDGE_KEEPALIVE_MIN_CLIENT_INTERVAL",
-        float,
-        "shortest interval between client pings accepted (more often: GOAWAY too_many_pings)",
-    ),
-    (
-        "--max-connection-idle",
-        "BRIDGE_MAX_CONNECTION_IDLE",
-        float,
-        "close connections idle for this many seconds (0: never)",
-    ),
-    (
-        "--max-connection-age",
-        "BRIDGE_MAX_CONNECTION_AGE",
-        float,
-        "ask clients to reconnect after this many seconds, so long-lived HTTP/2 "
-        "connections spread over new replicas (0: never)",
-    ),
-    (
-        "--max-connection-age-grace",
-        "BRIDGE_MAX_CONNECTION_AGE_GRACE",
-        float,
-        "after the age is reached, seconds the calls in flight may still take",
-    ),
-    (
-        "--max-concurrent-streams",
-        "BRIDGE_MAX_CONCURRENT_STREAMS",
-        int,
-        "calls at once on one HTTP/2 connection; more wait on the client (0: no limit)",
-    ),
-    ("--max-send-bytes", "BRIDGE_MAX_SEND_BYTES", int, "largest gRPC response message sent"),
-)
-"""(flag, environment variable, converter, help) of the gRPC connection settings."""
-
-
-_TLS_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
-    ("--tls-cert-file", "BRIDGE_TLS_CERT_FILE", Path, "certificate chain: serve gRPC over TLS"),
-    ("--tls-key-file", "BRIDGE_TLS_KEY_FILE", Path, "private key of --tls-cert-file"),
-    (
-        "--tls-client-ca-file",
-        "BRIDGE_TLS_CLIENT_CA_FILE",
-        Path,
-        "require client certificates signed by these CAs (mTLS)",
-    ),
-    (
-        "--upstream-ca-file",
-        "BRIDGE_UPSTREAM_CA_FILE",
-        Path,
-        "CA bundle trusted for the upstream's TLS [default: the system's trust store]",
-    ),
-)
-
-
-def _field_of(flag: str) -> str:
-    return flag[2:].replace("-", "_")
-
-
-def _add_connection_arguments(parser: argparse.ArgumentParser, d: BridgeConfig) -> None:
-    group = parser.add_argument_group(
-        "gRPC connections", "keepalive, connection age (rebalancing across replicas), limits"
-    )
-    for flag, env, kind, text in _CONNECTION_FLAGS:
-        default = getattr(d, _field_of(flag))
-        shown = str(default).lower() if isinstance(default, bool) else default
-        group.add_argument(
-            flag,
-            type=kind,
-            metavar="true|false" if kind is _boolean else None,
-            help=f"{text} [env {env}, default {shown}]",
+    No flag has an argparse default: an absent flag stays None, so that
+    `config_from_args` can tell it from a given one and fall back to the
+    environment variable.
+    """
+    here = BridgeConfig()
+    groups = {title: parser.add_argument_group(title, text) for title, text in GROUPS.items()}
+    for setting in SETTINGS:
+        text = setting.help
+        if setting.secret:
+            text = (
+                f"file holding {text} [env {setting.env} holds the value itself; there is "
+                "deliberately no flag for the value, since flags show in ps]"
+            )
+        else:
+            default = _default_text(setting)
+            actual = getattr(here, setting.name)
+            if setting.shown_default is not None and actual is not None:
+                default = f"{default}, {_shown(actual)} here"
+            text = f"{text} [env {setting.env}, default {default}]"
+        groups[setting.group].add_argument(
+            setting.flag,
+            type=setting.parse,
+            choices=setting.choices or None,
+            metavar="true|false" if setting.parse is _boolean else setting.metavar,
+            help=text.replace("%", "%%"),  # argparse formats help with %
         )
-
-
-# flag attribute -> (environment variable, config field, converter)
-_ENV_SOURCES: dict[str, tuple[str, str, Callable[[str], object]]] = {
-    "listen": ("BRIDGE_LISTEN", "listen", str),
-    "upstream_url": ("MYROUTER_BASE_URL", "upstream_url", str),
-    "connect_timeout": ("BRIDGE_CONNECT_TIMEOUT", "connect_timeout", float),
-    "request_timeout": ("BRIDGE_REQUEST_TIMEOUT", "request_timeout", float),
-    "stream_idle_timeout": ("BRIDGE_STREAM_IDLE_TIMEOUT", "stream_idle_timeout", float),
-    "max_upstream_connections": (
-        "BRIDGE_MAX_UPSTREAM_CONNECTIONS",
-        "max_upstream_connections",
-        int,
-    ),
-    "log_level": ("BRIDGE_LOG_LEVEL", "log_level", str),
-    "event_loop": ("BRIDGE_EVENT_LOOP", "event_loop", str),
-    "reflection": ("BRIDGE_REFLECTION", "reflection", _boolean),
-    "shutdown_delay": ("BRIDGE_SHUTDOWN_DELAY", "shutdown_delay", float),
-    "metrics_listen": ("BRIDGE_METRICS_LISTEN", "metrics_listen", str),
-    "log_format": ("BRIDGE_LOG_FORMAT", "log_format", str),
-    "workers": ("BRIDGE_WORKERS", "workers", int),
-    "opentelemetry": ("BRIDGE_OPENTELEMETRY", "opentelemetry", str),
-    "propagate_headers": ("BRIDGE_PROPAGATE_HEADERS", "propagate_headers", _names),
-    "max_response_bytes": ("BRIDGE_MAX_RESPONSE_BYTES", "max_response_bytes", int),
-    "max_event_bytes": ("BRIDGE_MAX_EVENT_BYTES", "max_event_bytes", int),
-    "max_request_bytes": ("BRIDGE_MAX_REQUEST_BYTES", "max_request_bytes", int),
-    "max_messages": ("BRIDGE_MAX_MESSAGES", "max_messages", int),
-    "max_concurrent_rpcs": ("BRIDGE_MAX_CONCURRENT_RPCS", "max_concurrent_rpcs", int),
-    "shutdown_grace": ("BRIDGE_SHUTDOWN_GRACE", "shutdown_grace", float),
-    "connect_retries": ("BRIDGE_CONNECT_RETRIES", "connect_retries", int),
-    "connect_retry_backoff": ("BRIDGE_CONNECT_RETRY_BACKOFF", "connect_retry_backoff", float),
-}
-_ENV_SOURCES.update(
-    {
-        _field_of(flag): (env, _field_of(flag), kind)
-        for flag, env, kind, _ in (*_CONNECTION_FLAGS, *_TLS_FLAGS)
-    }
-)
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> BridgeConfig:
     """Build the config from parsed `serve` flags, falling back to environment variables."""
     values: dict[str, object] = {}
-    for attr, (env_name, field, convert) in _ENV_SOURCES.items():
-        raw = getattr(args, attr, None)
-        if raw is None and environ.get(env_name):
+    for setting in SETTINGS:
+        raw = getattr(args, setting.dest, None)
+        if setting.secret:
+            values[setting.name] = _load_secret(setting, raw, environ)
+            continue
+        if raw is None and environ.get(setting.env):
             try:
-                raw = convert(environ[env_name])
+                raw = setting.parse(environ[setting.env])
             except ValueError as exc:
-                raise ConfigError(f"{env_name}: {exc}") from None
+                raise ConfigError(f"{setting.env}: {exc}") from None
         if raw is not None:
-            values[field] = raw
-    values["api_key"] = _load_api_key(getattr(args, "api_key_file", None), environ)
+            values[setting.name] = raw
     return BridgeConfig(**values)  # type: ignore[arg-type]
 
 
-def _load_api_key(path: Path | None, environ: Mapping[str, str]) -> Secret | None:
+def _load_secret(setting: Setting, path: Path | None, environ: Mapping[str, str]) -> Secret | None:
+    """The secret from the file its flag names, else from its variable; None when neither."""
     if path is not None:
         try:
-            key = path.read_text(encoding="utf-8").strip()
+            value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"--api-key-file: cannot read {path}: {exc.strerror}") from None
-        if not key:
-            raise ConfigError(f"--api-key-file: {path} is empty")
-        return Secret(key)
-    key = environ.get("MYROUTER_API_KEY", "").strip()
-    return Secret(key) if key else None
+            raise ConfigError(f"{setting.flag}: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{setting.flag}: {path} is empty")
+        return Secret(value)
+    value = environ.get(setting.env, "").strip()
+    return Secret(value) if value else None
 
 
 def parse_serve_config(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeConfig:
@@ -536,3 +689,57 @@ def parse_serve_config(argv: Sequence[str], environ: Mapping[str, str]) -> Bridg
     parser = argparse.ArgumentParser(prog="myrouter-bridge serve", allow_abbrev=False)
     add_serve_arguments(parser)
     return config_from_args(parser.parse_args(list(argv)), environ)
+
+
+REFERENCE_COMMAND = "make docs"
+"""How docs/configuration.md is written (python -m bridge.config --markdown)."""
+
+_MIB = 1024 * 1024
+
+
+def configuration_reference() -> str:
+    """docs/configuration.md: every setting's flag, variable, default and meaning, by section."""
+    lines = [
+        f"<!-- Generated from the settings in bridge/config.py by `{REFERENCE_COMMAND}` "
+        "(python -m bridge.config --markdown). Edit those, then run it; "
+        "tests/test_config.py fails when this file is stale. -->",
+        "",
+        "# Configuration reference",
+        "",
+        "`myrouter-bridge serve` takes each setting from its flag or, when the flag is "
+        "absent, from its environment variable; an empty variable counts as unset. "
+        "Durations are in seconds, sizes in bytes; true/false settings also accept "
+        "yes/no, on/off and 1/0. `myrouter-bridge serve --help` shows the same list.",
+    ]
+    for title, text in GROUPS.items():
+        lines += ["", f"## {title}", "", f"{text[0].upper()}{text[1:]}.", ""]
+        lines += ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+        lines += [_reference_row(s) for s in SETTINGS if s.group == title]
+    return "\n".join(lines) + "\n"
+
+
+def _reference_row(setting: Setting) -> str:
+    flag, env = f"`{setting.flag}`", f"`{setting.env}`"
+    if setting.secret:
+        flag, env = f"{flag} (a file holding it)", f"{env} (the value itself)"
+    if setting.shown_default is not None or setting.default in (None, ()):
+        default = _default_text(setting)
+    else:
+        default = f"`{_shown(setting.default)}`"
+        if type(setting.default) is int and setting.default >= _MIB and not setting.default % _MIB:
+            default += f" ({setting.default // _MIB} MiB)"
+    meaning = setting.help
+    if setting.choices:
+        meaning += " (" + ", ".join(f"`{choice}`" for choice in setting.choices) + ")"
+    elif setting.parse is _boolean:
+        meaning += " (`true` or `false`)"
+    if setting.secret:
+        meaning += "; deliberately no flag for the value itself, since flags show in `ps`"
+    cells = (flag, env, default, meaning)
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m bridge.config --markdown  (prints docs/configuration.md)")
+    sys.stdout.write(configuration_reference())

@@ -1,10 +1,13 @@
-"""Logging set-up: one JSON object per line for machines, plain lines for people.
+"""The process's logging: its format, and the redaction of secrets, installed together.
 
 In a cluster the log pipeline wants JSON (one line per event, fields it can
 index); at a terminal a person wants to read. `auto` picks by whether stderr
-is a terminal. Every line passes through `redact` at the end, whatever put the
-text there, so a credential cannot reach the logs even through an exception
-message or a field someone adds later.
+is a terminal. Two nets keep credentials out: the `RedactingFilter` on the
+handler removes the configured secrets (the service key) and anything
+token-shaped from every record, and every formatted line passes through
+`redact` again at the end, whatever put the text there. `setup_logging` is the
+one place that installs the handler, and it always installs the filter with it,
+so no later change to the set-up can forget the redaction.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 import datetime
 import logging
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 import orjson
 
+from .config import BridgeConfig
 from .redaction import redact
 
 # attributes every LogRecord has; anything else was passed with `extra=` and is a field
@@ -66,8 +71,76 @@ class TextFormatter(logging.Formatter):
         return redact(text)
 
 
-def configure_logging(level: str, log_format: str = "auto") -> logging.Handler:
-    """Send the process's logs to stderr in `log_format`; return the handler installed."""
+class RedactingFilter(logging.Filter):
+    """A handler filter that scrubs credentials from every log record, whoever logged it.
+
+    Why a filter on the handlers and not care at each call site: third-party
+    loggers (httpx, httpcore, asyncio, grpc) and exception tracebacks can carry
+    header values we never formatted ourselves. A filter attached to a handler
+    sees every record that handler emits, including those propagated from child
+    loggers, and at every level. It rewrites the formatted message, the
+    exception and stack texts, and any string attribute a structured formatter
+    might emit, replacing the known `secrets` and anything token-shaped.
+    Records are per RPC at most, never per stream chunk, so the cost is nil.
+    """
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        super().__init__()
+        self._secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self._secrets
+        message = record.getMessage()
+        record.msg = redact(message, secrets)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        for name, value in vars(record).items():
+            if type(value) is str and name not in _PLAIN_ATTRIBUTES:
+                setattr(record, name, redact(value, secrets))
+        return True
+
+
+_FORMATTER = logging.Formatter()
+_PLAIN_ATTRIBUTES = frozenset(
+    {
+        "name",
+        "levelname",
+        "pathname",
+        "filename",
+        "module",
+        "funcName",
+        "threadName",
+        "processName",
+        "taskName",
+        "msg",
+    }
+)
+
+
+def install_redaction(
+    secrets: Iterable[str | None] = (), *, logger: logging.Logger | None = None
+) -> RedactingFilter:
+    """Attach one `RedactingFilter` to every handler of `logger` (the root by default).
+
+    `setup_logging` calls it for the process's handler; call it yourself only
+    for a handler you add elsewhere (a test's, an embedding program's).
+    """
+    target = logging.getLogger() if logger is None else logger
+    redacting = RedactingFilter(secrets)
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(redacting)
+    return redacting
+
+
+def setup_logging(config: BridgeConfig) -> logging.StreamHandler[TextIO]:
+    """Send the process's logs to stderr in the configured format, redacted; return the handler.
+
+    Replaces the root logger's handlers with one, filtered by a `RedactingFilter`
+    that knows the service key.
+    """
+    log_format = config.log_format
     if log_format == "auto":
         log_format = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
@@ -76,5 +149,6 @@ def configure_logging(level: str, log_format: str = "auto") -> logging.Handler:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(config.log_level)
+    install_redaction([config.api_key.value if config.api_key else None], logger=root)
     return handler

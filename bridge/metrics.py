@@ -2,12 +2,14 @@
 
 Each bridge owns its registry (no process-wide globals, so tests can run
 several bridges in one process). Metrics are written once per RPC, by
-`Metrics.record`, never per chunk: the streaming loop counts in a local
-variable and the totals are published when the call ends.
+`Metrics.started` and `Metrics.finished`, never per chunk: the streaming loop
+counts in a local variable and the totals are published when the call ends.
 
 With several worker processes, prometheus_client's multiprocess mode is used:
-each worker writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` and the
-supervising process serves the sum (`multiprocess_registry`).
+each worker writes its values to files in the directory named by
+``PROMETHEUS_MULTIPROC_DIR``, which the supervisor puts in the workers'
+environment when it starts them (bridge/workers.py), and the supervisor serves
+the sum (`multiprocess_registry`).
 
     bridge_rpcs_total{method,code}                 RPCs by method and gRPC status code
     bridge_rpc_duration_seconds{method}            whole RPC, histogram
@@ -23,7 +25,6 @@ supervising process serves the sum (`multiprocess_registry`).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +36,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 log = logging.getLogger("bridge.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""The variable by which prometheus_client, in a worker, chooses its multiprocess mode."""
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 FIRST_CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
@@ -178,10 +180,6 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     return registry
-
-
-def in_multiprocess_mode() -> bool:
-    return bool(os.environ.get(MULTIPROC_ENV))
 
 
 class MetricsServer:

@@ -23,7 +23,7 @@ from . import otel
 from .config import BridgeConfig
 from .connections import server_options
 from .health import HEALTH_SERVICE_NAME, Health
-from .metrics import Metrics, MetricsServer, in_multiprocess_mode
+from .metrics import Metrics, MetricsServer
 from .observe import Observer
 from .service import ChatService
 from .tls import server_credentials
@@ -50,11 +50,14 @@ class BridgeServer:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         reuse_port: bool = False,
+        serve_metrics: bool = True,
     ) -> None:
         self.config = config
         self._transport = transport
         self._reuse_port = reuse_port
         """SO_REUSEPORT, so that several worker processes can share the port (bridge/workers)."""
+        self._serve_metrics = serve_metrics
+        """Serve config.metrics_listen; False in a worker, whose supervisor serves the sum."""
         self._server: grpc.aio.Server | None = None
         self._upstream: UpstreamClient | None = None
         self._service: ChatService | None = None
@@ -81,7 +84,7 @@ class BridgeServer:
             self.port = server.add_secure_port(self.config.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
-        if self.config.metrics_listen and not in_multiprocess_mode():
+        if self.config.metrics_listen and self._serve_metrics:
             self._metrics_server = MetricsServer(self.config.metrics_listen, self.metrics.registry)
         await server.start()
         self._server = server
@@ -176,15 +179,17 @@ async def serve(
     config: BridgeConfig,
     *,
     reuse_port: bool = False,
+    serve_metrics: bool = True,
     on_started: Callable[[BridgeServer], None] | None = None,
 ) -> None:
     """Run a bridge until SIGINT or SIGTERM, then shut down gracefully (see `stop`).
 
     A second signal during the shutdown exits the process at once, for an
     operator who does not want to wait out the grace period. `on_started` is
-    called once the server listens (a worker reports readiness with it).
+    called once the server listens (a worker reports readiness with it);
+    `reuse_port` and `serve_metrics` are as for `BridgeServer`.
     """
-    bridge = BridgeServer(config, reuse_port=reuse_port)
+    bridge = BridgeServer(config, reuse_port=reuse_port, serve_metrics=serve_metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals: list[int] = []

@@ -18,6 +18,12 @@ without any CR takes a plain ``split(b"\\n")``. The unterminated tail of a read 
 kept as a list of pieces and joined only once its line ends, so one very long
 line delivered in many small reads costs linear, not quadratic, time.
 
+What it keeps: each event's ``data`` and ``event`` type, exactly as WHATWG
+defines them, since that is what the relay reads. The ``id`` and ``retry`` fields
+and comment lines (keep-alives such as ``: OPENROUTER PROCESSING``) are
+recognised and skipped: they only serve a client that reconnects and resumes a
+stream, and the bridge never resumes one (a cut stream fails the call).
+
 The decoder does no I/O and holds no locks: feed it reads, get events back.
 """
 
@@ -34,49 +40,29 @@ _BOM = b"\xef\xbb\xbf"
 class ServerSentEvent:
     """One dispatched event.
 
-    ``data`` stays raw UTF-8 bytes (see the module docstring); ``event`` and ``id``
-    are short, so they are decoded (invalid UTF-8 becomes U+FFFD, as a browser's
-    decoder would do). ``retry`` is set only when this very event carried a valid
-    ``retry`` field; the decoder's own ``retry`` attribute keeps the latest one.
-    A plain slotted class rather than a dataclass: it is created tens of
+    ``data`` stays raw UTF-8 bytes (see the module docstring); ``event`` is short,
+    so it is decoded (invalid UTF-8 becomes U+FFFD, as a browser's decoder would
+    do). A plain slotted class rather than a dataclass: it is created tens of
     thousands of times a second and this keeps construction to one small call.
     """
 
-    __slots__ = ("data", "event", "id", "retry")
+    __slots__ = ("data", "event")
 
     event: str
     data: bytes
-    id: str
-    retry: int | None
 
-    def __init__(
-        self,
-        event: str = "message",
-        data: bytes = b"",
-        id: str = "",
-        retry: int | None = None,
-    ) -> None:
+    def __init__(self, event: str = "message", data: bytes = b"") -> None:
         self.event = event
         self.data = data
-        self.id = id
-        self.retry = retry
 
     # Defining __eq__ leaves the class unhashable, which is right for a mutable object.
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ServerSentEvent):
             return NotImplemented
-        return (
-            self.event == other.event
-            and self.data == other.data
-            and self.id == other.id
-            and self.retry == other.retry
-        )
+        return self.event == other.event and self.data == other.data
 
     def __repr__(self) -> str:
-        return (
-            f"ServerSentEvent(event={self.event!r}, data={self.data!r}, "
-            f"id={self.id!r}, retry={self.retry!r})"
-        )
+        return f"ServerSentEvent(event={self.event!r}, data={self.data!r})"
 
 
 class SSEDecoder:
@@ -86,43 +72,16 @@ class SSEDecoder:
     reads: the unterminated tail line (``_tail``), a flag saying the last read
     ended with CR (so an LF opening the next read belongs to the same CRLF), and
     the first bytes of the stream while they could still be the start of a BOM.
-
-    ``comments`` counts comment lines (keep-alives such as ``: OPENROUTER
-    PROCESSING``) so callers can observe liveness without seeing them as events.
-    ``last_event_id`` and ``retry`` expose the stream-level state WHATWG keeps, for
-    a reconnection: the last event ID string (updated at every blank line, as
-    WHATWG does, so also by a block that carried no data and dispatched nothing)
-    and the reconnection time (updated as soon as a valid ``retry`` field is seen).
     """
 
-    __slots__ = (
-        "_bom_head",
-        "_data",
-        "_event",
-        "_event_retry",
-        "_id",
-        "_pending_cr",
-        "_tail",
-        "comments",
-        "last_event_id",
-        "retry",
-    )
-
-    comments: int
-    last_event_id: str
-    retry: int | None
+    __slots__ = ("_bom_head", "_data", "_event", "_pending_cr", "_tail")
 
     def __init__(self) -> None:
-        self.comments = 0
-        self.last_event_id = ""
-        self.retry = None
         self._tail: list[bytes] = []
         self._pending_cr = False
         self._bom_head: bytes | None = b""  # None once the BOM question is settled
         self._data: list[bytes] = []
         self._event = b""
-        self._event_retry: int | None = None
-        self._id = ""  # WHATWG's "last event ID buffer"; published at each blank line
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Feed the next network read (any size, split anywhere); return the events it ends."""
@@ -149,17 +108,14 @@ class SSEDecoder:
     def close(self) -> list[ServerSentEvent]:
         """End of stream: drop an unterminated last event (WHATWG) and return ``[]``.
 
-        The decoder is then ready for a new stream (a reconnection): partial line,
-        data, event type and BOM detection start afresh, while ``last_event_id``,
-        ``retry`` and ``comments`` are kept, as an EventSource keeps them.
+        The decoder then starts afresh, as for a new stream: partial line, data,
+        event type and BOM detection.
         """
         self._tail.clear()
         self._pending_cr = False
         self._bom_head = b""
         self._data.clear()
         self._event = b""
-        self._event_retry = None
-        self._id = self.last_event_id  # an id in the dropped block never took effect
         return []
 
     def _strip_bom(self, head: bytes, chunk: bytes) -> bytes:
@@ -190,12 +146,10 @@ class SSEDecoder:
             if line.startswith(b"data:"):
                 data.append(line[6:] if line.startswith(b" ", 5) else line[5:])
             elif not line:
-                self.last_event_id = self._id
                 if data:
                     out.append(self._dispatch())
                 else:
                     self._event = b""
-                    self._event_retry = None
             else:
                 self._field(line)
         return out
@@ -206,15 +160,15 @@ class SSEDecoder:
         data.clear()
         event = self._event.decode("utf-8", "replace") if self._event else "message"
         self._event = b""
-        retry = self._event_retry
-        self._event_retry = None
-        return ServerSentEvent(event, payload, self.last_event_id, retry)
+        return ServerSentEvent(event, payload)
 
     def _field(self, line: bytes) -> None:
-        """Handle any non-blank line other than a ``data:`` one (the slow path)."""
+        """Handle any non-blank line other than a ``data:`` one (the slow path).
+
+        Comments, ``id``, ``retry`` and unknown fields change nothing we keep.
+        """
         colon = line.find(b":")
         if colon == 0:
-            self.comments += 1
             return
         if colon < 0:
             name, value = line, b""
@@ -225,8 +179,3 @@ class SSEDecoder:
             self._data.append(value)
         elif name == b"event":
             self._event = value
-        elif name == b"id":
-            if b"\x00" not in value:
-                self._id = value.decode("utf-8", "replace")
-        elif name == b"retry" and value.isdigit():  # bytes.isdigit: ASCII digits only
-            self._event_retry = self.retry = int(value)

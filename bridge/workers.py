@@ -4,9 +4,9 @@ One Python process runs one event loop on one core. To use them all, the
 supervisor (the process started by `serve`) reserves the port with
 SO_REUSEPORT and starts N worker processes that each bind it too: the kernel
 spreads new connections over them (the pattern of grpc's Python
-multiprocessing example). Each worker is a fresh interpreter (`spawn`, never
-`fork`: gRPC's threads do not survive a fork) with its own event loop, gRPC
-server and pooled HTTP client.
+multiprocessing example). Each worker is a fresh interpreter (a new program,
+never a `fork`: gRPC's threads do not survive a fork) with its own event loop,
+gRPC server and pooled HTTP client.
 
 Signals: SIGTERM or SIGINT to the supervisor is passed on to every worker,
 which drains as a single process does (health NOT_SERVING, grace, abort);
@@ -18,7 +18,17 @@ A worker that dies on its own brings the others down (exit 1): the
 orchestrator restarts the pod, rather than the pod limping on with fewer cores.
 
 Metrics: workers write prometheus-client multiprocess files into a private
-directory and the supervisor serves their sum on the metrics port.
+directory and the supervisor serves their sum on the metrics port; a worker is
+told explicitly not to serve its own (`serve(..., serve_metrics=False)`).
+
+A worker is a plain `subprocess` running `worker_main`, not a
+`multiprocessing.Process`, because prometheus-client switches to its
+multiprocess mode only through the environment variable PROMETHEUS_MULTIPROC_DIR,
+read in the worker itself: `subprocess` can give that variable to the worker
+alone (``env=``), where `multiprocessing` would take it from this process's own
+environment, which no module of the bridge writes. The worker's
+configuration, the service key included, travels pickled on its stdin, never in
+its argv or environment.
 """
 
 from __future__ import annotations
@@ -26,17 +36,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
+import pickle
+import select
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any
 
 from .config import BridgeConfig
 
@@ -44,6 +56,29 @@ log = logging.getLogger("bridge.workers")
 
 START_TIMEOUT_SECONDS = 60.0
 PARENT_POLL_SECONDS = 1.0
+SUPERVISE_POLL_SECONDS = 0.1
+
+# The worker's first statements: take the supervisor's import path (as multiprocessing's
+# spawn does), then read and run its job. Two pickles, since unpickling the job needs
+# the path in place first.
+_BOOTSTRAP = (
+    "import pickle, sys\n"
+    "sys.path[:] = pickle.load(sys.stdin.buffer)\n"
+    f"from {__name__} import worker_main\n"
+    "worker_main(pickle.load(sys.stdin.buffer))\n"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerJob:
+    """What a worker process is told, on its stdin, by the supervisor."""
+
+    config: BridgeConfig
+    """The supervisor's config with the port it reserved, so that every worker binds it."""
+    ready_fd: int
+    """The write end of a pipe: the worker writes its pid there once it listens."""
+    parent: int
+    """The supervisor's pid: a worker whose parent changes stops (see `_watch_parent`)."""
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -80,10 +115,12 @@ def run_workers(config: BridgeConfig) -> int:
     upstream_ssl_context(config)
     count = config.workers
     metrics_dir = tempfile.mkdtemp(prefix="bridge-metrics-")
-    os.environ[MULTIPROC_ENV] = metrics_dir  # inherited by the spawned workers
-    context = multiprocessing.get_context("spawn")
-    ready: Any = context.Queue()
-    workers: list[Any] = []
+    # prometheus-client reads this variable when it is imported (to choose its
+    # multiprocess mode) and at every new metric (for the directory): the library has
+    # no other switch. So it goes into the workers' environment alone, at spawn.
+    worker_env = {**os.environ, MULTIPROC_ENV: metrics_dir}
+    ready_read, ready_write = os.pipe()
+    workers: list[subprocess.Popen[bytes]] = []
     metrics_server: MetricsServer | None = None
     signals: list[int] = []
 
@@ -100,16 +137,14 @@ def run_workers(config: BridgeConfig) -> int:
     try:
         with reserve_port(config.listen) as port:
             host, _ = split_listen(config.listen)
-            worker_config = dataclasses.replace(config, listen=_join(host, port))
-            for index in range(count):
-                process = context.Process(
-                    target=_worker_main,
-                    args=(worker_config, ready, os.getpid()),
-                    name=f"bridge-worker-{index}",
-                )
-                process.start()
-                workers.append(process)
-            pids = _await_ready(ready, workers, count)
+            job = WorkerJob(
+                dataclasses.replace(config, listen=_join(host, port)), ready_write, os.getpid()
+            )
+            for _ in range(count):
+                workers.append(_spawn(job, worker_env))
+            os.close(ready_write)  # the workers hold it now: EOF once they all have gone
+            ready_write = -1
+            pids = _await_ready(ready_read, workers, count)
             if config.metrics_listen:
                 registry = multiprocess_registry(metrics_dir)
                 metrics_server = MetricsServer(config.metrics_listen, registry)
@@ -123,88 +158,118 @@ def run_workers(config: BridgeConfig) -> int:
                 )
             else:
                 _send(workers, signal.SIGTERM)
-            failed = _supervise(workers, signals)
+            failed = _supervise(workers, signals, metrics_dir)
         return 1 if failed or pids is None or len(signals) > 1 else 0
     finally:
         _send(workers, signal.SIGKILL)
         for process in workers:
-            process.join(5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
         if metrics_server is not None:
             metrics_server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        os.environ.pop(MULTIPROC_ENV, None)
+        for fd in (ready_read, ready_write):
+            if fd >= 0:
+                os.close(fd)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _spawn(job: WorkerJob, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start one worker, in its own process group, and hand it its job on stdin."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _BOOTSTRAP],
+        stdin=subprocess.PIPE,
+        env=env,
+        pass_fds=(job.ready_fd,),
+        # Terminal signals (Ctrl-C) go to the supervisor, which passes them on once.
+        process_group=0,
+    )
+    assert process.stdin is not None
+    with contextlib.suppress(BrokenPipeError):  # died at once: _await_ready reports it
+        process.stdin.write(pickle.dumps(sys.path) + pickle.dumps(job))
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.close()
+    return process
 
 
 def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _send(workers: list[Any], sig: signal.Signals) -> None:
+def _send(workers: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
     for process in workers:
-        if process.is_alive() and process.pid is not None:
+        if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, sig)
+                process.send_signal(sig)
 
 
-def _await_ready(ready: Any, workers: list[Any], count: int) -> list[int] | None:
+def _await_ready(
+    ready: int, workers: list[subprocess.Popen[bytes]], count: int
+) -> list[int] | None:
     """The pids of all workers once each listens; None if one died first or time ran out."""
-    import queue
-
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
     pids: list[int] = []
-    loop_deadline = START_TIMEOUT_SECONDS
-    while len(pids) < count and loop_deadline > 0:
-        try:
-            pids.append(ready.get(timeout=0.25))
-        except queue.Empty:
-            loop_deadline -= 0.25
-            if any(not process.is_alive() for process in workers):
+    received = b""
+    while len(pids) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log.error("workers did not start within %g s; stopping", START_TIMEOUT_SECONDS)
+            return None
+        readable, _, _ = select.select([ready], [], [], min(remaining, 0.25))
+        if readable:
+            chunk = os.read(ready, 4096)
+            if not chunk:  # every worker closed its end: those that have not reported died
                 log.error("a worker exited during start-up; stopping")
                 return None
-    if len(pids) < count:
-        log.error("workers did not start within %g s; stopping", START_TIMEOUT_SECONDS)
-        return None
+            *lines, received = (received + chunk).split(b"\n")
+            pids += [int(line) for line in lines]
+        elif any(process.poll() is not None for process in workers):
+            log.error("a worker exited during start-up; stopping")
+            return None
     return sorted(pids)
 
 
-def _supervise(workers: list[Any], signals: list[int]) -> bool:
+def _supervise(
+    workers: list[subprocess.Popen[bytes]], signals: list[int], metrics_dir: str
+) -> bool:
     """Wait for every worker to exit; True if one failed or exited on its own."""
     from prometheus_client import multiprocess
 
     failed = False
     alive = list(workers)
     while alive:
-        multiprocessing.connection.wait([p.sentinel for p in alive], timeout=0.5)
-        for process in [p for p in alive if not p.is_alive()]:
+        time.sleep(SUPERVISE_POLL_SECONDS)
+        for process in [p for p in alive if p.poll() is not None]:
             alive.remove(process)
-            multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
-            if process.exitcode != 0 or not signals:
+            multiprocess.mark_process_dead(process.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            if process.returncode != 0 or not signals:
                 if not failed:
                     log.error(
                         "worker %s exited with status %s; stopping the others",
                         process.pid,
-                        process.exitcode,
+                        process.returncode,
                     )
                 failed = True
                 _send(alive, signal.SIGTERM)
     return failed
 
 
-def _worker_main(config: BridgeConfig, ready: Any, parent: int) -> None:
+def worker_main(job: WorkerJob) -> None:
     """Body of a worker process: one bridge on the shared port, until told to stop."""
-    os.setpgrp()  # terminal signals go to the supervisor, which passes them on once
-    from .cli import setup_logging
+    from .logs import setup_logging
     from .loop import run
     from .server import serve
 
-    setup_logging(config)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    setup_logging(job.config)
+    threading.Thread(target=_watch_parent, args=(job.parent,), daemon=True).start()
 
     def started(_: object) -> None:
-        ready.put(os.getpid())
+        os.write(job.ready_fd, b"%d\n" % os.getpid())
+        os.close(job.ready_fd)
 
-    run(serve(config, reuse_port=True, on_started=started), config.event_loop)
+    server = serve(job.config, reuse_port=True, serve_metrics=False, on_started=started)
+    run(server, job.config.event_loop)
 
 
 def _watch_parent(parent: int) -> None:

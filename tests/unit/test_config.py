@@ -4,6 +4,7 @@ that name the setting, and secrets that never print."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import pytest
 
 from bridge.cli import build_parser
 from bridge.config import (
-    _ENV_SOURCES,
     DEFAULT_LISTEN,
     DEFAULT_UPSTREAM_URL,
+    GROUPS,
+    SETTINGS,
     BridgeConfig,
     ConfigError,
     Secret,
+    configuration_reference,
     parse_serve_config,
 )
 
@@ -42,161 +45,72 @@ def test_defaults_with_no_flags_and_no_environment() -> None:
     assert config.log_level == "INFO"
 
 
-# flag, environment variable, flag value, env value, config field, expected from flag, from env
-SETTINGS = [
-    ("--listen", "BRIDGE_LISTEN", "127.0.0.1:1", "[::]:2", "listen", "127.0.0.1:1", "[::]:2"),
+# The flag and the variable of each setting come from its row in bridge.config.SETTINGS;
+# here only what to feed them: config field, flag value, env value, expected from flag, from env
+SAMPLES = [
+    ("listen", "127.0.0.1:1", "[::]:2", "127.0.0.1:1", "[::]:2"),
     (
-        "--upstream-url",
-        "MYROUTER_BASE_URL",
-        "http://localhost:8080/v1",
-        "https://env.example/api",
         "upstream_url",
         "http://localhost:8080/v1",
         "https://env.example/api",
+        "http://localhost:8080/v1",
+        "https://env.example/api",
     ),
-    ("--connect-timeout", "BRIDGE_CONNECT_TIMEOUT", "1.5", "2.5", "connect_timeout", 1.5, 2.5),
-    ("--request-timeout", "BRIDGE_REQUEST_TIMEOUT", "30", "45", "request_timeout", 30.0, 45.0),
-    (
-        "--stream-idle-timeout",
-        "BRIDGE_STREAM_IDLE_TIMEOUT",
-        "10",
-        "20",
-        "stream_idle_timeout",
-        10.0,
-        20.0,
-    ),
-    (
-        "--max-upstream-connections",
-        "BRIDGE_MAX_UPSTREAM_CONNECTIONS",
-        "8",
-        "16",
-        "max_upstream_connections",
-        8,
-        16,
-    ),
-    ("--log-level", "BRIDGE_LOG_LEVEL", "DEBUG", "ERROR", "log_level", "DEBUG", "ERROR"),
-    ("--event-loop", "BRIDGE_EVENT_LOOP", "asyncio", "uvloop", "event_loop", "asyncio", "uvloop"),
+    ("connect_timeout", "1.5", "2.5", 1.5, 2.5),
+    ("request_timeout", "30", "45", 30.0, 45.0),
+    ("stream_idle_timeout", "10", "20", 10.0, 20.0),
+    ("max_upstream_connections", "8", "16", 8, 16),
+    ("log_level", "DEBUG", "ERROR", "DEBUG", "ERROR"),
+    ("event_loop", "asyncio", "uvloop", "asyncio", "uvloop"),
     # reliability limits (issue 3)
     *[
-        (f"--{field.replace('_', '-')}", env, "4096", "8192", field, 4096, 8192)
-        for field, env in (
-            ("max_response_bytes", "BRIDGE_MAX_RESPONSE_BYTES"),
-            ("max_event_bytes", "BRIDGE_MAX_EVENT_BYTES"),
-            ("max_request_bytes", "BRIDGE_MAX_REQUEST_BYTES"),
-            ("max_messages", "BRIDGE_MAX_MESSAGES"),
-            ("max_concurrent_rpcs", "BRIDGE_MAX_CONCURRENT_RPCS"),
+        (field, "4096", "8192", 4096, 8192)
+        for field in (
+            "max_response_bytes",
+            "max_event_bytes",
+            "max_request_bytes",
+            "max_messages",
+            "max_concurrent_rpcs",
         )
     ],
-    ("--shutdown-grace", "BRIDGE_SHUTDOWN_GRACE", "0", "7.5", "shutdown_grace", 0.0, 7.5),
-    ("--connect-retries", "BRIDGE_CONNECT_RETRIES", "0", "5", "connect_retries", 0, 5),
-    (
-        "--connect-retry-backoff",
-        "BRIDGE_CONNECT_RETRY_BACKOFF",
-        "0.5",
-        "1",
-        "connect_retry_backoff",
-        0.5,
-        1.0,
-    ),
+    ("shutdown_grace", "0", "7.5", 0.0, 7.5),
+    ("connect_retries", "0", "5", 0, 5),
+    ("connect_retry_backoff", "0.5", "1", 0.5, 1.0),
 ]
 # service-mesh settings
-SETTINGS += [
-    ("--reflection", "BRIDGE_REFLECTION", "false", "off", "reflection", False, False),
-    ("--shutdown-delay", "BRIDGE_SHUTDOWN_DELAY", "2", "3.5", "shutdown_delay", 2.0, 3.5),
+SAMPLES += [
+    ("reflection", "false", "off", False, False),
+    ("shutdown_delay", "2", "3.5", 2.0, 3.5),
+    ("metrics_listen", "127.0.0.1:9464", "[::]:9090", "127.0.0.1:9464", "[::]:9090"),
+    ("log_format", "json", "text", "json", "text"),
+    ("workers", "4", "3", 4, 3),
+    ("opentelemetry", "on", "off", "on", "off"),
+    ("keepalive_time", "30", "45", 30.0, 45.0),
+    ("keepalive_timeout", "5", "7", 5.0, 7.0),
+    ("keepalive_permit_without_calls", "false", "no", False, False),
+    ("keepalive_min_client_interval", "1", "2", 1.0, 2.0),
+    ("max_connection_idle", "9", "8", 9.0, 8.0),
+    ("max_connection_age", "300", "60", 300.0, 60.0),
+    ("max_connection_age_grace", "30", "40", 30.0, 40.0),
+    ("max_concurrent_streams", "100", "200", 100, 200),
+    ("upstream_ca_file", "/a/ca.pem", "/b/ca.pem", Path("/a/ca.pem"), Path("/b/ca.pem")),
+    ("max_send_bytes", "4096", "8192", 4096, 8192),
     (
-        "--metrics-listen",
-        "BRIDGE_METRICS_LISTEN",
-        "127.0.0.1:9464",
-        "[::]:9090",
-        "metrics_listen",
-        "127.0.0.1:9464",
-        "[::]:9090",
-    ),
-    ("--log-format", "BRIDGE_LOG_FORMAT", "json", "text", "log_format", "json", "text"),
-    ("--workers", "BRIDGE_WORKERS", "4", "3", "workers", 4, 3),
-    ("--opentelemetry", "BRIDGE_OPENTELEMETRY", "on", "off", "opentelemetry", "on", "off"),
-    ("--keepalive-time", "BRIDGE_KEEPALIVE_TIME", "30", "45", "keepalive_time", 30.0, 45.0),
-    ("--keepalive-timeout", "BRIDGE_KEEPALIVE_TIMEOUT", "5", "7", "keepalive_timeout", 5.0, 7.0),
-    (
-        "--keepalive-permit-without-calls",
-        "BRIDGE_KEEPALIVE_PERMIT_WITHOUT_CALLS",
-        "false",
-        "no",
-        "keepalive_permit_without_calls",
-        False,
-        False,
-    ),
-    (
-        "--keepalive-min-client-interval",
-        "BRIDGE_KEEPALIVE_MIN_CLIENT_INTERVAL",
-        "1",
-        "2",
-        "keepalive_min_client_interval",
-        1.0,
-        2.0,
-    ),
-    (
-        "--max-connection-idle",
-        "BRIDGE_MAX_CONNECTION_IDLE",
-        "9",
-        "8",
-        "max_connection_idle",
-        9.0,
-        8.0,
-    ),
-    (
-        "--max-connection-age",
-        "BRIDGE_MAX_CONNECTION_AGE",
-        "300",
-        "60",
-        "max_connection_age",
-        300.0,
-        60.0,
-    ),
-    (
-        "--max-connection-age-grace",
-        "BRIDGE_MAX_CONNECTION_AGE_GRACE",
-        "30",
-        "40",
-        "max_connection_age_grace",
-        30.0,
-        40.0,
-    ),
-    (
-        "--max-concurrent-streams",
-        "BRIDGE_MAX_CONCURRENT_STREAMS",
-        "100",
-        "200",
-        "max_concurrent_streams",
-        100,
-        200,
-    ),
-    (
-        "--upstream-ca-file",
-        "BRIDGE_UPSTREAM_CA_FILE",
-        "/a/ca.pem",
-        "/b/ca.pem",
-        "upstream_ca_file",
-        Path("/a/ca.pem"),
-        Path("/b/ca.pem"),
-    ),
-    ("--max-send-bytes", "BRIDGE_MAX_SEND_BYTES", "4096", "8192", "max_send_bytes", 4096, 8192),
-    (
-        "--propagate-headers",
-        "BRIDGE_PROPAGATE_HEADERS",
+        "propagate_headers",
         "x-tenant,X-Team",
         " x-env ",
-        "propagate_headers",
         ("x-tenant", "x-team"),
         ("x-env",),
     ),
 ]
-SETTING_IDS = [row[4] for row in SETTINGS]
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+SETTING_ROWS = [(BY_NAME[field].flag, BY_NAME[field].env, *values) for field, *values in SAMPLES]
+SETTING_IDS = [row[0] for row in SAMPLES]
 
 
 @pytest.mark.parametrize(
-    ("flag", "env", "flag_value", "env_value", "field", "from_flag", "from_env"),
-    SETTINGS,
+    ("flag", "env", "flag_value", "env_value", "from_flag", "from_env"),
+    SETTING_ROWS,
     ids=SETTING_IDS,
 )
 def test_flag_wins_over_environment(
@@ -204,18 +118,17 @@ def test_flag_wins_over_environment(
     env: str,
     flag_value: str,
     env_value: str,
-    field: str,
     from_flag: object,
     from_env: object,
 ) -> None:
     config = parse_serve_config([flag, flag_value], {env: env_value})
 
-    assert getattr(config, field) == from_flag
+    assert getattr(config, flag[2:].replace("-", "_")) == from_flag
 
 
 @pytest.mark.parametrize(
-    ("flag", "env", "flag_value", "env_value", "field", "from_flag", "from_env"),
-    SETTINGS,
+    ("flag", "env", "flag_value", "env_value", "from_flag", "from_env"),
+    SETTING_ROWS,
     ids=SETTING_IDS,
 )
 def test_environment_is_used_without_a_flag(
@@ -223,12 +136,12 @@ def test_environment_is_used_without_a_flag(
     env: str,
     flag_value: str,
     env_value: str,
-    field: str,
     from_flag: object,
     from_env: object,
 ) -> None:
     config = parse_serve_config([], {env: env_value})
 
+    field = flag[2:].replace("-", "_")
     assert getattr(config, field) == from_env
     assert type(getattr(config, field)) is type(from_env)
 
@@ -255,10 +168,13 @@ def test_tls_files_from_flags_and_environment() -> None:
 
 
 def test_every_environment_source_is_covered_by_these_tests() -> None:
-    assert {env for env, _, _ in _ENV_SOURCES.values()} == {row[1] for row in SETTINGS} | TLS_TRIO
+    # the service key's two sources have tests of their own, below
+    plain = {setting.env for setting in SETTINGS if not setting.secret}
+    assert plain == {row[1] for row in SETTING_ROWS} | TLS_TRIO
+    assert [setting.env for setting in SETTINGS if setting.secret] == ["MYROUTER_API_KEY"]
 
 
-@pytest.mark.parametrize("env", [row[1] for row in SETTINGS])
+@pytest.mark.parametrize("env", [row[1] for row in SETTING_ROWS])
 def test_empty_environment_variable_means_unset(env: str) -> None:
     assert parse_serve_config([], {env: ""}) == BridgeConfig()
 
@@ -445,7 +361,7 @@ def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 @pytest.mark.parametrize(
     "env",
-    sorted({env for env, _, _ in _ENV_SOURCES.values()} | {"MYROUTER_API_KEY"}),
+    sorted({setting.env for setting in SETTINGS} | {"MYROUTER_API_KEY"}),
 )
 def test_serve_help_mentions_each_environment_variable(
     capsys: pytest.CaptureFixture[str], env: str
@@ -468,3 +384,81 @@ def test_client_help_mentions_the_token_variable(
     capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     assert "MYROUTER_TOKEN" in _help(capsys, command)
+
+
+# --------------------------------------------------------------------------- #
+# The one table of settings, and the reference generated from it
+# --------------------------------------------------------------------------- #
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "docs" / "configuration.md"
+
+
+def _serve_flags() -> list[str]:
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    serve = commands.choices["serve"]
+    return [
+        flag
+        for action in serve._actions
+        for flag in action.option_strings
+        if flag not in ("-h", "--help")
+    ]
+
+
+def test_committed_reference_is_the_generated_one() -> None:
+    assert REFERENCE.read_text(encoding="utf-8") == configuration_reference(), (
+        "docs/configuration.md is stale: run `make docs`"
+    )
+
+
+def test_reference_says_it_is_generated_and_by_what() -> None:
+    head = configuration_reference().splitlines()[0]
+    assert "make docs" in head
+    assert "bridge/config.py" in head
+
+
+@pytest.mark.parametrize("flag", _serve_flags())
+def test_every_serve_flag_appears_in_the_reference(flag: str) -> None:
+    assert f"`{flag}`" in configuration_reference()
+
+
+def test_every_setting_has_one_flag_and_one_variable_of_its_own() -> None:
+    flags = [setting.flag for setting in SETTINGS]
+    envs = [setting.env for setting in SETTINGS]
+    assert len(set(flags)) == len(flags) == len(_serve_flags())
+    assert len(set(envs)) == len(envs)
+    assert set(flags) == set(_serve_flags())
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=[setting.name for setting in SETTINGS])
+def test_each_setting_row_in_the_reference(setting) -> None:
+    [row] = [line for line in configuration_reference().splitlines() if f"`{setting.flag}`" in line]
+    assert f"`{setting.env}`" in row
+    assert setting.help in row
+
+
+def test_every_section_has_settings_and_every_setting_a_section() -> None:
+    assert {setting.group for setting in SETTINGS} == set(GROUPS)
+    for title in GROUPS:
+        assert f"\n## {title}\n" in configuration_reference()
+
+
+def test_a_per_machine_default_is_documented_in_words() -> None:
+    # docs/configuration.md must not depend on the machine that generated it
+    [workers] = [line for line in configuration_reference().splitlines() if "`--workers`" in line]
+    assert "the number of cores" in workers
+
+
+def test_deadline_margin_is_no_setting() -> None:
+    assert "deadline_margin" not in {setting.name for setting in SETTINGS}
+    with pytest.raises(SystemExit):
+        parse_serve_config(["--deadline-margin", "1"], {})
+
+
+def test_bad_flag_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--connect-timeout", "x"], ["--reflection", "maybe"], ["--log-format", "xml"]):
+        with pytest.raises(SystemExit) as caught:
+            parse_serve_config(argv, {})
+        assert caught.value.code == 2
+        assert argv[0] in capsys.readouterr().err

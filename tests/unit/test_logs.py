@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
 import pytest
 
-from bridge.logs import JSONFormatter, TextFormatter
+from bridge.config import BridgeConfig, Secret
+from bridge.logs import JSONFormatter, RedactingFilter, TextFormatter, setup_logging
+from bridge.redaction import REDACTED
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,3 +40,33 @@ def test_text_line_is_readable_and_redacted():
     assert "INFO bridge.rpc: hi" in line
     assert "method=M" in line
     assert "sk-abcdefghijklmnop" not in line
+
+
+@pytest.fixture
+def root_logging():
+    """The root logger as the test found it, restored after `setup_logging` replaced it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_setup_logging_installs_the_redaction_with_the_handler(root_logging, log_format):
+    key = "plain-service-key-0123"  # shaped like no token: only the filter knows it
+    handler = setup_logging(BridgeConfig(api_key=Secret(key), log_format=log_format))
+    assert root_logging.handlers == [handler]
+    assert [type(f) for f in handler.filters] == [RedactingFilter]
+    out = io.StringIO()
+    handler.setStream(out)
+    logging.getLogger("test.setup").warning("upstream refused %s", key, extra={"detail": key})
+    assert key not in out.getvalue()
+    assert REDACTED in out.getvalue()
+
+
+def test_setup_logging_takes_level_and_format_from_the_config(root_logging):
+    handler = setup_logging(BridgeConfig(log_level="WARNING", log_format="json"))
+    assert root_logging.level == logging.WARNING
+    assert isinstance(handler.formatter, JSONFormatter)
+    assert isinstance(setup_logging(BridgeConfig(log_format="text")).formatter, TextFormatter)

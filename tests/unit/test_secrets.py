@@ -11,7 +11,8 @@ import logging
 
 import pytest
 
-from bridge.redaction import REDACTED, RedactingFilter, install_redaction
+from bridge.logs import RedactingFilter, install_redaction
+from bridge.redaction import REDACTED
 from support import CALLER_TOKEN, SERVICE_KEY
 
 pytestmark = pytest.mark.timeout(60)

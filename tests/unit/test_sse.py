@@ -50,19 +50,17 @@ def bytewise(stream: bytes) -> list[bytes]:
 
 def test_event_defaults() -> None:
     event = SSE()
-    assert (event.event, event.data, event.id, event.retry) == ("message", b"", "", None)
+    assert (event.event, event.data) == ("message", b"")
 
 
 def test_event_equality_and_repr() -> None:
-    assert SSE("a", b"x", "1", 5) == SSE(event="a", data=b"x", id="1", retry=5)
-    assert SSE("a", b"x", "1", 5) != SSE("a", b"x", "1", None)
+    assert SSE("a", b"x") == SSE(event="a", data=b"x")
+    assert SSE("a", b"x") != SSE("a", b"y")
     assert SSE("a", b"x") != SSE("b", b"x")
     assert SSE(data=b"x") != SSE(data=b"y")
-    assert SSE(id="1") != SSE(id="2")
+    assert SSE(event="a") != SSE()
     assert SSE() != "message"
-    assert repr(SSE("a", b"x", "1", 5)) == (
-        "ServerSentEvent(event='a', data=b'x', id='1', retry=5)"
-    )
+    assert repr(SSE("a", b"x")) == "ServerSentEvent(event='a', data=b'x')"
 
 
 def test_event_has_slots_and_is_unhashable() -> None:
@@ -285,13 +283,12 @@ def test_unterminated_last_line_dropped_by_close() -> None:
 def test_close_readies_decoder_for_a_new_stream() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b"id: 1\nevent: e\ndata: a\n\nid: 2\nevent: f\ndata: b\ndata: c") == [
-        SSE("e", b"a", "1")
+        SSE("e", b"a")
     ]
     assert decoder.close() == []
-    # Neither the partial line, the data, the event type nor the id "2" survive;
-    # the dispatched id "1" does, and a BOM is stripped again.
-    assert decoder.last_event_id == "1"
-    assert decoder.feed(BOM + b"data: d\n\n") == [SSE(data=b"d", id="1")]
+    # Neither the partial line, the data nor the event type survive, and a BOM is
+    # stripped again.
+    assert decoder.feed(BOM + b"data: d\n\n") == [SSE(data=b"d")]
 
 
 # --- fields -----------------------------------------------------------------------
@@ -332,8 +329,8 @@ def test_field_without_colon_event_sets_empty_type() -> None:
     assert decode(b"event: a\nevent\ndata: x\n\n") == [SSE(data=b"x")]
 
 
-def test_field_without_colon_id_resets_id() -> None:
-    assert decode(b"id: 7\ndata: a\n\nid\ndata: b\n\n") == [SSE(data=b"a", id="7"), SSE(data=b"b")]
+def test_field_without_colon_id_is_ignored() -> None:
+    assert decode(b"id: 7\ndata: a\n\nid\ndata: b\n\n") == [SSE(data=b"a"), SSE(data=b"b")]
 
 
 def test_field_without_colon_retry_is_ignored() -> None:
@@ -345,27 +342,23 @@ def test_whole_line_is_field_name_when_no_colon() -> None:
     assert decode(b"data x\n\n") == []
 
 
-def test_comments_are_skipped_and_counted() -> None:
-    decoder = SSEDecoder()
+def test_comments_are_skipped() -> None:
     stream = b": OPENROUTER PROCESSING\n\n:\ndata: a\n: in the middle\ndata: b\n::x\n\n"
-    assert feed_all(decoder, [stream]) == [SSE(data=b"a\nb")]
-    assert decoder.comments == 4
+    assert decode(stream) == [SSE(data=b"a\nb")]
 
 
 def test_comments_alone_dispatch_nothing() -> None:
-    decoder = SSEDecoder()
-    assert feed_all(decoder, [b": keep-alive\n\n" * 3]) == []
-    assert decoder.comments == 3
+    assert decode(b": keep-alive\n\n" * 3) == []
+    assert decode(b": keep-alive\n" * 3 + b"data: a\n\n") == [SSE(data=b"a")]
 
 
-def test_comment_counted_only_when_line_complete() -> None:
+def test_comment_split_across_feeds_stays_a_comment() -> None:
+    # The line is ": data: x" whichever read completes it: a comment, never data.
     decoder = SSEDecoder()
-    assert decoder.feed(b": ping") == []
-    assert decoder.comments == 0
+    assert decoder.feed(b":") == []
+    assert decoder.feed(b" data: x") == []
     assert decoder.feed(b"\r") == []
-    assert decoder.comments == 1
-    decoder.close()
-    assert decoder.comments == 1
+    assert decoder.feed(b"\ndata: y\n\n") == [SSE(data=b"y")]
 
 
 def test_data_with_comment_syntax_is_data() -> None:
@@ -401,66 +394,56 @@ def test_unknown_fields_are_ignored(line: bytes) -> None:
 
 
 def test_unknown_field_does_not_disturb_event() -> None:
-    assert decode(b"event: e\nfoo: bar\nid: 3\nx\ndata: a\n\n") == [SSE("e", b"a", "3")]
+    assert decode(b"event: e\nfoo: bar\nid: 3\nx\ndata: a\n\n") == [SSE("e", b"a")]
 
 
-def test_id_sets_last_event_id() -> None:
-    assert decode(b"id: 42\ndata: a\n\n") == [SSE(data=b"a", id="42")]
+# `id` and `retry` serve only a reconnecting client; the bridge never resumes a
+# stream, so the decoder skips them: whatever their value, the events are the same.
+SKIPPED_FIELDS = {
+    "id": (b"id: 42\ndata: a\n\n", [SSE(data=b"a")]),
+    "id-then-events": (
+        b"id: 1\ndata: a\n\ndata: b\n\nid: 2\nevent: e\ndata: c\n\ndata: d\n\n",
+        [SSE(data=b"a"), SSE(data=b"b"), SSE("e", b"c"), SSE(data=b"d")],
+    ),
+    "id-is-not-data": (b"id: data: x\n\nid:\n\n", []),
+    "id-block-without-data": (b"id: 5\n\ndata: a\n\n", [SSE(data=b"a")]),
+    "empty-id": (b"id: 5\ndata: a\n\nid:\ndata: b\n\n", [SSE(data=b"a"), SSE(data=b"b")]),
+    "id-with-nul": (
+        b"id: 1\ndata: a\n\nid: x\x00y\ndata: b\n\nid: \x00\ndata: c\n\n",
+        [SSE(data=b"a"), SSE(data=b"b"), SSE(data=b"c")],
+    ),
+    "id-utf8-spaces": ("id:  é 1\ndata: a\n\n".encode(), [SSE(data=b"a")]),
+    "several-retry": (b"retry: 5\nretry: x\ndata: a\n\n", [SSE(data=b"a")]),
+    "retry-then-events": (
+        b"retry: 10\ndata: a\n\ndata: b\n\nretry: 20\n\nevent: e\ndata: c\n\n",
+        [SSE(data=b"a"), SSE(data=b"b"), SSE("e", b"c")],
+    ),
+}
 
 
-def test_id_persists_across_events() -> None:
-    stream = b"id: 1\ndata: a\n\ndata: b\n\nid: 2\ndata: c\n\ndata: d\n\n"
-    assert decode(stream) == [
-        SSE(data=b"a", id="1"),
-        SSE(data=b"b", id="1"),
-        SSE(data=b"c", id="2"),
-        SSE(data=b"d", id="2"),
-    ]
+@pytest.mark.parametrize(
+    ("stream", "expected"), list(SKIPPED_FIELDS.values()), ids=list(SKIPPED_FIELDS)
+)
+def test_id_and_retry_fields_are_skipped(stream: bytes, expected: list[ServerSentEvent]) -> None:
+    assert decode(stream) == expected
+    assert decode(*bytewise(stream)) == expected
 
 
-def test_id_initially_empty() -> None:
+def test_id_line_alone_is_no_event() -> None:
     decoder = SSEDecoder()
-    assert decoder.last_event_id == ""
-    assert decoder.feed(b"data: a\n\n") == [SSE(data=b"a", id="")]
-
-
-def test_id_set_in_block_without_data_persists() -> None:
-    assert decode(b"id: 5\n\ndata: a\n\n") == [SSE(data=b"a", id="5")]
-
-
-def test_empty_id_resets_last_event_id() -> None:
-    expected = [SSE(data=b"a", id="5"), SSE(data=b"b")]
-    assert decode(b"id: 5\ndata: a\n\nid:\ndata: b\n\n") == expected
-
-
-def test_id_with_nul_is_ignored() -> None:
-    stream = b"id: 1\ndata: a\n\nid: x\x00y\ndata: b\n\nid: \x00\ndata: c\n\n"
-    assert decode(stream) == [SSE(data=d, id="1") for d in (b"a", b"b", b"c")]
-
-
-def test_id_value_keeps_inner_spaces_and_utf8() -> None:
-    assert decode("id:  é 1\ndata: a\n\n".encode()) == [SSE(data=b"a", id=" é 1")]
-
-
-def test_last_event_id_attribute_follows_blank_lines() -> None:
-    decoder = SSEDecoder()
-    decoder.feed(b"id: 1\n")
-    assert decoder.last_event_id == ""  # WHATWG sets it when the block ends
-    decoder.feed(b"\n")
-    assert decoder.last_event_id == "1"
-
-
-@pytest.mark.parametrize(("value", "retry"), [(b"3000", 3000), (b"0", 0), (b"007", 7)])
-def test_valid_retry(value: bytes, retry: int) -> None:
-    decoder = SSEDecoder()
-    events = feed_all(decoder, [b"retry: " + value + b"\ndata: a\n\n"])
-    assert events == [SSE(data=b"a", retry=retry)]
-    assert decoder.retry == retry
+    assert decoder.feed(b"id: 1\n") == []
+    assert decoder.feed(b"\n") == []
+    assert decoder.feed(b"data: a\n\n") == [SSE(data=b"a")]
 
 
 @pytest.mark.parametrize(
     "value",
     [
+        # valid reconnection times
+        b"3000",
+        b"0",
+        b"007",
+        # invalid ones
         b"",
         b" 1000",
         b"10 00",
@@ -475,21 +458,8 @@ def test_valid_retry(value: bytes, retry: int) -> None:
         "٣".encode(),
     ],
 )
-def test_invalid_retry_is_ignored(value: bytes) -> None:
-    decoder = SSEDecoder()
-    assert feed_all(decoder, [b"retry: " + value + b"\ndata: a\n\n"]) == [SSE(data=b"a")]
-    assert decoder.retry is None
-
-
-def test_invalid_retry_keeps_earlier_valid_one_in_event() -> None:
-    assert decode(b"retry: 5\nretry: x\ndata: a\n\n") == [SSE(data=b"a", retry=5)]
-
-
-def test_retry_belongs_to_its_event_only() -> None:
-    decoder = SSEDecoder()
-    events = feed_all(decoder, [b"retry: 10\ndata: a\n\ndata: b\n\nretry: 20\n\ndata: c\n\n"])
-    assert events == [SSE(data=b"a", retry=10), SSE(data=b"b"), SSE(data=b"c")]
-    assert decoder.retry == 20  # the stream's reconnection time
+def test_retry_of_any_value_is_skipped(value: bytes) -> None:
+    assert decode(b"retry: " + value + b"\ndata: a\n\n") == [SSE(data=b"a")]
 
 
 # --- splitting, sizes -------------------------------------------------------------
@@ -506,7 +476,7 @@ def test_multibyte_utf8_split_across_feeds_is_intact() -> None:
 
 def test_many_tiny_feeds() -> None:
     stream = b"".join(b"id: %d\ndata: %d\n\n" % (i, i) for i in range(200))
-    expected = [SSE(data=b"%d" % i, id=str(i)) for i in range(200)]
+    expected = [SSE(data=b"%d" % i) for i in range(200)]
     assert decode(*bytewise(stream)) == expected
 
 
@@ -576,7 +546,6 @@ def test_realistic_stream_whole() -> None:
     decoder = SSEDecoder()
     events = feed_all(decoder, [STREAM_LF])
     assert events == STREAM_EVENTS
-    assert decoder.comments == 3
     assert events[-1].data == DONE
     deltas = [orjson.loads(e.data)["choices"][0]["delta"] for e in events[:-1]]
     contents = [delta.get("content", "") for delta in deltas]
@@ -590,7 +559,6 @@ def test_realistic_stream_split_at_every_offset(name: str) -> None:
     for cut in range(len(stream) + 1):
         decoder = SSEDecoder()
         assert feed_all(decoder, [stream[:cut], stream[cut:]]) == STREAM_EVENTS, cut
-        assert decoder.comments == 3
         assert decoder.close() == []
 
 
@@ -598,7 +566,6 @@ def test_realistic_stream_split_at_every_offset(name: str) -> None:
 def test_realistic_stream_one_byte_at_a_time(name: str) -> None:
     decoder = SSEDecoder()
     assert feed_all(decoder, bytewise(STREAMS[name])) == STREAM_EVENTS
-    assert decoder.comments == 3
 
 
 @pytest.mark.parametrize("name", list(STREAMS))
@@ -623,12 +590,10 @@ EOLS = (b"\n", b"\r", b"\r\n")
 
 
 @st.composite
-def event_streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent], int]:
+def event_streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent]]:
     """A stream of blocks with random fields, comments and line ends, and its events."""
     lines: list[bytes] = []
     expected: list[ServerSentEvent] = []
-    comments = 0
-    last_id = ""
     for _ in range(draw(st.integers(0, 6))):
         block: list[bytes] = []
         event = draw(st.none() | LINE_TEXT)
@@ -637,7 +602,6 @@ def event_streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent], int]:
         new_id = draw(st.none() | LINE_TEXT.filter(lambda s: "\x00" not in s))
         if new_id is not None:
             block.append(b"id: " + new_id.encode())
-            last_id = new_id
         retry = draw(st.none() | st.integers(0, 10**9))
         if retry is not None:
             block.append(b"retry: %d" % retry)
@@ -649,10 +613,9 @@ def event_streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent], int]:
             block.append(style + value)
         for text in draw(st.lists(LINE_TEXT, max_size=2)):
             block.insert(draw(st.integers(0, len(block))), b":" + text.encode())
-            comments += 1
         lines += block + [b""] * draw(st.integers(1, 2))
         if data:
-            expected.append(SSE(event or "message", b"\n".join(data), last_id, retry))
+            expected.append(SSE(event or "message", b"\n".join(data)))
     stream = bytearray(BOM if draw(st.booleans()) else b"")
     previous = b""
     for line in lines:
@@ -661,24 +624,27 @@ def event_streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent], int]:
             eol = b"\r\n"  # CR then a bare LF would be one CRLF line end
         stream += line + eol
         previous = eol
-    return bytes(stream), expected, comments
+    return bytes(stream), expected
 
 
 @settings(max_examples=300, deadline=None)
 @given(data=event_streams(), points=st.lists(st.integers(0, 10_000), max_size=8))
 def test_property_generated_events_with_random_splits(
-    data: tuple[bytes, list[ServerSentEvent], int], points: list[int]
+    data: tuple[bytes, list[ServerSentEvent]], points: list[int]
 ) -> None:
-    stream, expected, comments = data
+    stream, expected = data
     decoder = SSEDecoder()
     chunks = split_at(stream, [p % (len(stream) + 1) for p in points])
     assert feed_all(decoder, chunks) == expected
-    assert decoder.comments == comments
     assert decoder.close() == []
 
 
-def reference_decode(stream: bytes) -> tuple[list[ServerSentEvent], int, str, int | None]:
-    """A literal, slow transcription of the WHATWG algorithm, on bytes."""
+def reference_decode(stream: bytes) -> list[ServerSentEvent]:
+    """A literal, slow transcription of the WHATWG algorithm, on bytes.
+
+    Only its data and event type: the id and retry fields it would also keep
+    change neither, and the decoder skips them.
+    """
     if stream.startswith(BOM):
         stream = stream[3:]
     lines: list[bytes] = []
@@ -695,21 +661,16 @@ def reference_decode(stream: bytes) -> tuple[list[ServerSentEvent], int, str, in
             line += byte
         i += 1
     events: list[ServerSentEvent] = []
-    comments = 0
-    data, event_type, id_buffer, last_id = b"", b"", "", ""
-    retry: int | None = None
-    block_retry: int | None = None
+    data, event_type = b"", b""
     for line in lines:  # the unterminated `line` is never processed
         if not line:
-            last_id = id_buffer
             if data:
                 event = event_type.decode("utf-8", "replace") or "message"
                 payload = data[:-1] if data.endswith(b"\n") else data
-                events.append(SSE(event, payload, last_id, block_retry))
-            data, event_type, block_retry = b"", b"", None
+                events.append(SSE(event, payload))
+            data, event_type = b"", b""
             continue
         if line.startswith(b":"):
-            comments += 1
             continue
         field, colon, value = line.partition(b":")
         if colon and value.startswith(b" "):
@@ -718,11 +679,7 @@ def reference_decode(stream: bytes) -> tuple[list[ServerSentEvent], int, str, in
             event_type = value
         elif field == b"data":
             data += value + b"\n"
-        elif field == b"id" and b"\x00" not in value:
-            id_buffer = value.decode("utf-8", "replace")
-        elif field == b"retry" and value and all(48 <= b <= 57 for b in value):
-            retry = block_retry = int(value)
-    return events, comments, last_id, retry
+    return events
 
 
 TOKENS = st.sampled_from(
@@ -761,10 +718,7 @@ TOKENS = st.sampled_from(
 @given(parts=st.lists(TOKENS, max_size=40), points=st.lists(st.integers(0, 10_000), max_size=6))
 def test_property_matches_reference_algorithm(parts: list[bytes], points: list[int]) -> None:
     stream = b"".join(parts)
-    events, comments, last_id, retry = reference_decode(stream)
+    events = reference_decode(stream)
     decoder = SSEDecoder()
     chunks = split_at(stream, [p % (len(stream) + 1) for p in points])
     assert feed_all(decoder, chunks) == events
-    assert decoder.comments == comments
-    assert decoder.last_event_id == last_id
-    assert decoder.retry == retry
