@@ -8,8 +8,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet
 PROTO  := protos/myrouter/chat/v1/chat.proto
 GEN    := myrouter/chat/v1/chat_pb2.py
-# The client wheel ships the contract beside the modules generated from it.
+# The client wheel ships the contract beside the modules generated from it, and marks
+# the stubs typed (PEP 561), so a caller's mypy reads their .pyi files.
 GEN_PROTO := myrouter/chat/v1/chat.proto
+GEN_TYPED := myrouter/py.typed
 # The caller's distribution (myrouter-client: stubs, contract, helper); see its pyproject.
 CLIENT := clients/python
 # Node tools (buf) are pinned in tools/package-lock.json and installed locally by `npm ci`.
@@ -35,7 +37,7 @@ skip = echo "$(if $(REQUIRE_ALL),error,skipping) $(1): $(2)$(if $(REQUIRE_ALL), 
 	lint release-contract wheel clean
 
 # The runtime, the stub generator, the two projects in editable mode, and the stubs.
-install: $(VENV)/.installed $(GEN) $(GEN_PROTO)
+install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(GEN_TYPED)
 
 $(VENV)/.installed: pyproject.toml $(CLIENT)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +64,9 @@ $(GEN): $(PROTO) $(VENV)/.installed
 
 $(GEN_PROTO): $(PROTO) $(GEN)
 	cp $(PROTO) $@
+
+$(GEN_TYPED): $(GEN)
+	touch $@
 
 # buf, for `make lint` and `make release-contract` (needs Node.js and npm).
 tools: $(TOOLS)
