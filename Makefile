@@ -150,7 +150,10 @@ lint: dev tools
 # the myrouter_client helper, needing only grpcio, protobuf and googleapis-common-protos;
 # what a Python caller pip-installs. dist/myrouter_bridge-*.whl: the server, which
 # depends on that client wheel (`pip install dist/*.whl` installs the bridge).
+# setuptools' build/ dirs are removed first: a module deleted from the tree would
+# otherwise still ship from a stale build/lib.
 wheel: dev
+	rm -rf build $(CLIENT)/build
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist ./$(CLIENT) .
 
 # Run when a contract change is released: later changes are checked against it.
