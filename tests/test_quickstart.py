@@ -64,7 +64,7 @@ def newcomer() -> Iterator[str]:
 
 def _python_for(user: str) -> str:
     """A Python 3.11+ with venv that `user` can run (this venv's base may sit in /root)."""
-    candidates = [os.path.realpath(sys._base_executable)]
+    candidates: list[str] = [os.path.realpath(getattr(sys, "_base_executable", sys.executable))]
     for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
         found = shutil.which("python3", path=directory)
         if found:
