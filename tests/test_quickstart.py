@@ -43,8 +43,10 @@ STREAMED = "You said: Explain in one breath why a gRPC bridge beats hand-written
 DEMO_SECONDS = 480
 
 
-def _as_root(*args: str | Path) -> None:
-    subprocess.run([str(a) for a in args], check=True, capture_output=True, timeout=60)
+def _as_root(*args: str | Path) -> str:
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+    return result.stdout
 
 
 @pytest.fixture
@@ -110,10 +112,10 @@ def test_make_demo_passes_for_a_newcomer_with_only_python_make_and_git(newcomer,
         assert shutil.which(tool, path=str(bin_dir)) is None
     home = workspace / "home"
     clone = home / "myrouter"
-    head = subprocess.run(
-        ["git", "-C", REPO_ROOT, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    _as_root("git", "clone", "--quiet", "--no-hardlinks", "--no-checkout", REPO_ROOT, clone)
+    # (safe.directory: the checkout may belong to another user than the one running this)
+    git = ("git", "-c", f"safe.directory={REPO_ROOT}")
+    head = _as_root(*git, "-C", REPO_ROOT, "rev-parse", "HEAD").strip()
+    _as_root(*git, "clone", "--quiet", "--no-hardlinks", "--no-checkout", REPO_ROOT, clone)
     _as_root("git", "-C", clone, "checkout", "--quiet", "--detach", head)
     _as_root("chown", "-R", f"{newcomer}:", home)
     env = {
