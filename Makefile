@@ -1,12 +1,21 @@
-# MyRouter gRPC bridge. `make demo` and `make test` work on a fresh machine:
-# both build the virtual environment (.venv) and the generated stubs first.
+# MyRouter gRPC bridge. `make demo` needs only Python 3.11+, make and git (no root, no
+# Node, no Ruby): it builds the virtual environment (.venv) with the bridge's runtime
+# and the stub generator, and the generated stubs. `make test` adds the dev tools and
+# runs the suite, including the Node and Ruby parts where those toolchains exist.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet
 PROTO  := protos/myrouter/chat/v1/chat.proto
 GEN    := myrouter/chat/v1/chat_pb2.py
-# The wheel ships the contract beside the modules generated from it.
+# The client wheel ships the contract beside the modules generated from it, and marks
+# the stubs typed (PEP 561), so a caller's mypy reads their .pyi files.
 GEN_PROTO := myrouter/chat/v1/chat.proto
+GEN_TYPED := myrouter/py.typed
+# The caller's distribution (myrouter-client: stubs, contract, helper) and the embedded
+# upstream's (myrouter-upstream: the fake API and the demo); see their pyproject files.
+CLIENT := clients/python
+UPSTREAM := upstream
 # Node tools (buf) are pinned in tools/package-lock.json and installed locally by `npm ci`.
 NPM    ?= npm
 BUF    := tools/node_modules/.bin/buf
@@ -18,15 +27,33 @@ RUBY_DEBS    := ruby-grpc ruby-grpc-tools ruby-googleapis-common-protos-types
 RUBY_EXAMPLE := examples/ruby/gen/myrouter/chat/v1/chat_services_pb.rb
 # The contract as last released; `make release-contract` rewrites it, on purpose only.
 RELEASED_CONTRACT := protos/released-image.json
+# REQUIRE_ALL=1 (CI): a toolchain that is missing fails `make test` and `make lint`
+# instead of being skipped; the test suite reads the same variable.
+REQUIRE_ALL ?=
+export REQUIRE_ALL
+STRICT := $(filter-out 0,$(strip $(REQUIRE_ALL)))
+# $(call skip,what,why): one line naming what is left out and why; under REQUIRE_ALL a failure.
+skip = echo "$(if $(STRICT),REQUIRE_ALL=$(STRICT): cannot set up,skipping) $(1): $(2)" >&2; \
+	[ -z "$(STRICT)" ]
 
-.PHONY: install proto docs demo test test-unit soak bench lint release-contract wheel clean
+.PHONY: install dev proto docs tools node-example ruby-example toolchain-deps demo test \
+	test-unit soak bench lint release-contract wheel clean
 
-install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(TOOLS) $(NODE_EXAMPLE) $(RUBY_EXAMPLE)
+# The runtime, the stub generator, the two projects in editable mode, and the stubs.
+install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(GEN_TYPED)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CLIENT)/pyproject.toml $(UPSTREAM)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(PIP) --upgrade pip
+	$(PIP) --config-settings editable_mode=compat -e ./$(CLIENT) -e ./$(UPSTREAM) \
+		-e '.[codegen]'
+	touch $@
+
+# Everything test, lint, bench and wheel use: pytest, mypy, ruff, OpenTelemetry, ...
+dev: install $(VENV)/.dev
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) --config-settings editable_mode=compat -e '.[dev]'
 	touch $@
 
 # The one command that produces the generated code (never edited by hand).
@@ -42,24 +69,50 @@ $(GEN): $(PROTO) $(VENV)/.installed
 $(GEN_PROTO): $(PROTO) $(GEN)
 	cp $(PROTO) $@
 
+$(GEN_TYPED): $(GEN)
+	touch $@
+
+# buf, for `make lint` and `make release-contract` (needs Node.js and npm).
+tools: $(TOOLS)
+
 $(TOOLS): tools/package-lock.json
 	cd tools && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The Node.js example's dependencies (needs Node.js and npm).
+node-example: $(NODE_EXAMPLE)
+
+$(NODE_EXAMPLE): examples/node/package-lock.json
+	cd examples/node && $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The Ruby example's stubs. Debian's grpc gems are installed when they are missing and
+# this runs as root; otherwise it says what to install.
 # google/protobuf/struct.proto comes from grpcio-tools, already in the venv.
+ruby-example: $(RUBY_EXAMPLE)
+
 $(RUBY_EXAMPLE): $(PROTO) $(VENV)/.installed
-	command -v grpc_tools_ruby_protoc >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
-		--no-install-recommends $(RUBY_DEBS); }
+	@command -v grpc_tools_ruby_protoc >/dev/null || [ "$$(id -u)" != 0 ] || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		-o DPkg::Lock::Timeout=300 --no-install-recommends $(RUBY_DEBS); }
+	@command -v grpc_tools_ruby_protoc >/dev/null || { echo "ruby-example: \
+	grpc_tools_ruby_protoc not found; install the Debian packages $(RUBY_DEBS) \
+	(or run this as root, which installs them)" >&2; exit 1; }
 	mkdir -p examples/ruby/gen
 	grpc_tools_ruby_protoc -I protos \
 		-I "$$($(PY) -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto" \
 		--ruby_out=examples/ruby/gen --grpc_out=examples/ruby/gen $(PROTO)
 
-# The Node.js example's dependencies (its test runs in `make test`).
-$(NODE_EXAMPLE): examples/node/package-lock.json
-	cd examples/node && $(NPM) ci --no-audit --no-fund --loglevel=error
-	touch $@
+# What `make test` needs from the other toolchains, set up where the toolchain exists;
+# each one missing is named here, and the tests that need it skip saying why.
+toolchain-deps:
+	@if command -v $(NPM) >/dev/null; then $(MAKE) --no-print-directory tools node-example; \
+	else $(call skip,buf and the Node example,$(NPM) not on PATH); fi
+	@if ! command -v ruby >/dev/null; then $(call skip,the Ruby example,ruby not on PATH); \
+	elif command -v grpc_tools_ruby_protoc >/dev/null || [ "$$(id -u)" = 0 ]; then \
+		$(MAKE) --no-print-directory ruby-example; \
+	else $(call skip,the Ruby example,grpc_tools_ruby_protoc not on PATH \
+		(Debian packages $(RUBY_DEBS); as root, make ruby-example installs them)); fi
 
 # The Go example: the README's protoc commands, then `go build` in GOPATH mode from
 # Debian's Go packages (.ci/run installs them), into examples/go/gen/bin/client.
@@ -70,17 +123,19 @@ go-example:
 
 # docs/configuration.md, generated from the settings in bridge/config.py (never edited by
 # hand; tests/test_config.py fails when it is stale).
-docs: $(VENV)/.installed
+docs: install
 	$(PY) -m bridge.config --markdown > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md
 
 demo: install
 	$(PY) -m myrouter_upstream.demo
 
-# Everything but the soak: tests/unit (pure), tests/integration (the bridge, the
-# embedded upstream and child processes over loopback), tests/toolchains (the wheel,
-# Node, Ruby, buf, the deploy manifests); ~2-4 minutes.
-test: install
+# Every test but the soak: tests/unit (pure), tests/integration (the bridge, the
+# embedded upstream and child processes over loopback), tests/toolchains (the wheels,
+# Node, Ruby, Go, buf, the deploy manifests); ~2-4 minutes. Tests whose toolchain
+# (Node, Ruby, Go, root) is missing skip with the reason in the summary (pytest -ra),
+# and fail instead under REQUIRE_ALL.
+test: dev toolchain-deps
 	$(PY) -m pytest -q -m "not soak"
 
 # tests/unit alone: pure code, no socket, no subprocess, no server (its conftest
@@ -91,40 +146,48 @@ test-unit: $(VENV)/.installed $(GEN) $(GEN_PROTO)
 
 # The benchmark harness (see BENCHMARKS.md): hot-path micro-benchmarks, then the
 # bridge against the direct-HTTP baseline in separate processes; ~3 minutes.
-bench: install
+bench: dev
 	$(PY) -m pytest -q -p no:cacheprovider bench/test_micro.py --benchmark-only \
 		--benchmark-json=bench/micro.json --benchmark-columns=min,mean,ops --benchmark-sort=name
 	$(PY) bench/run.py
 
 # 1,000 streams (200 at a time) through one bridge process; prints the RSS figures.
-soak: install
+soak: dev
 	$(PY) -m pytest -q -s -m soak tests/integration/test_soak.py
 
 # The contract (buf lint with the STANDARD rules, buf format, no breaking change
 # against the released image), the example clients' syntax, then Python: ruff, mypy
 # strict on bridge/, myrouter_client/ and myrouter_upstream/, and on tests/ every
 # body type-checked (check_untyped_defs) with annotations optional.
-lint: install
+lint: dev tools
 	$(BUF) lint protos
 	$(BUF) format --diff --exit-code protos
 	$(BUF) breaking protos --against $(RELEASED_CONTRACT)
 	node --check examples/node/client.js
-	ruby -wc examples/ruby/client.rb
-	$(VENV)/bin/ruff check bridge myrouter_client myrouter_upstream tests bench
-	$(VENV)/bin/ruff format --check bridge myrouter_client myrouter_upstream tests bench
+	@if command -v ruby >/dev/null; then ruby -wc examples/ruby/client.rb; \
+	else $(call skip,ruby -wc examples/ruby/client.rb,ruby not on PATH); fi
+	$(VENV)/bin/ruff check bridge myrouter_client myrouter_upstream tests bench conftest.py
+	$(VENV)/bin/ruff format --check bridge myrouter_client myrouter_upstream tests bench conftest.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests --allow-untyped-defs --allow-incomplete-defs \
 		--allow-untyped-calls --check-untyped-defs
 
-# dist/myrouter_bridge-*.whl: the bridge, the generated stubs with their .pyi and
-# chat.proto, and the myrouter_client helper; what a Python caller pip-installs.
-wheel: install
-	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
+# dist/myrouter_client-*.whl: the generated stubs with their .pyi and chat.proto, and
+# the myrouter_client helper, needing only grpcio, protobuf and googleapis-common-protos;
+# what a Python caller pip-installs. dist/myrouter_bridge-*.whl: the server, which
+# depends on that client wheel. dist/myrouter_upstream-*.whl: the embedded upstream, for
+# a caller's own tests (aiohttp and orjson only).
+# setuptools' build/ dirs are removed first: a module deleted from the tree would
+# otherwise still ship from a stale build/lib.
+wheel: dev
+	rm -rf build $(CLIENT)/build $(UPSTREAM)/build
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist ./$(CLIENT) \
+		./$(UPSTREAM) .
 
 # Run when a contract change is released: later changes are checked against it.
 release-contract: $(TOOLS)
 	$(BUF) build protos --exclude-source-info -o $(RELEASED_CONTRACT)
 
 clean:
-	rm -rf $(VENV) myrouter build dist *.egg-info .pytest_cache tools/node_modules \
+	rm -rf $(VENV) myrouter build $(CLIENT)/build $(UPSTREAM)/build dist *.egg-info .pytest_cache tools/node_modules \
 		examples/node/node_modules examples/ruby/gen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import trustme
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -65,6 +67,23 @@ def metadata_dict(metadata: Any) -> dict[str, str]:
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_tool(name: str, why: str) -> str:
+    """The path of a program another toolchain provides, or a skip that says what is
+    missing and what it is for (under REQUIRE_ALL, as in CI, the skip is a failure)."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} not on PATH: {why}")
+    return found
+
+
+def require_setup(path: Path, make_target: str) -> Path:
+    """A file a `make` target leaves behind, or a skip naming the target that makes it."""
+    if not path.exists():
+        pytest.skip(f"{path.relative_to(REPO_ROOT)} missing: run `make {make_target}`")
+    return path
+
 
 CALLER_TOKEN = "caller-token-0123456789"
 SERVICE_KEY = "service-key-9876543210"

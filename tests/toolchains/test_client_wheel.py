@@ -1,27 +1,54 @@
-"""The Python client package as a caller gets it: build the wheel from this pyproject,
-install it into a fresh venv with only the caller's three runtime dependencies, and
-call a running bridge with the shipped stubs and the myrouter_client helper."""
+"""The two wheels as `make wheel` builds them, installed as their users get them.
+
+The client wheel (myrouter-client: stubs, contract, helper) is installed alone into a
+fresh venv, letting pip resolve its own requirements, and must bring nothing of the
+bridge's; a caller script then calls a running bridge with it. The server wheel must
+carry the server only and depend on the client wheel at its own version; installed
+from the two wheels, it serves calls.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import tomllib
 import zipfile
+from collections.abc import Iterator
+from email.parser import Parser
 from importlib import metadata
 from pathlib import Path
 
+import grpc
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from support import CALLER_TOKEN
+from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
+from support import CALLER_TOKEN, SERVICE_KEY
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 # What a caller of the stubs and the helper needs; the bridge's own HTTP stack is not in it.
 CALLER_DEPENDENCIES = ("grpcio", "protobuf", "googleapis-common-protos")
+# What only the server needs: none of it may reach a caller's venv with the client wheel.
+SERVER_ONLY = (
+    "myrouter-bridge",
+    "aiohttp",
+    "httpx",
+    "uvloop",
+    "orjson",
+    "prometheus-client",
+    "grpcio-status",
+    "grpcio-health-checking",
+    "grpcio-reflection",
+)
 NOT_SOURCES = shutil.ignore_patterns(
     *(".git", ".venv", ".hypothesis", ".*cache*", "__pycache__", "node_modules"),
     *("build", "dist", "*.egg-info"),
@@ -38,19 +65,85 @@ def _run(*args: str | Path, cwd: Path | None = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build from a copy of the tree, so the build leaves nothing behind in it."""
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make wheel`'s build, from a copy of the tree so it leaves nothing behind in it."""
     source = tmp_path_factory.mktemp("source") / "tree"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
     out = tmp_path_factory.mktemp("dist")
     pip = (sys.executable, "-m", "pip")
-    _run(*pip, "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, source)
-    (built,) = out.glob("myrouter_bridge-*.whl")
-    return built
+    client, server = source / "clients" / "python", source
+    _run(*pip, "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, client, server)
+    return out
 
 
-def test_wheel_ships_the_stubs_the_contract_and_the_helper(wheel):
-    names = set(zipfile.ZipFile(wheel).namelist())
+@pytest.fixture(scope="module")
+def client_wheel(dist: Path) -> Path:
+    return dist / f"myrouter_client-{VERSION}-py3-none-any.whl"
+
+
+@pytest.fixture(scope="module")
+def server_wheel(dist: Path) -> Path:
+    return dist / f"myrouter_bridge-{VERSION}-py3-none-any.whl"
+
+
+def _metadata(wheel: Path) -> dict[str, list[str]]:
+    """The wheel's METADATA headers, each a list of values."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = (n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        message = Parser().parsestr(archive.read(name).decode())
+    return {key: message.get_all(key) or [] for key in set(message.keys())}
+
+
+def _requires(wheel: Path) -> list[Requirement]:
+    """Requirements without an extra: what `pip install <wheel>` brings."""
+    found = [Requirement(r) for r in _metadata(wheel).get("Requires-Dist", [])]
+    return [r for r in found if r.marker is None or r.marker.evaluate({"extra": ""})]
+
+
+def _closure(names: tuple[str, ...]) -> set[str]:
+    """The named distributions and everything they require, as installed in this venv."""
+    seen: set[str] = set()
+    todo = [canonicalize_name(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for spec in metadata.requires(name) or ():
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(requirement.name))
+    return seen
+
+
+@pytest.fixture(scope="module")
+def constraints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This venv's versions as pip constraints: the fresh venvs get the same releases
+    (from pip's cache), and the wheels' own requirements still decide what comes."""
+    path = tmp_path_factory.mktemp("constraints") / "constraints.txt"
+    pins = {
+        canonicalize_name(dist.metadata["Name"]): dist.version
+        for dist in metadata.distributions()
+        if not canonicalize_name(dist.metadata["Name"]).startswith("myrouter-")
+    }
+    path.write_text("".join(f"{name}=={version}\n" for name, version in sorted(pins.items())))
+    return path
+
+
+def _fresh_venv(path: Path) -> tuple[Path, tuple[str | Path, ...]]:
+    """A venv without pip (this venv's pip installs into it); its python, its pip command."""
+    _run(sys.executable, "-m", "venv", "--without-pip", path)
+    python = path / "bin" / "python"
+    return python, (sys.executable, "-m", "pip", "--python", python)
+
+
+def _installed(pip: tuple[str | Path, ...]) -> set[str]:
+    listed = json.loads(_run(*pip, "list", "--format", "json"))
+    return {canonicalize_name(entry["name"]) for entry in listed}
+
+
+def test_client_wheel_ships_the_stubs_the_contract_and_the_helper(client_wheel):
+    names = set(zipfile.ZipFile(client_wheel).namelist())
     for name in (
         "chat.proto",
         "chat_pb2.py",
@@ -59,19 +152,54 @@ def test_wheel_ships_the_stubs_the_contract_and_the_helper(wheel):
         "chat_pb2_grpc.pyi",
     ):
         assert f"myrouter/chat/v1/{name}" in names
-    assert {"myrouter_client/__init__.py", "myrouter_client/py.typed"} <= names
-    shipped = zipfile.ZipFile(wheel).read("myrouter/chat/v1/chat.proto")
+    assert {"myrouter_client/__init__.py", "myrouter_client/py.typed", "myrouter/py.typed"} <= names
+    shipped = zipfile.ZipFile(client_wheel).read("myrouter/chat/v1/chat.proto")
     assert shipped == (ROOT / "protos/myrouter/chat/v1/chat.proto").read_bytes()
+    # Nothing else: no server module, no embedded upstream.
+    top = {name.split("/")[0] for name in names}
+    assert top == {"myrouter", "myrouter_client", f"myrouter_client-{VERSION}.dist-info"}
 
 
-def test_a_caller_with_only_the_wheel_calls_the_bridge(wheel, bridge, tmp_path):
-    venv = tmp_path / "venv"
-    _run(sys.executable, "-m", "venv", "--without-pip", venv)
-    python = venv / "bin" / "python"
-    pip = (sys.executable, "-m", "pip", "--python", python, "install", "--quiet")
-    _run(*pip, "--no-deps", wheel)
-    # The versions this venv runs, so pip's cache serves them.
-    _run(*pip, *(f"{name}=={metadata.version(name)}" for name in CALLER_DEPENDENCIES))
+def test_client_wheel_requires_only_what_the_stubs_and_the_helper_import(client_wheel):
+    assert _metadata(client_wheel)["Name"] == ["myrouter-client"]
+    assert sorted(r.name for r in _requires(client_wheel)) == sorted(CALLER_DEPENDENCIES)
+
+
+def test_server_wheel_carries_the_server_and_requires_the_client_at_its_version(
+    server_wheel, client_wheel
+):
+    names = zipfile.ZipFile(server_wheel).namelist()
+    top = {name.split("/")[0] for name in names}
+    assert top == {"bridge", f"myrouter_bridge-{VERSION}.dist-info"}
+    assert "bridge/server.py" in names
+    assert not [n for n in names if n.startswith("bridge/embedded_upstream/")]
+    requires = {r.name: r for r in _requires(server_wheel)}
+    assert str(requires["myrouter-client"].specifier) == f"=={VERSION}"
+    assert _metadata(client_wheel)["Version"] == [VERSION]
+
+
+@pytest.fixture(scope="module")
+def client_venv(
+    client_wheel: Path, constraints: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, tuple[str | Path, ...]]:
+    """A caller's fresh venv after `pip install myrouter_client-*.whl`: its python and pip."""
+    python, pip = _fresh_venv(tmp_path_factory.mktemp("caller") / "venv")
+    _run(*pip, "install", "--quiet", "--constraint", constraints, client_wheel)
+    return python, pip
+
+
+def test_the_client_wheel_installs_alone_without_the_servers_dependencies(client_venv):
+    _, pip = client_venv
+    installed = _installed(pip)
+    assert not installed & {canonicalize_name(name) for name in SERVER_ONLY}
+    assert {"myrouter-client", *CALLER_DEPENDENCIES} <= installed
+    # Nothing beyond the three and what they themselves require.
+    assert installed - {"myrouter-client"} <= _closure(CALLER_DEPENDENCIES)
+
+
+def test_a_caller_with_only_the_client_wheel_calls_the_bridge(client_venv, bridge, tmp_path):
+    python, _ = client_venv
+    venv = python.parent.parent
     caller = tmp_path / "caller.py"
     shutil.copy(ROOT / "tests" / "toolchains" / "wheel_caller.py", caller)
 
@@ -92,3 +220,94 @@ def test_a_caller_with_only_the_wheel_calls_the_bridge(wheel, bridge, tmp_path):
     }
     assert "myrouter/echo" in found["models"]
     assert {"chat.proto", "chat_pb2.pyi", "chat_pb2_grpc.pyi"} <= set(found["shipped"])
+
+
+TYPED_CALLER = """
+from myrouter.chat.v1 import chat_pb2
+from myrouter_client import chat_request
+
+request: chat_pb2.ChatCompletionRequest = chat_request("myrouter/echo", "hi")
+content: int = chat_pb2.ChatMessage(role="user").content
+"""
+
+
+def test_a_callers_mypy_reads_the_installed_stubs(client_venv, tmp_path):
+    python, _ = client_venv
+    (tmp_path / "typed_caller.py").write_text(TYPED_CALLER)
+    mypy = ("-m", "mypy", "--strict", "--no-incremental", "--python-executable", python)
+    result = subprocess.run(
+        [sys.executable, *mypy, "typed_caller.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # The one error is the one only the .pyi can show: the field is a str. Without the
+    # py.typed marker mypy would skip the package instead ("missing library stubs").
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert errors == [
+        'typed_caller.py:6: error: Incompatible types in assignment (expression has type "str",'
+        ' variable has type "int")  [assignment]'
+    ], result.stdout + result.stderr
+
+
+@pytest.fixture
+def served_from_wheels(
+    client_wheel: Path, server_wheel: Path, constraints: Path, upstream, tmp_path: Path
+) -> Iterator[tuple[str, Path]]:
+    """`myrouter-bridge serve` from a venv holding the two wheels and nothing of the tree."""
+    venv = tmp_path / "venv"
+    python, pip = _fresh_venv(venv)
+    _run(*pip, "install", "--quiet", "--constraint", constraints, client_wheel, server_wheel)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "BRIDGE_"))}
+    serve = ("serve", "--workers", "1", "--listen", "127.0.0.1:0")
+    proc = subprocess.Popen(
+        [venv / "bin" / "myrouter-bridge", *serve, "--upstream-url", upstream.base_url],
+        cwd=tmp_path,
+        env={**env, "MYROUTER_API_KEY": SERVICE_KEY},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    ports: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            ports.extend(re.findall(r"listening on 127\.0\.0\.1:(\d+)", line))
+            if ports:
+                listening.set()
+        listening.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert listening.wait(60) and ports, "".join(lines)
+        yield f"127.0.0.1:{ports[0]}", python
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        reader.join(5)
+
+
+def test_the_server_wheel_installs_with_the_client_wheel_and_serves(served_from_wheels):
+    target, python = served_from_wheels
+    with grpc.insecure_channel(target) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        models = stub.ListModels(
+            chat_pb2.ListModelsRequest(), metadata=[("authorization", CALLER_TOKEN)], timeout=20
+        )
+    assert "myrouter/echo" in [model.id for model in models.data]
+    probe = (
+        "import json, bridge, myrouter_client, importlib.util as u; print(json.dumps(["
+        "bridge.__file__, myrouter_client.__file__, u.find_spec('bridge.embedded_upstream')"
+        " is None]))"
+    )
+    where = json.loads(_run(python, "-c", probe, cwd=python.parent))
+    venv = str(python.parent.parent)
+    assert where[0].startswith(venv) and where[1].startswith(venv)
+    assert where[2], "the embedded upstream is not part of the server wheel"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from support import require_setup, require_tool
+
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +20,8 @@ CHAT_PROTO = Path("myrouter/chat/v1/chat.proto")
 
 
 def _buf(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    assert BUF.exists(), "run `make install` (npm ci in tools/)"
+    require_tool("npm", "buf, which checks the contract, is installed with npm")
+    require_setup(BUF, "tools")
     return subprocess.run(
         [str(BUF), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=90
     )

@@ -8,30 +8,38 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from support import CALLER_TOKEN
+from support import CALLER_TOKEN, require_setup, require_tool
 
 pytestmark = pytest.mark.timeout(90)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-# language -> (interpreter, script, what `make install` leaves behind for it)
+# language -> (interpreter, what needs it, script, what its `make` target leaves behind)
 CLIENTS = {
-    "node": ("node", "client.js", "node_modules/@grpc/grpc-js"),
-    "ruby": ("ruby", "client.rb", "gen/myrouter/chat/v1/chat_services_pb.rb"),
+    "node": (
+        "node",
+        "the Node.js example needs Node.js 18+ and npm",
+        "client.js",
+        "node_modules/@grpc/grpc-js",
+    ),
+    "ruby": (
+        "ruby",
+        "the Ruby example needs Ruby and the grpc gem (Debian: ruby-grpc, ruby-grpc-tools)",
+        "client.rb",
+        "gen/myrouter/chat/v1/chat_services_pb.rb",
+    ),
 }
 
 
 def _run_example(language: str, target: str) -> subprocess.CompletedProcess[str]:
-    interpreter, script, installed = CLIENTS[language]
-    found = shutil.which(interpreter)
-    assert found, f"{interpreter} is required; `make install` sets it up"
-    assert (EXAMPLES / language / installed).exists(), "run `make install`"
+    interpreter, why, script, installed = CLIENTS[language]
+    found = require_tool(interpreter, why)
+    require_setup(EXAMPLES / language / installed, f"{language}-example")
     return subprocess.run(
         [found, script, target],
         cwd=EXAMPLES / language,
