@@ -9,6 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge import mapping
 from bridge.metrics import token_counts
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from support import CALLER_METADATA, chat_request, with_scenario
@@ -30,26 +31,35 @@ def value(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def _usage(usage: dict) -> chat_pb2.Usage:
+    """The Usage message the caller receives for an API `usage` object: what metrics read."""
+    return mapping.decode(chat_pb2.Usage, usage)
+
+
 def test_token_counts_in_both_spellings():
     assert token_counts(
-        {
-            "input_tokens": 10,
-            "output_tokens": 4,
-            "cache_read_tokens": 3,
-            "cache_write_tokens": 2,
-            "reasoning_tokens": 1,
-            "total_tokens": 14,
-        }
+        _usage(
+            {
+                "input_tokens": 10,
+                "output_tokens": 4,
+                "cache_read_tokens": 3,
+                "cache_write_tokens": 2,
+                "reasoning_tokens": 1,
+                "total_tokens": 14,
+            }
+        )
     ) == {"input": 10, "output": 4, "cache_read": 3, "cache_write": 2, "reasoning": 1}
     assert token_counts(
-        {
-            "prompt_tokens": 7,
-            "completion_tokens": 5,
-            "prompt_tokens_details": {"cached_tokens": 2},
-            "completion_tokens_details": {"reasoning_tokens": 3},
-        }
+        _usage(
+            {
+                "prompt_tokens": 7,
+                "completion_tokens": 5,
+                "prompt_tokens_details": {"cached_tokens": 2},
+                "completion_tokens_details": {"reasoning_tokens": 3},
+            }
+        )
     ) == {"input": 7, "output": 5, "cache_read": 2, "reasoning": 3}
-    assert token_counts({"input_tokens": 0, "output_tokens": True}) == {}
+    assert token_counts(_usage({"input_tokens": 0, "output_tokens": True})) == {}
 
 
 def test_counts_and_token_totals_after_a_few_rpcs(make_bridge):
