@@ -25,29 +25,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import aiohttp
 import httpx
 
-__all__ = ["RAW_READS", "AiohttpTransport", "raw_reads"]
+__all__ = ["EXCEPTIONS", "RAW_READS", "AiohttpTransport", "httpx_exception", "raw_reads"]
 
 RAW_READS = "bridge.raw_reads"
 """Response extension: the body's reads, straight from aiohttp (see `raw_reads`)."""
 
-# Most specific first: the first match wins.
-_EXCEPTIONS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.ReadError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # e.g. a malformed status line
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.ClientError, httpx.ReadError),
-    (asyncio.TimeoutError, httpx.ReadTimeout),
-)
+EXCEPTIONS: Mapping[type[BaseException], type[httpx.TransportError]] = {
+    aiohttp.ConnectionTimeoutError: httpx.ConnectTimeout,
+    aiohttp.SocketTimeoutError: httpx.ReadTimeout,
+    aiohttp.ServerTimeoutError: httpx.ReadTimeout,
+    aiohttp.ClientConnectorError: httpx.ConnectError,
+    aiohttp.ServerDisconnectedError: httpx.RemoteProtocolError,
+    aiohttp.ClientPayloadError: httpx.ReadError,
+    aiohttp.ClientResponseError: httpx.RemoteProtocolError,  # e.g. a malformed status line
+    aiohttp.InvalidURL: httpx.UnsupportedProtocol,
+    aiohttp.ClientError: httpx.ReadError,
+    asyncio.TimeoutError: httpx.ReadTimeout,
+}
+"""aiohttp's exception -> httpx's. The most specific class named here wins (`httpx_exception`)."""
+
+
+def httpx_exception(exc: BaseException) -> type[httpx.TransportError] | None:
+    """The httpx exception class for an aiohttp failure, or None for any other exception.
+
+    The exception's MRO is walked up to the first class `EXCEPTIONS` names, so
+    the table's order never matters (a subclass always beats its base).
+    """
+    for cls in type(exc).__mro__:
+        target = EXCEPTIONS.get(cls)
+        if target is not None:
+            return target
+    return None
 
 
 @contextlib.contextmanager
@@ -57,10 +70,10 @@ def _translated(request: httpx.Request) -> Iterator[None]:
     except httpx.HTTPError:
         raise
     except Exception as exc:
-        for source, target in _EXCEPTIONS:
-            if isinstance(exc, source):
-                raise target(f"{type(exc).__name__}: {exc}", request=request) from exc
-        raise
+        target = httpx_exception(exc)
+        if target is None:
+            raise
+        raise target(f"{type(exc).__name__}: {exc}", request=request) from exc
 
 
 class _ResponseStream(httpx.AsyncByteStream):

@@ -10,7 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import mapping
-from bridge.metrics import token_counts
+from bridge.metrics import Metrics, token_counts
+from bridge.observe import Observer
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from support import CALLER_METADATA, chat_request, with_scenario
 
@@ -31,7 +32,7 @@ def value(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def _usage(usage: dict) -> chat_pb2.Usage:
+def _usage(usage: dict[str, object]) -> chat_pb2.Usage:
     """The Usage message the caller receives for an API `usage` object: what metrics read."""
     return mapping.decode(chat_pb2.Usage, usage)
 
@@ -60,6 +61,40 @@ def test_token_counts_in_both_spellings():
         )
     ) == {"input": 7, "output": 5, "cache_read": 2, "reasoning": 3}
     assert token_counts(_usage({"input_tokens": 0, "output_tokens": True})) == {}
+
+
+def test_token_metrics_say_what_the_caller_was_told_when_spellings_disagree():
+    """Both spellings, a count out of int32: the metric follows the decoded message."""
+    chunk = mapping.decode(
+        chat_pb2.ChatCompletionChunk,
+        {
+            "model": "acme/answering",
+            "usage": {
+                "input_tokens": 3,
+                "prompt_tokens": 7,
+                "completion_tokens": 5,
+                "output_tokens": 0,
+                "reasoning_tokens": 2**31,
+            },
+        },
+    )
+    metrics = Metrics()
+    observer = Observer(metrics)
+    record = observer.start("StreamChatCompletion", "r-1", "asked/model")
+    record.answered(chunk)
+    observer.finish(record, None)
+
+    told = {
+        "input": chunk.usage.input_tokens,
+        "output": chunk.usage.output_tokens,
+        "reasoning": chunk.usage.reasoning_tokens,
+    }
+    assert told == {"input": 7, "output": 0, "reasoning": 0}
+    for kind, count in told.items():
+        sample = metrics.registry.get_sample_value(
+            "bridge_tokens_total", {"model": "acme/answering", "kind": kind}
+        )
+        assert (sample or 0) == count, kind
 
 
 def test_counts_and_token_totals_after_a_few_rpcs(make_bridge):

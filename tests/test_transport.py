@@ -4,7 +4,8 @@ The bridge's status mapping depends on which httpx exception a failure
 becomes, so each kind of failure is provoked for real here: connection
 refused, silence while reading, a connection reset mid-body. The body-closing
 rules (release a fully read connection, drop a half-read one) are checked
-through what the upstream saw.
+through what the upstream saw. The table behind the translation is checked
+on its own at the end: its most specific entry wins, whatever its order.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 import orjson
 import pytest
 
+from bridge import transport
 from bridge.embedded_upstream import EmbeddedUpstream
-from bridge.transport import AiohttpTransport, raw_reads
+from bridge.transport import AiohttpTransport, httpx_exception, raw_reads
 from support import CALLER_TOKEN
 
 pytestmark = pytest.mark.timeout(30)
@@ -178,3 +181,41 @@ def test_raw_reads_fall_back_to_aiter_raw_with_another_transport():
             return b"".join([part async for part in raw_reads(response)])
 
     assert asyncio.run(main()) == b"abc"
+
+
+def _aiohttp_exceptions() -> list[type[BaseException]]:
+    found = {
+        value
+        for module in (aiohttp, aiohttp.client_exceptions)
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, aiohttp.ClientError)
+    }
+    return sorted(found, key=lambda cls: cls.__name__)
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        # each a subclass of another class the table names, which must not win
+        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),  # a ServerTimeoutError
+        (aiohttp.SocketTimeoutError, httpx.ReadTimeout),  # a ServerTimeoutError
+        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),  # a ClientError
+        (aiohttp.ClientConnectorCertificateError, httpx.ConnectError),  # a ClientError
+        (aiohttp.InvalidUrlClientError, httpx.UnsupportedProtocol),  # an InvalidURL
+        (aiohttp.ClientOSError, httpx.ReadError),
+        (asyncio.TimeoutError, httpx.ReadTimeout),
+        (ValueError, None),  # not aiohttp's: passes untouched
+    ],
+)
+def test_each_aiohttp_failure_maps_to_its_most_specific_httpx_exception(failure, expected):
+    assert httpx_exception(failure.__new__(failure)) is expected
+
+
+def test_the_aiohttp_mapping_does_not_depend_on_the_tables_order(monkeypatch):
+    failures = [cls.__new__(cls) for cls in _aiohttp_exceptions()]
+    as_written = [httpx_exception(failure) for failure in failures]
+    monkeypatch.setattr(
+        "bridge.transport.EXCEPTIONS", dict(reversed(list(transport.EXCEPTIONS.items())))
+    )
+    assert [httpx_exception(failure) for failure in failures] == as_written
+    assert len(failures) > 20 and None not in as_written  # every aiohttp failure is mapped
