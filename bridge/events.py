@@ -16,7 +16,7 @@ kinds of call, and its callers only ever see dicts:
 
 The error object is normalised here once (a string, or any other value, is its
 message), and httpx's transport exceptions become the bridge's here once
-(`TransportFailures`, for sending as well as for reading).
+(`transport_failure`, for sending as well as for reading).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ __all__ = [
     "EventStream",
     "TransportFailures",
     "error_object",
+    "transport_failure",
 ]
 
 DRAIN_AFTER_DONE_SECONDS = 0.25
@@ -97,14 +98,34 @@ READING_STREAM: FailureRules = {
 """While reading a stream's events: the read timeout is the idle timeout."""
 
 
-class TransportFailures:
-    """Turns the httpx transport exception raised inside into the bridge's, by one table.
+def transport_failure(
+    exc: httpx.TransportError,
+    rules: FailureRules,
+    config: BridgeConfig,
+    call: UpstreamCall | None = None,
+) -> BridgeError:
+    """The bridge's exception for an httpx transport failure, by one of the tables above.
 
     The most specific class the table names wins: the exception's MRO is walked
     up to the first class in `rules`, so a table's order never matters (as in
-    httpx's own ``map_httpcore_exceptions``). Anything else passes untouched.
-    A slotted class rather than a ``contextmanager`` generator: a stream keeps
-    one for its whole life.
+    httpx's own ``map_httpcore_exceptions``). Every table names
+    ``httpx.TransportError`` itself, so every failure finds a rule. `call`, when
+    given, is whose credentials to redact from the exception's text.
+    """
+    for cls in type(exc).__mro__:
+        rule = rules.get(cls)
+        if rule is not None:
+            error, template = rule
+            detail = str(exc) if call is None else redact(str(exc), call.secrets())
+            return error(template.format(kind=type(exc).__name__, detail=detail, config=config))
+    raise AssertionError(f"no rule for httpx.TransportError in {rules}")  # pragma: no cover
+
+
+class TransportFailures:
+    """Turns the httpx transport exception raised inside into the bridge's (`transport_failure`).
+
+    Anything else passes untouched. A slotted class rather than a
+    ``contextmanager`` generator, created per request, never kept by a stream.
     """
 
     __slots__ = ("_call", "_config", "_rules")
@@ -115,7 +136,6 @@ class TransportFailures:
         self._rules = rules
         self._config = config
         self._call = call
-        """Whose credentials to redact from the exception's text, if it is quoted."""
 
     def __enter__(self) -> None:
         return None
@@ -126,18 +146,8 @@ class TransportFailures:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if not isinstance(exc, httpx.TransportError):
-            return
-        rules = self._rules
-        for cls in type(exc).__mro__:
-            rule = rules.get(cls)
-            if rule is not None:
-                error, template = rule
-                detail = str(exc) if self._call is None else redact(str(exc), self._call.secrets())
-                message = template.format(
-                    kind=type(exc).__name__, detail=detail, config=self._config
-                )
-                raise error(message) from None
+        if isinstance(exc, httpx.TransportError):
+            raise transport_failure(exc, self._rules, self._config, self._call) from None
 
 
 class EventStream:
@@ -194,7 +204,9 @@ class EventStream:
         max_event = self._config.max_event_bytes
         loads = orjson.loads
         unfinished = 0  # bytes read since the last dispatched event: what the decoder holds
-        with TransportFailures(READING_STREAM, self._config):
+        # A bare ``except``, not `TransportFailures`: a ``with`` block would keep its
+        # manager and bound __exit__ (120 bytes) for the stream's whole life.
+        try:
             async for raw in raw_chunks:
                 sse_events = decoder.feed(raw)
                 if not sse_events:
@@ -226,6 +238,8 @@ class EventStream:
                     # An open stream mostly waits for its next read: keep nothing of the
                     # event the caller already holds (the service drops its copy too).
                     del event
+        except httpx.TransportError as exc:
+            raise transport_failure(exc, READING_STREAM, self._config) from None
         raise UpstreamProtocolError(
             "the upstream stream ended before [DONE]", reason="UPSTREAM_STREAM_TRUNCATED"
         )

@@ -7,7 +7,10 @@ details; the request id travels back in the initial metadata when a message
 is sent, and in the trailing metadata when the call fails first (so an early
 error stays a Trailers-Only response that a mesh can act on).
 
-The streaming loop is the hot path: per event it does one orjson parse, one
+A streamed request walks straight down and its answer comes back: handler ->
+`UpstreamClient` -> one `EventStream` (parsed events, every protocol rule,
+in-band errors raised) -> `mapping.decode` -> write. The streaming loop is the
+hot path: per event the stream does one orjson parse and this loop one
 plan-driven protobuf construction and one write, nothing more.
 """
 
@@ -93,36 +96,34 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             chunk_type = chat_pb2.ChatCompletionChunk
             sent = False
             record.upstream_at = time.perf_counter()
-            async with _deadline(call):
-                events = await self._upstream.stream_chat_completion(body, call)
-                async with events:
-                    try:
-                        async for event in events:
-                            chunk = decode(chunk_type, event)
-                            if not sent:
-                                record.first_chunk_at = time.perf_counter()
-                                await context.send_initial_metadata(
-                                    ((REQUEST_ID_KEY, rpc.request_id),)
-                                )
-                                sent = True
-                            if "usage" in event:
-                                record.answered(chunk)
-                            record.chunks += 1
-                            # Let the other streams whose events arrived in this loop turn
-                            # decode theirs first, so the writes leave back to back: grpc
-                            # core then sends them with fewer system calls (sendmsg per
-                            # write, and a wake-up of the loop per completion, were ~45% of
-                            # the bridge's CPU at 256 streams). Measured: +15-30% chunks/s
-                            # at 256 streams, neutral at 1.
-                            await asyncio.sleep(0)
-                            yield chunk
-                            # An open stream mostly waits here for its next event: keep
-                            # nothing of the last one meanwhile (~1 KiB per open stream).
-                            del event, chunk
-                    except UpstreamReportedError as reported:
-                        if sent:  # after chunks, the error is a chunk too; first, status only
-                            yield decode(chunk_type, reported.event)
-                        raise
+            async with (
+                _deadline(call),
+                await self._upstream.stream_chat_completion(body, call) as events,
+            ):
+                try:
+                    async for event in events:
+                        chunk = decode(chunk_type, event)
+                        if not sent:
+                            record.first_chunk_at = time.perf_counter()
+                            await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
+                            sent = True
+                        if "usage" in event:
+                            record.answered(chunk)
+                        record.chunks += 1
+                        # Let the other streams whose events arrived in this loop turn decode
+                        # theirs first, so the writes leave back to back: grpc core then sends
+                        # them with fewer system calls (sendmsg per write, and a wake-up of
+                        # the loop per completion, were ~45% of the bridge's CPU at 256
+                        # streams). Measured: +15-30% chunks/s at 256 streams, neutral at 1.
+                        await asyncio.sleep(0)
+                        yield chunk
+                        # An open stream mostly waits here for its next event: keep
+                        # nothing of the last one meanwhile (~1 KiB per open stream).
+                        del event, chunk
+                except UpstreamReportedError as reported:
+                    if sent:  # after chunks, the error is a chunk too; first, status only
+                        yield decode(chunk_type, reported.event)
+                    raise
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

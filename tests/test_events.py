@@ -28,7 +28,14 @@ from bridge.errors import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from bridge.events import READING_STREAM, SENDING, TransportFailures, error_object
+from bridge.events import (
+    READING_BODY,
+    READING_STREAM,
+    SENDING,
+    TransportFailures,
+    error_object,
+    transport_failure,
+)
 from bridge.upstream import UpstreamClient
 
 pytestmark = pytest.mark.timeout(30)
@@ -367,3 +374,13 @@ def test_other_exceptions_pass_untouched():
     failure = ValueError("ours")
     assert translated(failure, READING_STREAM) is failure
     assert translated(UpstreamTooLarge("big"), READING_STREAM).args == ("big",)
+
+
+@pytest.mark.parametrize("rules", [SENDING, READING_BODY, READING_STREAM])
+def test_every_table_has_a_rule_for_any_transport_failure(rules):
+    assert httpx.TransportError in rules
+
+    class Novel(httpx.TransportError):
+        """A transport failure no table names."""
+
+    assert isinstance(transport_failure(Novel("new"), rules, CONFIG), UpstreamUnavailable)
