@@ -17,17 +17,9 @@ import grpc
 import httpx
 import pytest
 
+from bridge import errors
 from bridge.calls import UpstreamCall
 from bridge.config import BridgeConfig
-from bridge.errors import (
-    ServiceKeyRejected,
-    UpstreamHTTPError,
-    UpstreamProtocolError,
-    UpstreamReportedError,
-    UpstreamTimeout,
-    UpstreamTooLarge,
-    UpstreamUnavailable,
-)
 from bridge.events import (
     READING_BODY,
     READING_STREAM,
@@ -143,7 +135,7 @@ def test_keepalive_comments_are_not_events():
 def test_a_stream_without_done_is_truncated_never_finished():
     events, error, body = stream([b'data: {"id": "a"}\n\n'])
     assert events == [{"id": "a"}]
-    assert isinstance(error, UpstreamProtocolError)
+    assert isinstance(error, errors.UpstreamProtocolError)
     assert error.reason == "UPSTREAM_STREAM_TRUNCATED"
     assert body.closed
 
@@ -152,7 +144,7 @@ def test_a_stream_without_done_is_truncated_never_finished():
 def test_an_event_that_is_not_a_json_object_is_malformed(data):
     events, error, body = stream([b'data: {"id": "a"}\n\n', b"data: " + data + b"\n\n"])
     assert events == [{"id": "a"}]
-    assert isinstance(error, UpstreamProtocolError)
+    assert isinstance(error, errors.UpstreamProtocolError)
     assert error.reason == "UPSTREAM_MALFORMED_EVENT"
     assert body.closed
 
@@ -162,7 +154,7 @@ def test_an_event_over_the_cap_is_refused_whole_or_unfinished():
     _, whole, _ = stream([big], max_event_bytes=1024)
     _, unfinished, body = stream([big[:700], big[700:1400]], max_event_bytes=1024)
     for error in (whole, unfinished):
-        assert isinstance(error, UpstreamTooLarge)
+        assert isinstance(error, errors.UpstreamTooLarge)
         assert error.reason == "UPSTREAM_EVENT_TOO_LARGE"
         assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert body.closed
@@ -175,7 +167,7 @@ def test_an_in_band_error_raises_itself_carrying_its_event():
     )
     events, error, body = stream([b'data: {"id": "a"}\n\n', b"data: " + failing + b"\n\n"])
     assert events == [{"id": "a"}]
-    assert isinstance(error, UpstreamReportedError)
+    assert isinstance(error, errors.UpstreamReportedError)
     assert error.code is grpc.StatusCode.UNAVAILABLE
     assert error.message == "Provider down"
     assert error.metadata["code"] == error.metadata["http_status"] == "502"
@@ -190,14 +182,14 @@ def test_a_string_error_is_its_own_message_and_a_null_error_is_none():
         [b'data: {"id": "a", "error": null}\n\n', b'data: {"error": "rate limited"}\n\n']
     )
     assert events == [{"id": "a", "error": None}]
-    assert isinstance(error, UpstreamReportedError)
+    assert isinstance(error, errors.UpstreamReportedError)
     assert error.message == "rate limited"
 
 
 def test_credentials_never_reach_an_in_band_error_message():
     data = b'data: {"error": {"message": "bad key ' + TOKEN.encode() + b'"}}\n\n'
     _, error, _ = stream([data])
-    assert isinstance(error, UpstreamReportedError)
+    assert isinstance(error, errors.UpstreamReportedError)
     assert TOKEN not in error.message
 
 
@@ -207,7 +199,7 @@ def test_an_error_status_becomes_an_http_error_with_its_details():
         [body], status=429, headers={"content-type": "application/json", "retry-after": "3"}
     )
     assert events == []
-    assert isinstance(error, UpstreamHTTPError)
+    assert isinstance(error, errors.UpstreamHTTPError)
     assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.message == "slow down"
     assert error.metadata["code"] == "rate_limit_exceeded"
@@ -220,19 +212,19 @@ def test_the_service_key_refused_is_the_operators_problem():
         authorization="Bearer k", request_id="r", using_service_key=True, timeout=10
     )
     _, error, _ = stream([b'{"error": "no"}'], status=401, headers=JSON, call=service)
-    assert isinstance(error, ServiceKeyRejected)
+    assert isinstance(error, errors.ServiceKeyRejected)
 
 
 def test_a_json_error_instead_of_events_is_reported():
     _, error, _ = stream([b'{"error": {"code": 404, "message": "no such model"}}'], headers=JSON)
-    assert isinstance(error, UpstreamReportedError)
+    assert isinstance(error, errors.UpstreamReportedError)
     assert error.code is grpc.StatusCode.NOT_FOUND
     assert error.message == "no such model"
 
 
 def test_anything_else_instead_of_events_is_not_an_event_stream():
     _, error, body = stream([b"<html>hi</html>"], headers={"content-type": "text/html"})
-    assert isinstance(error, UpstreamProtocolError)
+    assert isinstance(error, errors.UpstreamProtocolError)
     assert error.reason == "UPSTREAM_NOT_AN_EVENT_STREAM"
     assert body.closed
 
@@ -240,9 +232,9 @@ def test_anything_else_instead_of_events_is_not_an_event_stream():
 @pytest.mark.parametrize(
     ("failure", "expected", "words"),
     [
-        (httpx.ReadTimeout("quiet"), UpstreamTimeout, "silent for 7 s"),
-        (httpx.ReadError("reset"), UpstreamUnavailable, "broke mid-stream (ReadError)"),
-        (httpx.RemoteProtocolError("eof"), UpstreamUnavailable, "mid-stream"),
+        (httpx.ReadTimeout("quiet"), errors.UpstreamTimeout, "silent for 7 s"),
+        (httpx.ReadError("reset"), errors.UpstreamUnavailable, "broke mid-stream (ReadError)"),
+        (httpx.RemoteProtocolError("eof"), errors.UpstreamUnavailable, "mid-stream"),
     ],
 )
 def test_a_transport_failure_mid_stream_becomes_the_bridges(failure, expected, words):
@@ -280,7 +272,7 @@ def test_a_completion_is_its_json_object():
 
 def test_an_error_answer_without_choices_is_reported_with_the_answer():
     answer, _ = unary(b'{"error": {"code": "server_error", "message": "boom"}, "usage": {}}')
-    assert isinstance(answer, UpstreamReportedError)
+    assert isinstance(answer, errors.UpstreamReportedError)
     assert answer.code is grpc.StatusCode.INTERNAL
     assert answer.event["usage"] == {}
 
@@ -298,21 +290,21 @@ def test_a_model_list_has_no_in_band_errors():
 @pytest.mark.parametrize("content", [b"not json", b"[1]"])
 def test_a_body_that_is_not_a_json_object_is_malformed(content):
     answer, body = unary(content)
-    assert isinstance(answer, UpstreamProtocolError)
+    assert isinstance(answer, errors.UpstreamProtocolError)
     assert answer.reason == "UPSTREAM_MALFORMED_BODY"
     assert body.closed
 
 
 def test_a_body_over_the_cap_is_too_large():
     answer, body = unary(b'{"pad": "' + b"x" * 2000 + b'"}', max_response_bytes=1024)
-    assert isinstance(answer, UpstreamTooLarge)
+    assert isinstance(answer, errors.UpstreamTooLarge)
     assert answer.reason == "UPSTREAM_RESPONSE_TOO_LARGE"
     assert body.closed
 
 
 def test_an_error_status_of_a_whole_body_keeps_the_upstreams_words():
     answer, body = unary(b"<b>Bad gateway</b>", status=502)
-    assert isinstance(answer, UpstreamHTTPError)
+    assert isinstance(answer, errors.UpstreamHTTPError)
     assert answer.code is grpc.StatusCode.UNAVAILABLE
     assert answer.message == "<b>Bad gateway</b>"
     assert body.closed
@@ -349,11 +341,11 @@ def translated(failure: Exception, rules: Any, call: UpstreamCall | None = None)
 @pytest.mark.parametrize(
     ("failure", "expected", "message"),
     [
-        (httpx.ConnectTimeout("slow"), UpstreamUnavailable, "within 2.5 s"),
-        (httpx.PoolTimeout("busy"), UpstreamTimeout, "did not answer in time"),
-        (httpx.ReadTimeout("quiet"), UpstreamTimeout, "did not answer in time"),
-        (httpx.ConnectError("refused"), UpstreamUnavailable, "(ConnectError: refused)"),
-        (httpx.WriteError("pipe"), UpstreamUnavailable, "(WriteError: pipe)"),
+        (httpx.ConnectTimeout("slow"), errors.UpstreamUnavailable, "within 2.5 s"),
+        (httpx.PoolTimeout("busy"), errors.UpstreamTimeout, "did not answer in time"),
+        (httpx.ReadTimeout("quiet"), errors.UpstreamTimeout, "did not answer in time"),
+        (httpx.ConnectError("refused"), errors.UpstreamUnavailable, "(ConnectError: refused)"),
+        (httpx.WriteError("pipe"), errors.UpstreamUnavailable, "(WriteError: pipe)"),
     ],
 )
 @pytest.mark.parametrize("order", ["as written", "reversed"])
@@ -373,7 +365,7 @@ def test_a_quoted_transport_error_is_redacted():
 def test_other_exceptions_pass_untouched():
     failure = ValueError("ours")
     assert translated(failure, READING_STREAM) is failure
-    assert translated(UpstreamTooLarge("big"), READING_STREAM).args == ("big",)
+    assert translated(errors.UpstreamTooLarge("big"), READING_STREAM).args == ("big",)
 
 
 @pytest.mark.parametrize("rules", [SENDING, READING_BODY, READING_STREAM])
@@ -383,4 +375,4 @@ def test_every_table_has_a_rule_for_any_transport_failure(rules):
     class Novel(httpx.TransportError):
         """A transport failure no table names."""
 
-    assert isinstance(transport_failure(Novel("new"), rules, CONFIG), UpstreamUnavailable)
+    assert isinstance(transport_failure(Novel("new"), rules, CONFIG), errors.UpstreamUnavailable)
