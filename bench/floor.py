@@ -40,9 +40,9 @@ import orjson
 
 from bench.load import bridge_request
 from bridge import loop, mapping
+from bridge.calls import REQUEST_ID_KEY, UpstreamCall
 from bridge.config import BridgeConfig, ConfigError, add_serve_arguments, config_from_args
 from bridge.server import grpc_server
-from bridge.calls import REQUEST_ID_KEY, UpstreamCall
 from bridge.service import request_body
 from bridge.upstream import UpstreamClient
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
