@@ -8,13 +8,14 @@ relaying (measured in BENCHMARKS.md: the relay ran 2x slower at 16 streams,
 and worse with more connections). aiohttp parses HTTP/1.1 in C (llhttp) and
 its connector hands out and takes back connections in constant time.
 
-Why keep httpx on top: `bridge.upstream` speaks httpx (requests, responses,
-exceptions) and tests or embedders can still inject any httpx transport. This
-module is the only place that knows aiohttp's client; it translates aiohttp's
-exceptions into httpx's, keeping the distinctions the bridge's status mapping
-relies on: failing to connect (`ConnectError`/`ConnectTimeout`), silence while
-reading (`ReadTimeout`), and a connection lost mid-body (`ReadError`,
-`RemoteProtocolError`).
+Why keep httpx on top: `bridge.upstream` and `bridge.events` speak httpx
+(requests, responses, exceptions) and tests or embedders can still inject any
+httpx transport. This module is the only place that knows aiohttp's client; it
+translates aiohttp's exceptions into httpx's by one table (`EXCEPTIONS`, most
+specific class first whatever its order), keeping the distinctions the
+bridge's status mapping relies on: failing to connect
+(`ConnectError`/`ConnectTimeout`), silence while reading (`ReadTimeout`), and a
+connection lost mid-body (`ReadError`, `RemoteProtocolError`).
 
 A response body that was not read to its end is closed, not released: the
 connection is dropped, so the upstream stops generating (and billing) at once.

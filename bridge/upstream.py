@@ -3,7 +3,9 @@
 This module builds the requests and sends them (retrying only connections that
 never opened); the answers it hands back are judged by `bridge.events`, which
 reads streams as raw bytes through our own SSE decoder (httpx's line iterator
-decodes to str and splits lines in Python, several times slower). It knows
+decodes to str and splits lines in Python, several times slower). Every
+response goes straight into an `EventStream`, which closes it on every path, so
+a cancelled caller never leaves an upstream generation running. It knows
 nothing of gRPC: what an RPC asks for arrives as a finished `UpstreamCall`.
 """
 
