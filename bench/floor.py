@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -41,10 +40,11 @@ import orjson
 
 from bench.load import bridge_request
 from bridge import loop, mapping
+from bridge.calls import REQUEST_ID_KEY, UpstreamCall
 from bridge.config import BridgeConfig, ConfigError, add_serve_arguments, config_from_args
 from bridge.server import grpc_server
-from bridge.service import REQUEST_ID_KEY, request_body
-from bridge.upstream import UpstreamCall, UpstreamClient
+from bridge.service import request_body
+from bridge.upstream import UpstreamClient
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 FETCH_AUTHORIZATION = "Bearer floor-fetch"
@@ -104,11 +104,9 @@ class FloorService(chat_pb2_grpc.ChatServiceServicer):
     ) -> tuple[chat_pb2.ChatCompletionChunk, ...]:
         body = orjson.dumps(request_body(request, stream=True))
         chunks = []
-        async with contextlib.aclosing(self._upstream.stream_chat_completion(body, call)) as events:
-            async for data in events:
-                event = orjson.loads(data)
-                if "error" in event:  # a failing answer is no floor for a relayed one
-                    raise RuntimeError(f"the upstream answered with an error: {event['error']}")
+        # A failing answer is no floor for a relayed one: an in-band error raises here.
+        async with await self._upstream.stream_chat_completion(body, call) as events:
+            async for event in events:
                 chunks.append(mapping.decode(chat_pb2.ChatCompletionChunk, event))
         return tuple(chunks)
 

@@ -9,12 +9,15 @@ The modules, each owning one thing:
 * ``mapping``    JSON <-> protobuf (pure)
 * ``validation`` request checks before any upstream call (pure)
 * ``upstream``   httpx requests over one pooled transport towards the API
+* ``events``     the upstream's answers as parsed events: every protocol rule, in-band errors
 * ``transport``  the httpx transport under it: aiohttp's connector and C parser
 * ``loop``       which event loop runs the process (uvloop by default)
 * ``otel``       optional OpenTelemetry server spans and upstream context
 * ``propagation`` which caller metadata (trace headers) goes upstream
+* ``calls``      what an RPC asks of the upstream: credentials, time budget, request id
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle
+* ``admission``  how many calls run at once, and the drain at shutdown
 * ``workers``    ``--workers N``: N processes on one port (SO_REUSEPORT)
 * ``connections`` gRPC keepalive, connection age and size options
 * ``tls``        TLS/mTLS credentials of the listener; the upstream's CA bundle

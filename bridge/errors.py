@@ -26,6 +26,7 @@ import email.utils
 import math
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -122,6 +123,12 @@ def numeric_error_code(code: object) -> int | None:
     if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():
         return int(code.strip())
     return None
+
+
+def error_code_text(code: object) -> str:
+    """An upstream error code as ErrorInfo reports it: a number in one spelling (429.0 is "429")."""
+    numeric = numeric_error_code(code)
+    return str(code) if numeric is None else str(numeric)
 
 
 def grpc_code_for_error_code(code: object) -> grpc.StatusCode:
@@ -221,13 +228,13 @@ class UpstreamHTTPError(UpstreamError):
         http_status: int,
         message: str,
         *,
-        upstream_code: str | None = None,
+        upstream_code: object = None,
         retry_after: float | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         meta = {"http_status": str(http_status), **(metadata or {})}
         if upstream_code is not None:
-            meta["code"] = upstream_code
+            meta["code"] = error_code_text(upstream_code)
         super().__init__(message, metadata=meta)
         self.http_status = http_status
         self.code = grpc_code_for_http_status(http_status)
@@ -238,7 +245,11 @@ class UpstreamHTTPError(UpstreamError):
 
 
 class UpstreamReportedError(UpstreamError):
-    """The upstream reported an error object inside a 200 answer (for example mid-stream)."""
+    """The upstream reported an error object inside a 200 answer (for example mid-stream).
+
+    `event` is the parsed event (or unary answer) that carried the error: a stream
+    that has already relayed chunks relays this one too before it ends with the status.
+    """
 
     reason = "UPSTREAM_REPORTED_ERROR"
 
@@ -248,15 +259,17 @@ class UpstreamReportedError(UpstreamError):
         message: str,
         *,
         metadata: Mapping[str, str] | None = None,
+        event: Mapping[str, Any] | None = None,
     ) -> None:
         meta = dict(metadata or {})
         if upstream_code is not None:
+            meta["code"] = error_code_text(upstream_code)
             numeric = numeric_error_code(upstream_code)
-            meta["code"] = str(upstream_code) if numeric is None else str(numeric)
             if numeric is not None:
                 meta["http_status"] = str(numeric)
         super().__init__(message, metadata=meta)
         self.code = grpc_code_for_error_code(upstream_code)
+        self.event: Mapping[str, Any] = {} if event is None else event
 
 
 class UpstreamUnavailable(UpstreamError):

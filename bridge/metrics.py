@@ -2,8 +2,8 @@
 
 Each bridge owns its registry (no process-wide globals, so tests can run
 several bridges in one process). Metrics are written once per RPC, by
-`Metrics.started` and `Metrics.finished`, never per chunk: the streaming loop
-counts in a local variable and the totals are published when the call ends.
+`Metrics.started` and `Metrics.finished`, never per chunk: the streaming loop counts
+chunks in its RPC's record and the totals are published when the call ends.
 
 With several worker processes, prometheus_client's multiprocess mode is used:
 each worker writes its values to files in the directory named by
@@ -33,6 +33,8 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from myrouter.chat.v1 import chat_pb2
+
 log = logging.getLogger("bridge.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -43,37 +45,22 @@ FIRST_CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
 
-# usage member -> kind; both spellings the API uses (MyRouter's and OpenAI's)
-_USAGE_FIELDS: Mapping[str, str] = {
-    "input_tokens": "input",
-    "prompt_tokens": "input",
-    "output_tokens": "output",
-    "completion_tokens": "output",
-    "cache_read_tokens": "cache_read",
-    "cache_write_tokens": "cache_write",
-    "reasoning_tokens": "reasoning",
-}
-_USAGE_DETAILS: Mapping[tuple[str, str], str] = {
-    ("prompt_tokens_details", "cached_tokens"): "cache_read",
-    ("prompt_tokens_details", "cache_write_tokens"): "cache_write",
-    ("completion_tokens_details", "reasoning_tokens"): "reasoning",
-}
 
+def token_counts(usage: chat_pb2.Usage) -> dict[str, int]:
+    """Tokens by kind, zero kinds left out, from the decoded Usage the caller received.
 
-def token_counts(usage: Mapping[str, Any]) -> dict[str, int]:
-    """Tokens by kind from an API `usage` object, in either spelling; zero kinds left out."""
-    counts: dict[str, int] = {}
-    for field, kind in _USAGE_FIELDS.items():
-        value = usage.get(field)
-        if type(value) is int and value > 0 and kind not in counts:
-            counts[kind] = value
-    for (outer, inner), kind in _USAGE_DETAILS.items():
-        details = usage.get(outer)
-        if kind not in counts and type(details) is dict:
-            value = details.get(inner)
-            if type(value) is int and value > 0:
-                counts[kind] = value
-    return counts
+    Read from the message, never from the API's JSON: which spelling of a count
+    wins is `bridge.mapping`'s rule alone, so a metric always says what the
+    caller was told.
+    """
+    counts = {
+        "input": usage.input_tokens,
+        "output": usage.output_tokens,
+        "cache_read": usage.cache_read_tokens,
+        "cache_write": usage.cache_write_tokens,
+        "reasoning": usage.reasoning_tokens,
+    }
+    return {kind: count for kind, count in counts.items() if count > 0}
 
 
 class Metrics:

@@ -1,10 +1,12 @@
 """What the bridge records about each RPC: one metrics update and one log line.
 
-The service fills an `RpcRecord` while it works (plain attribute writes, the
-chunk count kept in a local variable and stored once) and hands it to
+The service fills an `RpcRecord` while it works (plain attribute writes: a
+stream adds one to `chunks` per chunk it relays) and hands it to
 `Observer.finish` when the call ends, whatever way it ends. That is the only
 place metrics and the per-RPC log line are produced, so the hot path stays a
-few attribute writes per call.
+few attribute writes per call. Token counts are taken from the decoded message
+the caller receives (`RpcRecord.answered`), so a metric can never count other
+tokens than the caller was told of.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import time
 from typing import Any
 
 import grpc
+
+from myrouter.chat.v1 import chat_pb2
 
 from .errors import BridgeError, UpstreamError
 from .metrics import Metrics, token_counts
@@ -25,6 +29,7 @@ class RpcRecord:
     """One RPC as it happens; times are `time.perf_counter` readings."""
 
     __slots__ = (
+        "answering_model",
         "cancelled",
         "chunks",
         "error",
@@ -33,8 +38,8 @@ class RpcRecord:
         "model",
         "request_id",
         "started_at",
+        "tokens",
         "upstream_at",
-        "usage",
     )
 
     def __init__(self, method: str, request_id: str, model: str) -> None:
@@ -45,9 +50,19 @@ class RpcRecord:
         self.upstream_at: float | None = None
         self.first_chunk_at: float | None = None
         self.chunks = 0
-        self.usage: dict[str, Any] | None = None
+        self.tokens: dict[str, int] | None = None
+        self.answering_model = ""
         self.error: BaseException | None = None
         self.cancelled = False
+
+    def answered(self, message: chat_pb2.ChatCompletion | chat_pb2.ChatCompletionChunk) -> None:
+        """Take the token counts, and the model that answered, from a message with usage.
+
+        Counts, not the Usage message itself: that would keep its whole chunk
+        alive for the rest of the stream.
+        """
+        self.tokens = token_counts(message.usage)
+        self.answering_model = message.model
 
 
 class Observer:
@@ -67,9 +82,7 @@ class Observer:
         duration = now - record.started_at
         upstream = None if record.upstream_at is None else now - record.upstream_at
         first = None if record.first_chunk_at is None else record.first_chunk_at - record.started_at
-        usage = record.usage or {}
-        tokens = token_counts(usage) if usage else {}
-        model = usage.get("model") or record.model
+        tokens = record.tokens or {}
         metrics = self.metrics
         metrics.finished(
             record.method,
@@ -79,7 +92,7 @@ class Observer:
             first_chunk=first,
             chunks=record.chunks,
             tokens=tokens,
-            model=model if isinstance(model, str) else record.model,
+            model=record.answering_model or record.model,
         )
         error = record.error
         if isinstance(error, UpstreamError):

@@ -1,8 +1,9 @@
 """The bridge process's lifecycle: build the grpc.aio server, serve, shut down cleanly.
 
-One `BridgeServer` owns one grpc.aio server and the one pooled upstream client
-its service uses; both are created in `start` and released in `stop`, so a
-process (or a test) can run several bridges side by side.
+One `BridgeServer` owns one grpc.aio server, the one pooled upstream client
+its service uses, and the `Admission` that lets calls in and drains them at
+shutdown; all are created in `start` and released in `stop`, so a process (or
+a test) can run several bridges side by side.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from . import otel
+from .admission import Admission
 from .config import BridgeConfig
 from .connections import server_options
 from .health import HEALTH_SERVICE_NAME, Health
@@ -42,7 +44,7 @@ EXIT_FORCED = 1
 
 
 class BridgeServer:
-    """A running bridge: the gRPC listener plus its upstream client."""
+    """A running bridge: the gRPC listener, its upstream client and its admission."""
 
     def __init__(
         self,
@@ -60,7 +62,7 @@ class BridgeServer:
         """Serve config.metrics_listen; False in a worker, whose supervisor serves the sum."""
         self._server: grpc.aio.Server | None = None
         self._upstream: UpstreamClient | None = None
-        self._service: ChatService | None = None
+        self._admission: Admission | None = None
         self.health = Health([CHAT_SERVICE_NAME])
         self.metrics = Metrics()
         self._metrics_server: MetricsServer | None = None
@@ -70,8 +72,11 @@ class BridgeServer:
         """Bind and start serving; return the bound port (useful with port 0)."""
         self._upstream = UpstreamClient(self.config, transport=self._transport)
         server = grpc_server(self.config, reuse_port=self._reuse_port)
-        self._service = ChatService(self.config, self._upstream, Observer(self.metrics))
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(self._service, server)
+        self._admission = Admission(
+            max_calls=self.config.max_concurrent_rpcs, shutdown_grace=self.config.shutdown_grace
+        )
+        service = ChatService(self.config, self._upstream, self._admission, Observer(self.metrics))
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
         self.health.add_to_server(server)
         if self.config.reflection:
             reflection.enable_server_reflection(
@@ -112,18 +117,18 @@ class BridgeServer:
             if self.config.shutdown_delay > 0:
                 await asyncio.sleep(self.config.shutdown_delay)
         self.health.close()
-        service, server = self._service, self._server
-        if service is not None:
-            service.start_draining()
+        admission, server = self._admission, self._server
+        if admission is not None:
+            admission.start_draining()
         if server is not None:
             # grpc.aio stops accepting at once; its own grace is a backstop past ours.
             stopping = asyncio.create_task(server.stop(grace + ABORT_SECONDS))
-            if service is not None and not await service.wait_idle(grace):
-                aborted = service.abort_all()
+            if admission is not None and not await admission.wait_idle(grace):
+                aborted = admission.abort_all()
                 log.warning(
                     "shutdown: grace period of %g s over; aborting %d call(s)", grace, aborted
                 )
-                await service.wait_idle(ABORT_SECONDS)
+                await admission.wait_idle(ABORT_SECONDS)
             await stopping
             self._server = None
         if self._upstream is not None:

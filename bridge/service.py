@@ -7,17 +7,18 @@ details; the request id travels back in the initial metadata when a message
 is sent, and in the trailing metadata when the call fails first (so an early
 error stays a Trailers-Only response that a mesh can act on).
 
-The streaming loop is the hot path: per event it does one orjson parse, one
+A streamed request walks straight down and its answer comes back: handler ->
+`UpstreamClient` -> one `EventStream` (parsed events, every protocol rule,
+in-band errors raised) -> `mapping.decode` -> write. The streaming loop is the
+hot path: per event the stream does one orjson parse and this loop one
 plan-driven protobuf construction and one write, nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, NoReturn
@@ -27,123 +28,68 @@ import orjson
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
-from . import mapping, otel
+from . import mapping
+from .admission import Admission
+from .calls import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
 from .config import BridgeConfig
-from .errors import (
-    BridgeError,
-    BridgeOverloaded,
-    InvalidRequest,
-    MissingCredentials,
-    ShuttingDown,
-    UpstreamProtocolError,
-    UpstreamTimeout,
-    to_status,
-)
+from .errors import BridgeError, UpstreamReportedError, UpstreamTimeout, to_status
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
-from .propagation import propagated_headers, propagated_keys
-from .upstream import UpstreamCall, UpstreamClient, reported_error
+from .upstream import UpstreamClient
 from .validation import validate_chat_request
-
-REQUEST_ID_KEY = "x-request-id"
-MAX_REQUEST_ID_LENGTH = 256
 
 log = logging.getLogger("bridge.service")
 
 
 class ChatService(chat_pb2_grpc.ChatServiceServicer):
-    """myrouter.chat.v1.ChatService over an injected upstream client."""
+    """myrouter.chat.v1.ChatService over an injected upstream client.
+
+    What runs at all is the server's `Admission`; what an upstream request
+    carries is the `CallPolicy`; whether an answer is valid is the upstream's
+    event stream. What is left here is what each RPC means.
+    """
 
     def __init__(
-        self, config: BridgeConfig, upstream: UpstreamClient, observer: Observer | None = None
+        self,
+        config: BridgeConfig,
+        upstream: UpstreamClient,
+        admission: Admission,
+        observer: Observer | None = None,
     ) -> None:
         self._config = config
         self._upstream = upstream
+        self._admission = admission
         self._observer = observer if observer is not None else Observer(Metrics())
-        self._propagated_keys = propagated_keys(config.propagate_headers)
-        self._tracing = otel.enabled(config.opentelemetry)
-        self._active: set[asyncio.Task[Any]] = set()
-        """The handler task of every RPC in progress (admission and shutdown use it)."""
-        self._draining = False
-        self._aborting = False
+        self._calls = CallPolicy(config)
 
-    # -- admission and shutdown (per RPC, never per chunk)
-
-    @property
-    def active_calls(self) -> int:
-        return len(self._active)
-
-    def _admit(self) -> asyncio.Task[Any]:
-        """Register this RPC, or refuse it at once: over the cap, or while shutting down."""
-        if self._draining:
-            raise ShuttingDown("the bridge is shutting down; retry on another instance")
-        if len(self._active) >= self._config.max_concurrent_rpcs:
-            raise BridgeOverloaded(
-                f"the bridge already serves {self._config.max_concurrent_rpcs} calls "
-                "(max_concurrent_rpcs); retry later or on another instance"
-            )
-        task = asyncio.current_task()
-        assert task is not None
-        self._active.add(task)
-        return task
-
-    def _shutdown_abort(self, task: asyncio.Task[Any] | None) -> ShuttingDown | None:
-        """The error for an RPC cancelled by `abort_all`; None for any other cancellation."""
-        if not self._aborting or task is None:
-            return None
-        task.uncancel()
-        return ShuttingDown(
-            f"the bridge shut down before the call finished (grace period "
-            f"{self._config.shutdown_grace:g} s); retry on another instance"
-        )
-
-    def start_draining(self) -> None:
-        """Refuse new RPCs from now on (the listener closes too; this covers the gap)."""
-        self._draining = True
-
-    async def wait_idle(self, seconds: float) -> bool:
-        """Wait until no RPC is in progress, up to `seconds`; True if none is left."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while self._active and loop.time() < deadline:
-            await asyncio.wait(set(self._active), timeout=deadline - loop.time())
-        return not self._active
-
-    def abort_all(self) -> int:
-        """Cancel every RPC in progress; each ends with UNAVAILABLE and closes its upstream."""
-        self._draining = self._aborting = True
-        for task in self._active:
-            task.cancel()
-        return len(self._active)
-
-    # -- the RPCs
+    def _scope(self, context: grpc.aio.ServicerContext, method: str, model: str) -> _RpcScope:
+        return _RpcScope(self._admission, self._observer, context, method, model)
 
     async def CreateChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
-        async with _RpcScope(self, context, "CreateChatCompletion", request.model) as rpc:
-            call = self._upstream_call(context, rpc.request_id)
+        async with self._scope(context, "CreateChatCompletion", request.model) as rpc:
+            call = self._calls.call_for(context, rpc.request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
             body = orjson.dumps(request_body(request, stream=False))
             rpc.record.upstream_at = time.perf_counter()
-            async with _deadline(call):
-                answer = await self._upstream.create_chat_completion(body, call)
-            rpc.record.usage = _usage_of(answer)
-            error = answer.get("error")
-            if error is not None and not answer.get("choices"):
-                raise reported_error(
-                    error if type(error) is dict else {"message": str(error)}, call
-                )
+            try:
+                async with _deadline(call):
+                    answer = await self._upstream.create_chat_completion(body, call)
+            except UpstreamReportedError as reported:  # an error answer may still bill tokens
+                rpc.record.answered(mapping.decode(chat_pb2.ChatCompletion, reported.event))
+                raise
             completion = mapping.decode(chat_pb2.ChatCompletion, answer)
+            rpc.record.answered(completion)
             await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
             return completion
 
     async def StreamChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        async with _RpcScope(self, context, "StreamChatCompletion", request.model) as rpc:
+        async with self._scope(context, "StreamChatCompletion", request.model) as rpc:
             record = rpc.record
-            call = self._upstream_call(context, rpc.request_id)
+            call = self._calls.call_for(context, rpc.request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
             body = _compact(orjson.dumps(request_body(request, stream=True)))
             decode = mapping.decode
@@ -152,82 +98,44 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             record.upstream_at = time.perf_counter()
             async with (
                 _deadline(call),
-                contextlib.aclosing(self._upstream.stream_chat_completion(body, call)) as events,
+                await self._upstream.stream_chat_completion(body, call) as events,
             ):
-                async for data in events:
-                    event = _parse_event(data)
-                    chunk = decode(chunk_type, event)
-                    error = event.get("error")
-                    if error is not None:
-                        if sent:  # after chunks, the error is a chunk too; first, status only
-                            yield chunk
-                        raise reported_error(
-                            error if type(error) is dict else {"message": str(error)}, call
-                        )
-                    if not sent:
-                        record.first_chunk_at = time.perf_counter()
-                        await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
-                        sent = True
-                    if "usage" in event:
-                        record.usage = _usage_of(event)
-                    record.chunks += 1
-                    # Let the other streams whose events arrived in this loop turn decode
-                    # theirs first, so the writes leave back to back: grpc core then sends
-                    # them with fewer system calls (sendmsg per write, and a wake-up of
-                    # the loop per completion, were ~45% of the bridge's CPU at 256
-                    # streams). Measured: +15-30% chunks/s at 256 streams, neutral at 1.
-                    await asyncio.sleep(0)
-                    yield chunk
-                    # An open stream mostly waits here for its next event: keep
-                    # nothing of the last one meanwhile (~1 KiB per open stream).
-                    del data, event, chunk
+                try:
+                    async for event in events:
+                        chunk = decode(chunk_type, event)
+                        if not sent:
+                            record.first_chunk_at = time.perf_counter()
+                            await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
+                            sent = True
+                        if "usage" in event:
+                            record.answered(chunk)
+                        record.chunks += 1
+                        # Let the other streams whose events arrived in this loop turn decode
+                        # theirs first, so the writes leave back to back: grpc core then sends
+                        # them with fewer system calls (sendmsg per write, and a wake-up of
+                        # the loop per completion, were ~45% of the bridge's CPU at 256
+                        # streams). Measured: +15-30% chunks/s at 256 streams, neutral at 1.
+                        await asyncio.sleep(0)
+                        yield chunk
+                        # An open stream mostly waits here for its next event: keep
+                        # nothing of the last one meanwhile (~1 KiB per open stream).
+                        del event, chunk
+                except UpstreamReportedError as reported:
+                    if sent:  # after chunks, the error is a chunk too; first, status only
+                        yield decode(chunk_type, reported.event)
+                    raise
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListModelsResponse:
-        async with _RpcScope(self, context, "ListModels", "") as rpc:
-            call = self._upstream_call(context, rpc.request_id)
+        async with self._scope(context, "ListModels", "") as rpc:
+            call = self._calls.call_for(context, rpc.request_id)
             rpc.record.upstream_at = time.perf_counter()
             async with _deadline(call):
                 answer = await self._upstream.list_models(call)
             models = mapping.decode(chat_pb2.ListModelsResponse, answer)
             await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
             return models
-
-    def _forwarded_headers(self, context: grpc.aio.ServicerContext) -> dict[str, str]:
-        """The caller's trace headers; with tracing on, our own span's context replaces them."""
-        headers = propagated_headers(context.invocation_metadata(), self._propagated_keys)
-        return otel.inject_current_context(headers) if self._tracing else headers
-
-    def _upstream_call(self, context: grpc.aio.ServicerContext, request_id: str) -> UpstreamCall:
-        """Credentials and time budget of this RPC's upstream request."""
-        _check_request_id(context)
-        authorization = _metadata_value(context, "authorization")
-        using_service_key = False
-        if authorization:
-            authorization = authorization.strip()
-            if " " not in authorization:
-                authorization = f"Bearer {authorization}"
-        elif self._config.api_key is not None:
-            authorization = f"Bearer {self._config.api_key.value}"
-            using_service_key = True
-        else:
-            raise MissingCredentials(
-                "no authorization metadata was sent and the bridge has no service key configured"
-            )
-        timeout = self._config.request_timeout
-        remaining = context.time_remaining()
-        if remaining is not None:
-            timeout = min(timeout, remaining - self._config.deadline_margin)
-        if timeout <= 0:
-            raise UpstreamTimeout("the call's deadline leaves no time for the upstream request")
-        return UpstreamCall(
-            authorization=authorization,
-            request_id=request_id,
-            using_service_key=using_service_key,
-            timeout=timeout,
-            extra_headers=self._forwarded_headers(context),
-        )
 
 
 class _RpcScope:
@@ -239,21 +147,27 @@ class _RpcScope:
     stream keeps it for its whole life.
     """
 
-    __slots__ = ("_context", "_method", "_service", "_task", "record", "request_id")
+    __slots__ = ("_admission", "_context", "_method", "_observer", "_task", "record", "request_id")
 
     def __init__(
-        self, service: ChatService, context: grpc.aio.ServicerContext, method: str, model: str
+        self,
+        admission: Admission,
+        observer: Observer,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        model: str,
     ) -> None:
-        self._service = service
+        self._admission = admission
+        self._observer = observer
         self._context = context
         self._method = method
         self._task: asyncio.Task[Any] | None = None
-        self.request_id = _request_id(context)
-        self.record: RpcRecord = service._observer.start(method, self.request_id, model)
+        self.request_id = request_id(context)
+        self.record: RpcRecord = observer.start(method, self.request_id, model)
 
     async def __aenter__(self) -> _RpcScope:
         try:
-            self._task = self._service._admit()
+            self._task = self._admission.admit()
         except BridgeError as refused:  # over the cap or draining: answered like any failure
             await self.__aexit__(type(refused), refused, refused.__traceback__)
         return self
@@ -271,7 +185,7 @@ class _RpcScope:
             if exc is None:
                 return
             if isinstance(exc, asyncio.CancelledError):
-                shutdown = self._service._shutdown_abort(self._task)
+                shutdown = self._admission.shutdown_abort(self._task)
                 if shutdown is None:
                     record.cancelled = True
                     return
@@ -283,17 +197,8 @@ class _RpcScope:
             await _abort(self._context, exc, self.request_id, self._method)
         finally:
             if self._task is not None:
-                self._service._active.discard(self._task)
-            self._service._observer.finish(record, _final_code(self._context, record))
-
-
-def _usage_of(answer: dict[str, Any]) -> dict[str, Any] | None:
-    """The answer's usage object, with the answering model, for the token metrics."""
-    usage = answer.get("usage")
-    if type(usage) is not dict:
-        return None
-    model = answer.get("model")
-    return {**usage, "model": model} if isinstance(model, str) and model else usage
+                self._admission.release(self._task)
+            self._observer.finish(record, _final_code(self._context, record))
 
 
 def _final_code(context: grpc.aio.ServicerContext, record: RpcRecord) -> grpc.StatusCode | None:
@@ -316,19 +221,6 @@ def _compact(data: bytes) -> bytes:
     request body for its whole life (measured: 4 KiB of the bridge's memory per open stream).
     """
     return memoryview(data).tobytes()
-
-
-def _parse_event(data: bytes) -> dict[str, Any]:
-    try:
-        event = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        event = None
-    if type(event) is not dict:
-        raise UpstreamProtocolError(
-            "the upstream sent a stream event that is not a JSON object",
-            reason="UPSTREAM_MALFORMED_EVENT",
-        )
-    return event
 
 
 class _deadline:  # noqa: N801 - used like the function it replaced
@@ -360,34 +252,6 @@ class _deadline:  # noqa: N801 - used like the function it replaced
                 "the upstream did not finish within the call's time budget "
                 f"({self._call.timeout:.3g} s)"
             ) from None
-
-
-def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
-    for item in context.invocation_metadata() or ():
-        if item[0] == key:
-            value = item[1]
-            return value if isinstance(value, str) else None
-    return None
-
-
-def _request_id(context: grpc.aio.ServicerContext) -> str:
-    """The caller's x-request-id if usable, else a fresh one (see _check_request_id)."""
-    value = _metadata_value(context, REQUEST_ID_KEY)
-    if value is not None and _usable_request_id(value):
-        return value
-    return uuid.uuid4().hex
-
-
-def _usable_request_id(value: str) -> bool:
-    return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable()
-
-
-def _check_request_id(context: grpc.aio.ServicerContext) -> None:
-    value = _metadata_value(context, REQUEST_ID_KEY)
-    if value is not None and not _usable_request_id(value):
-        raise InvalidRequest(
-            [(REQUEST_ID_KEY, f"must be 1 to {MAX_REQUEST_ID_LENGTH} printable ASCII characters")]
-        )
 
 
 async def _abort(

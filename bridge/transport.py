@@ -8,13 +8,14 @@ relaying (measured in BENCHMARKS.md: the relay ran 2x slower at 16 streams,
 and worse with more connections). aiohttp parses HTTP/1.1 in C (llhttp) and
 its connector hands out and takes back connections in constant time.
 
-Why keep httpx on top: `bridge.upstream` speaks httpx (requests, responses,
-exceptions) and tests or embedders can still inject any httpx transport. This
-module is the only place that knows aiohttp's client; it translates aiohttp's
-exceptions into httpx's, keeping the distinctions the bridge's status mapping
-relies on: failing to connect (`ConnectError`/`ConnectTimeout`), silence while
-reading (`ReadTimeout`), and a connection lost mid-body (`ReadError`,
-`RemoteProtocolError`).
+Why keep httpx on top: `bridge.upstream` and `bridge.events` speak httpx
+(requests, responses, exceptions) and tests or embedders can still inject any
+httpx transport. This module is the only place that knows aiohttp's client; it
+translates aiohttp's exceptions into httpx's by one table (`EXCEPTIONS`, most
+specific class first whatever its order), keeping the distinctions the
+bridge's status mapping relies on: failing to connect
+(`ConnectError`/`ConnectTimeout`), silence while reading (`ReadTimeout`), and a
+connection lost mid-body (`ReadError`, `RemoteProtocolError`).
 
 A response body that was not read to its end is closed, not released: the
 connection is dropped, so the upstream stops generating (and billing) at once.
@@ -25,29 +26,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import aiohttp
 import httpx
 
-__all__ = ["RAW_READS", "AiohttpTransport", "raw_reads"]
+__all__ = ["EXCEPTIONS", "RAW_READS", "AiohttpTransport", "httpx_exception", "raw_reads"]
 
 RAW_READS = "bridge.raw_reads"
 """Response extension: the body's reads, straight from aiohttp (see `raw_reads`)."""
 
-# Most specific first: the first match wins.
-_EXCEPTIONS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.ReadError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # e.g. a malformed status line
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.ClientError, httpx.ReadError),
-    (asyncio.TimeoutError, httpx.ReadTimeout),
-)
+EXCEPTIONS: Mapping[type[BaseException], type[httpx.TransportError]] = {
+    aiohttp.ConnectionTimeoutError: httpx.ConnectTimeout,
+    aiohttp.SocketTimeoutError: httpx.ReadTimeout,
+    aiohttp.ServerTimeoutError: httpx.ReadTimeout,
+    aiohttp.ClientConnectorError: httpx.ConnectError,
+    aiohttp.ServerDisconnectedError: httpx.RemoteProtocolError,
+    aiohttp.ClientPayloadError: httpx.ReadError,
+    aiohttp.ClientResponseError: httpx.RemoteProtocolError,  # e.g. a malformed status line
+    aiohttp.InvalidURL: httpx.UnsupportedProtocol,
+    aiohttp.ClientError: httpx.ReadError,
+    asyncio.TimeoutError: httpx.ReadTimeout,
+}
+"""aiohttp's exception -> httpx's. The most specific class named here wins (`httpx_exception`)."""
+
+
+def httpx_exception(exc: BaseException) -> type[httpx.TransportError] | None:
+    """The httpx exception class for an aiohttp failure, or None for any other exception.
+
+    The exception's MRO is walked up to the first class `EXCEPTIONS` names, so
+    the table's order never matters (a subclass always beats its base).
+    """
+    for cls in type(exc).__mro__:
+        target = EXCEPTIONS.get(cls)
+        if target is not None:
+            return target
+    return None
 
 
 @contextlib.contextmanager
@@ -57,10 +71,10 @@ def _translated(request: httpx.Request) -> Iterator[None]:
     except httpx.HTTPError:
         raise
     except Exception as exc:
-        for source, target in _EXCEPTIONS:
-            if isinstance(exc, source):
-                raise target(f"{type(exc).__name__}: {exc}", request=request) from exc
-        raise
+        target = httpx_exception(exc)
+        if target is None:
+            raise
+        raise target(f"{type(exc).__name__}: {exc}", request=request) from exc
 
 
 class _ResponseStream(httpx.AsyncByteStream):

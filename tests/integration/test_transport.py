@@ -4,7 +4,8 @@ The bridge's status mapping depends on which httpx exception a failure
 becomes, so each kind of failure is provoked for real here: connection
 refused, silence while reading, a connection reset mid-body. The body-closing
 rules (release a fully read connection, drop a half-read one) are checked
-through what the upstream saw.
+through what the upstream saw. The table behind the translation is checked
+on its own at the end: its most specific entry wins, whatever its order.
 """
 
 from __future__ import annotations

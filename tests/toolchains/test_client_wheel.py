@@ -172,7 +172,9 @@ def test_server_wheel_carries_the_server_and_requires_the_client_at_its_version(
     top = {name.split("/")[0] for name in names}
     assert top == {"bridge", f"myrouter_bridge-{VERSION}.dist-info"}
     assert "bridge/server.py" in names
-    assert not [n for n in names if n.startswith("bridge/embedded_upstream/")]
+    assert not [
+        n for n in names if n.startswith(("bridge/embedded_upstream/", "myrouter_upstream/"))
+    ]
     requires = {r.name: r for r in _requires(server_wheel)}
     assert str(requires["myrouter-client"].specifier) == f"=={VERSION}"
     assert _metadata(client_wheel)["Version"] == [VERSION]
@@ -304,7 +306,7 @@ def test_the_server_wheel_installs_with_the_client_wheel_and_serves(served_from_
     assert "myrouter/echo" in [model.id for model in models.data]
     probe = (
         "import json, bridge, myrouter_client, importlib.util as u; print(json.dumps(["
-        "bridge.__file__, myrouter_client.__file__, u.find_spec('bridge.embedded_upstream')"
+        "bridge.__file__, myrouter_client.__file__, u.find_spec('myrouter_upstream')"
         " is None]))"
     )
     where = json.loads(_run(python, "-c", probe, cwd=python.parent))

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+import aiohttp.client_exceptions
 import httpx
 import pytest
 
-from bridge.transport import raw_reads
+from bridge import transport
+from bridge.transport import httpx_exception, raw_reads
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -29,3 +32,41 @@ def test_raw_reads_fall_back_to_aiter_raw_with_another_transport():
             return b"".join([part async for part in raw_reads(response)])
 
     assert asyncio.run(main()) == b"abc"
+
+
+def _aiohttp_exceptions() -> list[type[BaseException]]:
+    found = {
+        value
+        for module in (aiohttp, aiohttp.client_exceptions)
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, aiohttp.ClientError)
+    }
+    return sorted(found, key=lambda cls: cls.__name__)
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        # each a subclass of another class the table names, which must not win
+        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),  # a ServerTimeoutError
+        (aiohttp.SocketTimeoutError, httpx.ReadTimeout),  # a ServerTimeoutError
+        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),  # a ClientError
+        (aiohttp.ClientConnectorCertificateError, httpx.ConnectError),  # a ClientError
+        (aiohttp.InvalidUrlClientError, httpx.UnsupportedProtocol),  # an InvalidURL
+        (aiohttp.ClientOSError, httpx.ReadError),
+        (asyncio.TimeoutError, httpx.ReadTimeout),
+        (ValueError, None),  # not aiohttp's: passes untouched
+    ],
+)
+def test_each_aiohttp_failure_maps_to_its_most_specific_httpx_exception(failure, expected):
+    assert httpx_exception(failure.__new__(failure)) is expected
+
+
+def test_the_aiohttp_mapping_does_not_depend_on_the_tables_order(monkeypatch):
+    failures = [cls.__new__(cls) for cls in _aiohttp_exceptions()]
+    as_written = [httpx_exception(failure) for failure in failures]
+    monkeypatch.setattr(
+        "bridge.transport.EXCEPTIONS", dict(reversed(list(transport.EXCEPTIONS.items())))
+    )
+    assert [httpx_exception(failure) for failure in failures] == as_written
+    assert len(failures) > 20 and None not in as_written  # every aiohttp failure is mapped

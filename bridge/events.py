@@ -1,0 +1,382 @@
+"""The upstream's answers, judged in one place: an HTTP response in, parsed JSON events out.
+
+Like openai-python's ``AsyncStream`` and httpx-sse's ``EventSource``, one
+adapter (`EventStream`) owns every rule of what a valid answer is, for both
+kinds of call, and its callers only ever see dicts:
+
+* the status: anything but 200 becomes `UpstreamHTTPError` (or
+  `ServiceKeyRejected`), from the error object of a bounded error body;
+* the framing: a stream must be ``text/event-stream`` and end with ``[DONE]``,
+  so a cut stream can never pass for a finished one;
+* the sizes: every event and every whole body has a configured cap;
+* the JSON: each event, and each whole body, must be a JSON object;
+* the in-band ``error`` object, which it raises itself as
+  `UpstreamReportedError` carrying the event, so that a stream which already
+  relayed chunks can relay the error chunk too before it ends.
+
+The error object is normalised here once (a string, or any other value, is its
+message), and httpx's transport exceptions become the bridge's here once
+(`transport_failure`, for sending as well as for reading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from .calls import UpstreamCall
+from .config import BridgeConfig
+from .errors import (
+    BridgeError,
+    ServiceKeyRejected,
+    UpstreamHTTPError,
+    UpstreamProtocolError,
+    UpstreamReportedError,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+    parse_retry_after,
+)
+from .redaction import redact
+from .sse import DONE, SSEDecoder
+from .transport import raw_reads
+
+__all__ = [
+    "READING_BODY",
+    "READING_STREAM",
+    "SENDING",
+    "EventStream",
+    "TransportFailures",
+    "error_object",
+    "transport_failure",
+]
+
+DRAIN_AFTER_DONE_SECONDS = 0.25
+"""After [DONE], how long to wait for the body's end so the connection can be reused."""
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+FailureRules = Mapping[type[httpx.TransportError], tuple[type[BridgeError], str]]
+"""httpx exception class -> (bridge exception class, message template).
+
+Templates may name ``{kind}`` (the httpx class's name), ``{detail}`` (its text,
+credentials redacted) and ``{config}`` (the BridgeConfig)."""
+
+SENDING: FailureRules = {
+    httpx.ConnectTimeout: (
+        UpstreamUnavailable,
+        "could not connect to the upstream within {config.connect_timeout:g} s",
+    ),
+    httpx.TimeoutException: (UpstreamTimeout, "the upstream did not answer in time"),
+    httpx.TransportError: (UpstreamUnavailable, "could not reach the upstream ({kind}: {detail})"),
+}
+"""While sending the request and waiting for the response's head."""
+
+READING_BODY: FailureRules = {
+    httpx.TimeoutException: (UpstreamTimeout, "the upstream did not finish its answer in time"),
+    httpx.TransportError: (
+        UpstreamUnavailable,
+        "the upstream connection broke while reading its answer ({kind})",
+    ),
+}
+"""While reading a whole body (a unary answer, a model list, an error body)."""
+
+READING_STREAM: FailureRules = {
+    httpx.TimeoutException: (
+        UpstreamTimeout,
+        "the upstream stream was silent for {config.stream_idle_timeout:g} s",
+    ),
+    httpx.TransportError: (
+        UpstreamUnavailable,
+        "the upstream connection broke mid-stream ({kind})",
+    ),
+}
+"""While reading a stream's events: the read timeout is the idle timeout."""
+
+
+def transport_failure(
+    exc: httpx.TransportError,
+    rules: FailureRules,
+    config: BridgeConfig,
+    call: UpstreamCall | None = None,
+) -> BridgeError:
+    """The bridge's exception for an httpx transport failure, by one of the tables above.
+
+    The most specific class the table names wins: the exception's MRO is walked
+    up to the first class in `rules`, so a table's order never matters (as in
+    httpx's own ``map_httpcore_exceptions``). Every table names
+    ``httpx.TransportError`` itself, so every failure finds a rule. `call`, when
+    given, is whose credentials to redact from the exception's text.
+    """
+    for cls in type(exc).__mro__:
+        rule = rules.get(cls)
+        if rule is not None:
+            error, template = rule
+            detail = str(exc) if call is None else redact(str(exc), call.secrets())
+            return error(template.format(kind=type(exc).__name__, detail=detail, config=config))
+    raise AssertionError(f"no rule for httpx.TransportError in {rules}")  # pragma: no cover
+
+
+class TransportFailures:
+    """Turns the httpx transport exception raised inside into the bridge's (`transport_failure`).
+
+    Anything else passes untouched. A slotted class rather than a
+    ``contextmanager`` generator, created per request, never kept by a stream.
+    """
+
+    __slots__ = ("_call", "_config", "_rules")
+
+    def __init__(
+        self, rules: FailureRules, config: BridgeConfig, call: UpstreamCall | None = None
+    ) -> None:
+        self._rules = rules
+        self._config = config
+        self._call = call
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, httpx.TransportError):
+            raise transport_failure(exc, self._rules, self._config, self._call) from None
+
+
+class EventStream:
+    """One upstream response as parsed JSON objects, each rule of the protocol checked.
+
+    A stream request iterates it (``async for event in stream``) and gets each
+    event's object, up to ``[DONE]``; any other end raises. A unary request
+    awaits `completion` or `json` for the whole body as one object. Either way
+    the response is closed on every path: by `json` itself, by `aclose` (or
+    ``async with``) for a stream, so a caller that leaves early never leaves an
+    upstream generation running.
+    """
+
+    __slots__ = ("_call", "_config", "_events", "_response")
+
+    def __init__(self, response: httpx.Response, call: UpstreamCall, config: BridgeConfig) -> None:
+        self._response = response
+        self._call = call
+        self._config = config
+        self._events: AsyncGenerator[dict[str, Any], None] | None = None
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the response: a fully read body frees its connection, a cut one drops it."""
+        if self._events is not None:
+            await self._events.aclose()
+        await self._response.aclose()
+
+    def __aiter__(self) -> AsyncGenerator[dict[str, Any], None]:
+        if self._events is None:
+            self._events = self._stream()
+        return self._events
+
+    async def _stream(self) -> AsyncGenerator[dict[str, Any], None]:
+        """The events of a server-sent-event answer: the hot path, one pass per network read."""
+        response = self._response
+        if response.status_code != 200:
+            raise await self._http_error()
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise await self._not_an_event_stream(content_type)
+        decoder = SSEDecoder()
+        raw_chunks = raw_reads(response)
+        max_event = self._config.max_event_bytes
+        loads = orjson.loads
+        unfinished = 0  # bytes read since the last dispatched event: what the decoder holds
+        # A bare ``except``, not `TransportFailures`: a ``with`` block would keep its
+        # manager and bound __exit__ (120 bytes) for the stream's whole life.
+        try:
+            async for raw in raw_chunks:
+                sse_events = decoder.feed(raw)
+                if not sse_events:
+                    unfinished += len(raw)
+                    if unfinished > max_event:
+                        raise _event_too_large(max_event)
+                    continue
+                unfinished = 0
+                for sse in sse_events:
+                    data = sse.data
+                    if data == DONE:
+                        await _drain(raw_chunks)
+                        return
+                    if len(data) > max_event:
+                        raise _event_too_large(max_event)
+                    try:
+                        event = loads(data)
+                    except orjson.JSONDecodeError:
+                        event = None
+                    if type(event) is not dict:
+                        raise UpstreamProtocolError(
+                            "the upstream sent a stream event that is not a JSON object",
+                            reason="UPSTREAM_MALFORMED_EVENT",
+                        )
+                    error = event.get("error")
+                    if error is not None:
+                        raise self._reported_error(error_object(error), event)
+                    yield event
+                    # An open stream mostly waits for its next read: keep nothing of the
+                    # event the caller already holds (the service drops its copy too).
+                    del event
+        except httpx.TransportError as exc:
+            raise transport_failure(exc, READING_STREAM, self._config) from None
+        raise UpstreamProtocolError(
+            "the upstream stream ended before [DONE]", reason="UPSTREAM_STREAM_TRUNCATED"
+        )
+
+    async def completion(self) -> dict[str, Any]:
+        """A chat completion: `json`, and an ``error`` object without choices raises."""
+        answer = await self.json()
+        error = answer.get("error")
+        if error is not None and not answer.get("choices"):
+            raise self._reported_error(error_object(error), answer)
+        return answer
+
+    async def json(self) -> dict[str, Any]:
+        """The whole body, which must be one JSON object within max_response_bytes."""
+        response = self._response
+        try:
+            if response.status_code != 200:
+                raise await self._http_error()
+            body = await self._read_body(self._config.max_response_bytes)
+        finally:
+            await response.aclose()
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                "the upstream answered 200 with a body that is not JSON",
+                reason="UPSTREAM_MALFORMED_BODY",
+            ) from None
+        if type(parsed) is not dict:
+            raise UpstreamProtocolError(
+                "the upstream answered 200 with JSON that is not an object",
+                reason="UPSTREAM_MALFORMED_BODY",
+            )
+        return parsed
+
+    async def _read_body(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        with TransportFailures(READING_BODY, self._config):
+            async for part in self._response.aiter_bytes():
+                size += len(part)
+                if size > limit:
+                    raise UpstreamTooLarge(
+                        f"the upstream's answer exceeds the {limit}-byte limit",
+                        reason="UPSTREAM_RESPONSE_TOO_LARGE",
+                    )
+                parts.append(part)
+        return b"".join(parts)
+
+    async def _error_body(self) -> tuple[bytes, dict[str, Any]]:
+        """A failed answer's body (empty if too big to be an error object) and its error."""
+        try:
+            body = await self._read_body(MAX_ERROR_BODY_BYTES)
+        except UpstreamProtocolError:
+            body = b""
+        try:
+            parsed = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        error = parsed.get("error") if type(parsed) is dict else None
+        return body, {} if error is None else error_object(error)
+
+    async def _http_error(self) -> BridgeError:
+        status = self._response.status_code
+        call = self._call
+        body, error = await self._error_body()
+        message = _message_of(error, body) or f"the upstream answered HTTP {status}"
+        message = redact(message, call.secrets())
+        if status in (401, 403) and call.using_service_key:
+            return ServiceKeyRejected(
+                f"the upstream refused the bridge's service key (HTTP {status}); "
+                "the operator must check MYROUTER_API_KEY or --api-key-file",
+                metadata={"http_status": str(status)},
+            )
+        return UpstreamHTTPError(
+            status,
+            message,
+            upstream_code=error.get("code"),
+            retry_after=parse_retry_after(self._response.headers.get("retry-after")),
+            metadata=_error_metadata(error, call),
+        )
+
+    async def _not_an_event_stream(self, content_type: str) -> BridgeError:
+        _body, error = await self._error_body()
+        if error:
+            return self._reported_error(error, None)
+        return UpstreamProtocolError(
+            f"the upstream answered a stream request with {content_type or 'no content type'}, "
+            "not text/event-stream",
+            reason="UPSTREAM_NOT_AN_EVENT_STREAM",
+        )
+
+    def _reported_error(
+        self, error: Mapping[str, Any], event: Mapping[str, Any] | None
+    ) -> UpstreamReportedError:
+        """The exception for an `error` object the upstream put in a 200 answer."""
+        call = self._call
+        message = _message_of(error, b"") or "the upstream reported an error"
+        code = error.get("code")
+        return UpstreamReportedError(
+            code if isinstance(code, (int, str)) and not isinstance(code, bool) else None,
+            redact(message, call.secrets()),
+            metadata=_error_metadata(error, call),
+            event=event,
+        )
+
+
+def error_object(error: object) -> dict[str, Any]:
+    """An answer's ``error`` member as an object: a string, or any other value, is its message."""
+    return error if type(error) is dict else {"message": str(error)}
+
+
+def _event_too_large(limit: int) -> UpstreamTooLarge:
+    return UpstreamTooLarge(
+        f"the upstream sent a stream event larger than the {limit}-byte limit",
+        reason="UPSTREAM_EVENT_TOO_LARGE",
+    )
+
+
+async def _drain(raw_chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows [DONE] (normally just the body's end) so the connection is reusable."""
+    try:
+        async with asyncio.timeout(DRAIN_AFTER_DONE_SECONDS):
+            async for _ in raw_chunks:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass  # the response is closed by aclose, which drops the connection
+
+
+def _message_of(error: Mapping[str, Any], body: bytes) -> str:
+    message = error.get("message")
+    if isinstance(message, str) and message:
+        return message
+    text = body.decode("utf-8", "replace").strip()
+    return " ".join(text.split())[:300] if text else ""
+
+
+def _error_metadata(error: Mapping[str, Any], call: UpstreamCall) -> dict[str, str]:
+    """ErrorInfo metadata (strings only) from the upstream's error object."""
+    out: dict[str, str] = {}
+    metadata = error.get("metadata")
+    if isinstance(metadata, dict) and metadata:
+        text = orjson.dumps(metadata).decode()
+        out["upstream_metadata"] = redact(text[:2000], call.secrets())
+        provider = metadata.get("provider_name")
+        if isinstance(provider, str):
+            out["provider_name"] = provider
+    error_type = error.get("type")
+    if isinstance(error_type, str):
+        out["type"] = error_type
+    return out
