@@ -33,4 +33,6 @@ and the demo are the separate ``myrouter_upstream`` package, which never
 imports this one; ``myrouter-bridge upstream`` and ``demo`` only delegate to it.
 """
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"

@@ -12,6 +12,8 @@ from typing import Any
 from .config import ConfigError, add_serve_arguments, config_from_args
 from .logs import setup_logging
 
+__all__ = ["DEFAULT_TARGET", "build_parser", "main"]
+
 DEFAULT_TARGET = "localhost:50051"
 
 

@@ -20,6 +20,16 @@ from myrouter_client import call_metadata, chat_request
 
 from . import mapping
 
+__all__ = [
+    "chat",
+    "describe_error",
+    "describe_usage",
+    "list_models",
+    "open_channel",
+    "read_prompt",
+    "tls_credentials",
+]
+
 
 def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
     """A TLS channel when given credentials (see `tls_credentials`), else plaintext."""

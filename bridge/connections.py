@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from .config import BridgeConfig
 
+__all__ = ["ChannelOption", "server_options"]
+
 ChannelOption = tuple[str, int]
 
 

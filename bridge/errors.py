@@ -33,6 +33,32 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+__all__ = [
+    "ERROR_CODE_NAMES_TO_GRPC",
+    "ERROR_DOMAIN",
+    "HTTP_STATUS_TO_GRPC",
+    "MAX_MESSAGE_CHARS",
+    "BridgeError",
+    "BridgeOverloaded",
+    "InvalidRequest",
+    "MissingCredentials",
+    "ServiceKeyRejected",
+    "ShuttingDown",
+    "UpstreamError",
+    "UpstreamHTTPError",
+    "UpstreamProtocolError",
+    "UpstreamReportedError",
+    "UpstreamTimeout",
+    "UpstreamTooLarge",
+    "UpstreamUnavailable",
+    "error_code_text",
+    "grpc_code_for_error_code",
+    "grpc_code_for_http_status",
+    "numeric_error_code",
+    "parse_retry_after",
+    "to_status",
+]
+
 ERROR_DOMAIN = "bridge.myrouter.example"
 MAX_MESSAGE_CHARS = 1024
 

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+__all__ = ["HEALTH_SERVICE_NAME", "NOT_SERVING", "SERVICE_UNKNOWN", "SERVING", "Health"]
+
 HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 _Status = int  # a grpc.health.v1 HealthCheckResponse.ServingStatus value

@@ -23,6 +23,14 @@ import orjson
 from .config import BridgeConfig
 from .redaction import redact
 
+__all__ = [
+    "JSONFormatter",
+    "RedactingFilter",
+    "TextFormatter",
+    "install_redaction",
+    "setup_logging",
+]
+
 # attributes every LogRecord has; anything else was passed with `extra=` and is a field
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}

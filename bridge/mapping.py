@@ -32,6 +32,8 @@ from google.protobuf.message import Message
 
 from myrouter.chat.v1 import chat_pb2
 
+__all__ = ["decode", "encode", "struct_from_dict", "struct_to_dict"]
+
 M = TypeVar("M", bound=Message)
 
 EXTRA: Final = "extra"

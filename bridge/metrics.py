@@ -35,6 +35,17 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from myrouter.chat.v1 import chat_pb2
 
+__all__ = [
+    "FIRST_CHUNK_BUCKETS",
+    "LATENCY_BUCKETS",
+    "MULTIPROC_ENV",
+    "TOKEN_KINDS",
+    "Metrics",
+    "MetricsServer",
+    "multiprocess_registry",
+    "token_counts",
+]
+
 log = logging.getLogger("bridge.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

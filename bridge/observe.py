@@ -22,6 +22,8 @@ from myrouter.chat.v1 import chat_pb2
 from .errors import BridgeError, UpstreamError
 from .metrics import Metrics, token_counts
 
+__all__ = ["Observer", "RpcRecord"]
+
 log = logging.getLogger("bridge.rpc")
 
 

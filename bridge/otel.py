@@ -21,6 +21,8 @@ from typing import Any
 
 from .config import ConfigError
 
+__all__ = ["OTEL_MODES", "enabled", "inject_current_context", "installed", "server_interceptors"]
+
 OTEL_MODES = ("auto", "on", "off")
 
 

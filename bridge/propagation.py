@@ -15,6 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+__all__ = [
+    "RESERVED_HEADERS",
+    "TRACE_HEADERS",
+    "check_header_name",
+    "propagated_headers",
+    "propagated_keys",
+]
+
 TRACE_HEADERS: frozenset[str] = frozenset(
     {
         # W3C Trace Context and Baggage

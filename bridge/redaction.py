@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+__all__ = ["REDACTED", "redact"]
+
 REDACTED = "[redacted]"
 
 _TOKEN_SHAPES = re.compile(

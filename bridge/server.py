@@ -31,6 +31,17 @@ from .service import ChatService
 from .tls import server_credentials
 from .upstream import UpstreamClient
 
+__all__ = [
+    "ABORT_SECONDS",
+    "CHAT_SERVICE_NAME",
+    "EXIT_FORCED",
+    "MAX_PENDING_RPCS",
+    "BridgeServer",
+    "grpc_server",
+    "grpc_server_options",
+    "serve",
+]
+
 log = logging.getLogger("bridge.server")
 
 CHAT_SERVICE_NAME: str = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name

@@ -20,6 +20,8 @@ import grpc
 
 from .config import BridgeConfig, ConfigError
 
+__all__ = ["server_credentials", "upstream_ssl_context"]
+
 
 def _read(path: Path, setting: str) -> bytes:
     try:

@@ -13,6 +13,8 @@ from myrouter.chat.v1 import chat_pb2
 
 from .errors import InvalidRequest
 
+__all__ = ["RESERVED_EXTRA_MEMBERS", "validate_chat_request"]
+
 RESERVED_EXTRA_MEMBERS = frozenset(
     field.name
     for field in chat_pb2.ChatCompletionRequest.DESCRIPTOR.fields

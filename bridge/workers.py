@@ -52,6 +52,8 @@ from types import FrameType
 
 from .config import BridgeConfig
 
+__all__ = ["WorkerJob", "run_workers", "worker_main"]
+
 log = logging.getLogger("bridge.workers")
 
 START_TIMEOUT_SECONDS = 60.0

@@ -11,6 +11,8 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from ._errors import ChatCallError
 
+__all__ = ["call_metadata", "chat_request", "create_chat", "stream_chat"]
+
 
 def chat_request(
     model: str,

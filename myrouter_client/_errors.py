@@ -8,6 +8,8 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+__all__ = ["ERROR_DOMAIN", "ChatCallError"]
+
 ERROR_DOMAIN = "bridge.myrouter.example"
 """The ErrorInfo domain of every error the bridge itself reports."""
 

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
+__all__ = ["DEMO_KEY", "DEMO_MODEL", "DEMO_PROMPT", "run_demo"]
+
 DEMO_KEY = "demo-service-key"
 DEMO_MODEL = "myrouter/echo"
 DEMO_PROMPT = "Explain in one breath why a gRPC bridge beats hand-written HTTP clients"

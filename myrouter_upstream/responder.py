@@ -42,7 +42,7 @@ from .recording import RecordedRequest
 from .scenario import Scenario
 from .state import UpstreamState
 
-__all__ = ["Exchange", "respond_chat", "respond_models"]
+__all__ = ["JSON", "Exchange", "respond_chat", "respond_models"]
 
 JSON: Final = "application/json"
 _SSE_HEADERS: Final[Mapping[str, str]] = MappingProxyType(
