@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -104,46 +105,42 @@ SAMPLES += [
     ),
 ]
 BY_NAME = {setting.name: setting for setting in SETTINGS}
-SETTING_ROWS = [(BY_NAME[field].flag, BY_NAME[field].env, *values) for field, *values in SAMPLES]
+
+
+class SettingRow(NamedTuple):
+    """One setting's flag and variable, a value for each, and what each parses to."""
+
+    flag: str
+    env: str
+    flag_value: str
+    env_value: str
+    from_flag: object
+    from_env: object
+
+    @property
+    def field(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+SETTING_ROWS = [
+    SettingRow(BY_NAME[field].flag, BY_NAME[field].env, *values) for field, *values in SAMPLES
+]
 SETTING_IDS = [row[0] for row in SAMPLES]
 
 
-@pytest.mark.parametrize(
-    ("flag", "env", "flag_value", "env_value", "from_flag", "from_env"),
-    SETTING_ROWS,
-    ids=SETTING_IDS,
-)
-def test_flag_wins_over_environment(
-    flag: str,
-    env: str,
-    flag_value: str,
-    env_value: str,
-    from_flag: object,
-    from_env: object,
-) -> None:
-    config = parse_serve_config([flag, flag_value], {env: env_value})
+@pytest.mark.parametrize("row", SETTING_ROWS, ids=SETTING_IDS)
+def test_flag_wins_over_environment(row: SettingRow) -> None:
+    config = parse_serve_config([row.flag, row.flag_value], {row.env: row.env_value})
 
-    assert getattr(config, flag[2:].replace("-", "_")) == from_flag
+    assert getattr(config, row.field) == row.from_flag
 
 
-@pytest.mark.parametrize(
-    ("flag", "env", "flag_value", "env_value", "from_flag", "from_env"),
-    SETTING_ROWS,
-    ids=SETTING_IDS,
-)
-def test_environment_is_used_without_a_flag(
-    flag: str,
-    env: str,
-    flag_value: str,
-    env_value: str,
-    from_flag: object,
-    from_env: object,
-) -> None:
-    config = parse_serve_config([], {env: env_value})
+@pytest.mark.parametrize("row", SETTING_ROWS, ids=SETTING_IDS)
+def test_environment_is_used_without_a_flag(row: SettingRow) -> None:
+    config = parse_serve_config([], {row.env: row.env_value})
 
-    field = flag[2:].replace("-", "_")
-    assert getattr(config, field) == from_env
-    assert type(getattr(config, field)) is type(from_env)
+    assert getattr(config, row.field) == row.from_env
+    assert type(getattr(config, row.field)) is type(row.from_env)
 
 
 # settings valid only together, tested by test_tls_files_from_flags_and_environment
@@ -170,11 +167,11 @@ def test_tls_files_from_flags_and_environment() -> None:
 def test_every_environment_source_is_covered_by_these_tests() -> None:
     # the service key's two sources have tests of their own, below
     plain = {setting.env for setting in SETTINGS if not setting.secret}
-    assert plain == {row[1] for row in SETTING_ROWS} | TLS_TRIO
+    assert plain == {row.env for row in SETTING_ROWS} | TLS_TRIO
     assert [setting.env for setting in SETTINGS if setting.secret] == ["MYROUTER_API_KEY"]
 
 
-@pytest.mark.parametrize("env", [row[1] for row in SETTING_ROWS])
+@pytest.mark.parametrize("env", [row.env for row in SETTING_ROWS])
 def test_empty_environment_variable_means_unset(env: str) -> None:
     assert parse_serve_config([], {env: ""}) == BridgeConfig()
 
