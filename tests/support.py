@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -62,6 +63,41 @@ def details_of(error: grpc.RpcError) -> dict[str, Any]:
     return found
 
 
+def read_stream(
+    stub: chat_pb2_grpc.ChatServiceStub,
+    request: chat_pb2.ChatCompletionRequest,
+    metadata: Any = None,
+    *,
+    timeout: float | None = None,
+) -> tuple[list[chat_pb2.ChatCompletionChunk], grpc.RpcError | None, Any]:
+    """Read a stream to its end: (chunks received, the error or None, the call).
+
+    The caller's token is sent unless `metadata` says otherwise.
+    """
+    call = stub.StreamChatCompletion(
+        request, metadata=CALLER_METADATA if metadata is None else metadata, timeout=timeout
+    )
+    chunks: list[chat_pb2.ChatCompletionChunk] = []
+    try:
+        for chunk in call:
+            chunks.append(chunk)
+    except grpc.RpcError as exc:
+        return chunks, exc, call
+    return chunks, None, call
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound for a moment, then let go)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def bridge_serve_argv(*flags: str) -> list[str]:
+    """`myrouter-bridge serve` on a free loopback port, as a child process's argv."""
+    return [sys.executable, "-m", "bridge", "serve", "--listen", "127.0.0.1:0", *flags]
+
+
 def metadata_dict(metadata: Any) -> dict[str, str]:
     return {item[0]: item[1] for item in metadata or ()}
 
@@ -110,19 +146,7 @@ class BridgeProcess:
         self._port: int | None = None
         self._listening = threading.Event()
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "serve",
-                "--workers",
-                "1",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-level",
-                log_level,
-                *flags,
-            ],
+            bridge_serve_argv("--workers", "1", "--log-level", log_level, *flags),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
-from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
+from myrouter.chat.v1 import chat_pb2_grpc
 from myrouter_upstream import EmbeddedUpstream, UpstreamConfig
 from support import (
     CALLER_METADATA,
@@ -30,7 +30,9 @@ from support import (
     SERVICE_KEY,
     chat_request,
     details_of,
+    free_port,
     metadata_dict,
+    read_stream,
     stub_for,
     with_scenario,
 )
@@ -43,18 +45,6 @@ FOREVER = 3600
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
-
-
-def stream(stub, request, *, timeout: float | None = None):
-    """Read a stream to its end: (chunks received, the error or None, the call)."""
-    call = stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=timeout)
-    chunks: list[chat_pb2.ChatCompletionChunk] = []
-    try:
-        for chunk in call:
-            chunks.append(chunk)
-    except grpc.RpcError as exc:
-        return chunks, exc, call
-    return chunks, None, call
 
 
 def text_of(chunks) -> str:
@@ -73,15 +63,9 @@ def serves_next(stub, upstream=None) -> None:
     """The bridge answers an ordinary streaming request after the fault."""
     if upstream is not None:
         upstream.clear()
-    chunks, error, _ = stream(stub, chat_request("next one"), timeout=10)
+    chunks, error, _ = read_stream(stub, chat_request("next one"), timeout=10)
     assert error is None, error
     assert text_of(chunks) == "You said: next one"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def upstream_on(port: int) -> EmbeddedUpstream:
@@ -103,7 +87,7 @@ def test_upstream_refuses_connections(make_bridge):
     )
     channel, stub = stub_for(bridge.target)
     with channel:
-        chunks, error, call = stream(stub, chat_request(), timeout=10)
+        chunks, error, call = read_stream(stub, chat_request(), timeout=10)
         assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
         assert "could not reach the upstream (ConnectError" in error.details()
         assert details_of(error)["ErrorInfo"].reason == "UPSTREAM_UNAVAILABLE"
@@ -126,7 +110,7 @@ def test_connect_failure_is_retried_with_backoff_until_the_upstream_listens(make
     starter.start()
     try:
         with channel:
-            chunks, error, _ = stream(stub, chat_request("patience"), timeout=20)
+            chunks, error, _ = read_stream(stub, chat_request("patience"), timeout=20)
         starter.join()
         assert error is None, error
         assert text_of(chunks) == "You said: patience"
@@ -155,7 +139,8 @@ def test_connect_retries_zero_fails_at_once(make_bridge):
     ids=["503", "reset-mid-stream", "cut-before-any-event"],
 )
 def test_nothing_that_reached_the_upstream_is_retried(stub, upstream, scenario):
-    _chunks, error, _ = stream(stub, with_scenario(chat_request("a b"), **scenario), timeout=10)
+    request = with_scenario(chat_request("a b"), **scenario)
+    _chunks, error, _ = read_stream(stub, request, timeout=10)
     assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
     upstream_ended(upstream)
     time.sleep(0.3)  # a retry, if there were one, would have arrived by now
@@ -170,7 +155,8 @@ def test_nothing_that_reached_the_upstream_is_retried(stub, upstream, scenario):
 
 def test_upstream_accepts_and_never_answers_hits_the_deadline(stub, upstream):
     started = time.monotonic()
-    chunks, error, _call = stream(stub, with_scenario(chat_request(), kind="hang"), timeout=0.5)
+    request = with_scenario(chat_request(), kind="hang")
+    chunks, error, _call = read_stream(stub, request, timeout=0.5)
     assert error is not None and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert chunks == []
     record = upstream_ended(upstream, "disconnected")
@@ -188,7 +174,7 @@ def test_tcp_peer_that_never_answers_is_bounded_by_the_request_timeout(make_brid
         channel, stub = stub_for(bridge.target)
         with channel:
             started = time.monotonic()
-            chunks, error, _ = stream(stub, chat_request())
+            chunks, error, _ = read_stream(stub, chat_request())
             assert time.monotonic() - started < 5
     assert error is not None and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert details_of(error)["ErrorInfo"].reason == "UPSTREAM_TIMEOUT"
@@ -197,7 +183,7 @@ def test_tcp_peer_that_never_answers_is_bounded_by_the_request_timeout(make_brid
 
 def test_slow_first_byte_past_the_deadline(stub, upstream):
     request = with_scenario(chat_request(), first_byte_delay=FOREVER)
-    chunks, error, _ = stream(stub, request, timeout=0.5)
+    chunks, error, _ = read_stream(stub, request, timeout=0.5)
     assert error is not None and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert "time budget" in error.details()
     assert chunks == []
@@ -207,7 +193,7 @@ def test_slow_first_byte_past_the_deadline(stub, upstream):
 
 def test_slow_first_byte_within_the_deadline(stub, upstream):
     request = with_scenario(chat_request("late"), first_byte_delay=0.3)
-    chunks, error, _ = stream(stub, request, timeout=10)
+    chunks, error, _ = read_stream(stub, request, timeout=10)
     assert error is None
     assert text_of(chunks) == "You said: late"
     upstream_ended(upstream, "completed")
@@ -222,7 +208,7 @@ def test_stall_mid_stream_hits_the_idle_timeout(make_bridge, upstream, keepalive
         scenario["keepalive"] = keepalive
     with channel:
         started = time.monotonic()
-        chunks, error, _ = stream(stub, with_scenario(chat_request("a b c d"), **scenario))
+        chunks, error, _ = read_stream(stub, with_scenario(chat_request("a b c d"), **scenario))
         assert time.monotonic() - started < 5  # not an endless hang
         assert error is not None and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         assert "silent for 0.3 s" in error.details()
@@ -296,7 +282,8 @@ ERROR_ANSWERS = [
     ids=[row[0] for row in ERROR_ANSWERS],
 )
 def test_error_status_answers(stub, upstream, scenario, code, message, retry):
-    chunks, error, call = stream(stub, with_scenario(chat_request(), kind="status", **scenario))
+    request = with_scenario(chat_request(), kind="status", **scenario)
+    chunks, error, call = read_stream(stub, request)
     assert error is not None and error.code() is code
     assert message in error.details()
     details = details_of(error)
@@ -312,7 +299,7 @@ def test_error_status_answers(stub, upstream, scenario, code, message, retry):
 
 
 def test_200_with_a_non_sse_body(stub, upstream):
-    chunks, error, _ = stream(stub, with_scenario(chat_request(), kind="non_sse"))
+    chunks, error, _ = read_stream(stub, with_scenario(chat_request(), kind="non_sse"))
     assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
     assert "not text/event-stream" in error.details()
     assert details_of(error)["ErrorInfo"].reason == "UPSTREAM_NOT_AN_EVENT_STREAM"
@@ -341,7 +328,7 @@ def test_200_with_a_non_json_body(stub, upstream):
 @pytest.mark.parametrize("abort", [False, True], ids=["clean-end", "reset"])
 def test_truncated_stream(stub, upstream, abort):
     request = with_scenario(chat_request("one two three"), kind="truncate", after=2, abort=abort)
-    chunks, error, _ = stream(stub, request)
+    chunks, error, _ = read_stream(stub, request)
     assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
     if abort:
         assert "connection broke mid-stream" in error.details()
@@ -354,7 +341,7 @@ def test_truncated_stream(stub, upstream, abort):
 
 def test_malformed_event(stub, upstream):
     request = with_scenario(chat_request("one two three"), kind="malformed", after=1)
-    chunks, error, _ = stream(stub, request)
+    chunks, error, _ = read_stream(stub, request)
     assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
     assert "not a JSON object" in error.details()
     assert text_of(chunks) == "You "
@@ -370,7 +357,7 @@ def test_mid_stream_error_event(stub, upstream):
         error_code=502,
         message="Provider disconnected",
     )
-    chunks, error, _ = stream(stub, request)
+    chunks, error, _ = read_stream(stub, request)
     assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
     assert error.details() == "Provider disconnected"
     assert text_of(chunks[:-1]) == "You said: "
@@ -384,7 +371,7 @@ def test_oversized_event_hits_the_cap_not_memory(make_bridge, upstream):
     channel, stub = stub_for(bridge.target)
     request = with_scenario(chat_request(), kind="oversized", size=64 * 1024 * 1024)
     with channel:
-        chunks, error, _ = stream(stub, request)
+        chunks, error, _ = read_stream(stub, request)
         assert error is not None and error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "larger than the 65536-byte limit" in error.details()
         assert details_of(error)["ErrorInfo"].reason == "UPSTREAM_EVENT_TOO_LARGE"
@@ -429,7 +416,7 @@ def test_client_cancel_closes_the_upstream_within_100_ms(stub, upstream):
 def test_client_deadline_mid_stream_closes_the_upstream(stub, upstream):
     request = with_scenario(chat_request("a b c d"), stall_after=2, stall=FOREVER)
     started = time.monotonic()
-    chunks, error, _ = stream(stub, request, timeout=1.0)
+    chunks, error, _ = read_stream(stub, request, timeout=1.0)
     assert error is not None and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert text_of(chunks) == "You said: "
     record = upstream_ended(upstream, "disconnected")

@@ -7,25 +7,20 @@ import orjson
 import pytest
 
 from myrouter.chat.v1 import chat_pb2
-from support import CALLER_METADATA, chat_request, details_of, metadata_dict, with_scenario
+from support import (
+    CALLER_METADATA,
+    chat_request,
+    details_of,
+    metadata_dict,
+    read_stream,
+    with_scenario,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def collect(stub, request, metadata=CALLER_METADATA):
-    """Read a stream to its end; return (chunks, error or None, call)."""
-    call = stub.StreamChatCompletion(request, metadata=metadata)
-    chunks: list[chat_pb2.ChatCompletionChunk] = []
-    try:
-        for chunk in call:
-            chunks.append(chunk)
-    except grpc.RpcError as exc:
-        return chunks, exc, call
-    return chunks, None, call
-
-
 def test_stream_relays_every_event_in_order(stub, upstream):
-    chunks, error, call = collect(stub, chat_request("hello big world"))
+    chunks, error, call = read_stream(stub, chat_request("hello big world"))
 
     assert error is None
     assert call.code() is grpc.StatusCode.OK
@@ -48,7 +43,7 @@ def test_stream_relays_every_event_in_order(stub, upstream):
 
 
 def test_stream_distinguishes_empty_content_from_absent(stub):
-    chunks, error, _ = collect(stub, chat_request("hi"))
+    chunks, error, _ = read_stream(stub, chat_request("hi"))
     assert error is None
     assert chunks[0].choices[0].delta.HasField("content")  # the first delta sends ""
     assert not chunks[-2].choices[0].delta.HasField("content")  # the finish delta is {}
@@ -61,7 +56,7 @@ def test_stream_tool_call_deltas(stub):
             chat_pb2.Tool(type="function", function=chat_pb2.FunctionDefinition(name="weather"))
         ],
     )
-    chunks, error, _ = collect(stub, request)
+    chunks, error, _ = read_stream(stub, request)
 
     assert error is None
     deltas = [tc for c in chunks for ch in c.choices for tc in ch.delta.tool_calls]
@@ -78,7 +73,7 @@ def test_stream_tool_call_deltas(stub):
 
 
 def test_stream_reasoning_deltas(stub):
-    chunks, error, _ = collect(stub, with_scenario(chat_request("hm"), reasoning=True))
+    chunks, error, _ = read_stream(stub, with_scenario(chat_request("hm"), reasoning=True))
     assert error is None
     reasoning = "".join(
         c.choices[0].delta.reasoning for c in chunks if c.choices and c.choices[0].delta.reasoning
@@ -89,22 +84,22 @@ def test_stream_reasoning_deltas(stub):
 
 
 def test_keepalive_comments_are_skipped(stub):
-    plain, _, _ = collect(stub, chat_request("a b"))
-    with_comments, error, _ = collect(stub, with_scenario(chat_request("a b"), keepalive=1))
+    plain, _, _ = read_stream(stub, chat_request("a b"))
+    with_comments, error, _ = read_stream(stub, with_scenario(chat_request("a b"), keepalive=1))
     assert error is None
     assert len(with_comments) == len(plain)
 
 
 def test_request_id_is_forwarded_and_returned(stub, upstream):
     metadata = (*CALLER_METADATA, ("x-request-id", "trace-me-42"))
-    _chunks, error, call = collect(stub, chat_request("x"), metadata)
+    _chunks, error, call = read_stream(stub, chat_request("x"), metadata)
     assert error is None
     assert metadata_dict(call.initial_metadata())["x-request-id"] == "trace-me-42"
     assert upstream.requests()[0].headers["x-request-id"] == "trace-me-42"
 
 
 def test_request_id_is_generated_when_absent(stub, upstream):
-    _chunks, _error, call = collect(stub, chat_request("x"))
+    _chunks, _error, call = read_stream(stub, chat_request("x"))
     generated = metadata_dict(call.initial_metadata())["x-request-id"]
     assert len(generated) >= 16
     assert upstream.requests()[0].headers["x-request-id"] == generated
@@ -118,7 +113,7 @@ def test_midstream_error_after_chunks_ends_with_its_status(stub):
         error_code="rate_limit_exceeded",
         message="slow down",
     )
-    chunks, error, _call = collect(stub, request)
+    chunks, error, _call = read_stream(stub, request)
 
     assert error is not None
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -149,7 +144,7 @@ def test_midstream_error_codes_map_to_the_nearest_status(stub, error_code, expec
     request = with_scenario(
         chat_request("a b c"), kind="midstream_error", after=1, error_code=error_code
     )
-    chunks, error, _ = collect(stub, request)
+    chunks, error, _ = read_stream(stub, request)
     assert error is not None and error.code() is expected
     if isinstance(error_code, int):
         assert chunks[-1].error.http_status == error_code
@@ -158,7 +153,7 @@ def test_midstream_error_codes_map_to_the_nearest_status(stub, error_code, expec
 
 def test_error_as_first_event_fails_without_any_message(stub):
     request = with_scenario(chat_request("a b"), kind="midstream_error", after=0)
-    chunks, error, call = collect(stub, request)
+    chunks, error, call = read_stream(stub, request)
     assert error is not None
     assert error.code() is grpc.StatusCode.INTERNAL  # "server_error"
     assert chunks == []  # status only: the call failed before any message, so it can be retried
@@ -167,7 +162,7 @@ def test_error_as_first_event_fails_without_any_message(stub):
 
 def test_truncated_stream_ends_with_unavailable_not_ok(stub):
     request = with_scenario(chat_request("one two three four"), kind="truncate", after=2)
-    chunks, error, _ = collect(stub, request)
+    chunks, error, _ = read_stream(stub, request)
     assert error is not None
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     assert "[DONE]" in error.details()
@@ -179,7 +174,7 @@ def test_aborted_connection_mid_stream_is_unavailable(stub):
     request = with_scenario(
         chat_request("one two three four"), kind="truncate", after=2, abort=True
     )
-    chunks, error, _ = collect(stub, request)
+    chunks, error, _ = read_stream(stub, request)
     assert error is not None
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     assert chunks  # what came before the cut was relayed
@@ -187,7 +182,7 @@ def test_aborted_connection_mid_stream_is_unavailable(stub):
 
 def test_malformed_event_ends_the_stream_with_an_error(stub):
     request = with_scenario(chat_request("one two three"), kind="malformed", after=1)
-    chunks, error, _ = collect(stub, request)
+    chunks, error, _ = read_stream(stub, request)
     assert error is not None
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     assert details_of(error)["ErrorInfo"].reason == "UPSTREAM_MALFORMED_EVENT"
@@ -195,7 +190,7 @@ def test_malformed_event_ends_the_stream_with_an_error(stub):
 
 
 def test_non_event_stream_answer_is_an_error(stub):
-    chunks, error, _ = collect(stub, with_scenario(chat_request("x"), kind="non_sse"))
+    chunks, error, _ = read_stream(stub, with_scenario(chat_request("x"), kind="non_sse"))
     assert error is not None
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     assert details_of(error)["ErrorInfo"].reason == "UPSTREAM_NOT_AN_EVENT_STREAM"
@@ -203,7 +198,7 @@ def test_non_event_stream_answer_is_an_error(stub):
 
 
 def test_many_chunks_arrive_complete_and_in_order(stub):
-    chunks, error, _ = collect(stub, with_scenario(chat_request("x"), chunks=500, batch=7))
+    chunks, error, _ = read_stream(stub, with_scenario(chat_request("x"), chunks=500, batch=7))
     assert error is None
     tokens = [c.choices[0].delta.content for c in chunks[1:-2]]
     assert tokens == [f"tok{i} " for i in range(500)] or tokens == [

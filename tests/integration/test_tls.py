@@ -6,7 +6,6 @@ import asyncio
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -24,6 +23,7 @@ from support import (
     SERVICE_KEY,
     BridgeProcess,
     Certs,
+    bridge_serve_argv,
     chat_request,
 )
 
@@ -72,20 +72,14 @@ def test_mtls_client_with_certificate_connects_others_are_refused(make_bridge, c
 
 def test_serve_with_an_unreadable_key_exits_with_a_clear_error(certs, tmp_path):
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
+        bridge_serve_argv(
             "--workers",
             "1",
-            "--listen",
-            "127.0.0.1:0",
             "--tls-cert-file",
             str(certs.server_cert),
             "--tls-key-file",
             str(tmp_path / "nope.key"),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=30,

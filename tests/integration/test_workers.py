@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -18,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from myrouter.chat.v1 import chat_pb2_grpc
-from support import CALLER_METADATA, SERVICE_KEY, chat_request
+from support import CALLER_METADATA, SERVICE_KEY, bridge_serve_argv, chat_request
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -26,19 +25,7 @@ pytestmark = pytest.mark.timeout(90)
 class Supervisor:
     def __init__(self, upstream_url: str, *flags: str) -> None:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--upstream-url",
-                upstream_url,
-                "--log-format",
-                "json",
-                *flags,
-            ],
+            bridge_serve_argv("--upstream-url", upstream_url, "--log-format", "json", *flags),
             env={**os.environ, "MYROUTER_API_KEY": SERVICE_KEY},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

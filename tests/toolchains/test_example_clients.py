@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from support import CALLER_TOKEN, require_setup, require_tool
+from support import CALLER_TOKEN, free_port, require_setup, require_tool
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -50,13 +49,6 @@ def _run_example(language: str, target: str) -> subprocess.CompletedProcess[str]
     )
 
 
-@pytest.fixture
-def unused_tcp_target() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
-
-
 @pytest.mark.parametrize("language", sorted(CLIENTS))
 def test_example_calls_unary_streaming_and_reads_error_details(language, bridge, upstream):
     result = _run_example(language, bridge.target)
@@ -85,7 +77,7 @@ def test_example_calls_unary_streaming_and_reads_error_details(language, bridge,
 
 
 @pytest.mark.parametrize("language", sorted(CLIENTS))
-def test_example_reports_an_unreachable_bridge_with_its_status(language, unused_tcp_target):
-    result = _run_example(language, unused_tcp_target)
+def test_example_reports_an_unreachable_bridge_with_its_status(language):
+    result = _run_example(language, f"127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert result.stderr.startswith("error: UNAVAILABLE (14):")

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from support import CALLER_TOKEN, REPO_ROOT
+from support import CALLER_TOKEN, REPO_ROOT, free_port
 
 # The first test pays for the build (about 10 s with a cold GOCACHE).
 pytestmark = pytest.mark.timeout(240)
@@ -90,13 +89,6 @@ def _run(client: Path, target: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def unused_tcp_target() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
-
-
 def test_go_client_calls_unary_streaming_models_and_decodes_error_details(
     go_client, bridge, upstream
 ):
@@ -135,7 +127,7 @@ def test_go_client_calls_unary_streaming_models_and_decodes_error_details(
     assert all(r.headers["authorization"] == f"Bearer {CALLER_TOKEN}" for r in requests)
 
 
-def test_go_client_reports_an_unreachable_bridge_with_its_status(go_client, unused_tcp_target):
-    result = _run(go_client, unused_tcp_target)
+def test_go_client_reports_an_unreachable_bridge_with_its_status(go_client):
+    result = _run(go_client, f"127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert result.stderr.startswith("error: UNAVAILABLE (14):")

@@ -123,7 +123,8 @@ class SettingRow(NamedTuple):
 
 
 SETTING_ROWS = [
-    SettingRow(BY_NAME[field].flag, BY_NAME[field].env, *values) for field, *values in SAMPLES
+    SettingRow._make((BY_NAME[field].flag, BY_NAME[field].env, *values))
+    for field, *values in SAMPLES
 ]
 SETTING_IDS = [row[0] for row in SAMPLES]
 

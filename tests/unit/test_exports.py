@@ -37,12 +37,14 @@ def module_name(path: Path) -> str:
 def declared_exports(source: str) -> list[str] | None:
     """The names of the module's top-level `__all__`, or None when it has none."""
     for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if isinstance(node, ast.AnnAssign):
-            targets = [node.target]
+        if isinstance(node, ast.Assign):
+            targets, assigned = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, assigned = [node.target], node.value
+        else:
+            continue
         if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
-            assert node.value is not None
-            value = ast.literal_eval(node.value)
+            value = ast.literal_eval(assigned)
             assert isinstance(value, list | tuple), "__all__ is a literal list of names"
             return [str(name) for name in value]
     return None

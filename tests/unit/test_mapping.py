@@ -1278,14 +1278,15 @@ DELTAS = with_unknowns(
     },
 )
 FINISH_REASONS = st.sampled_from(["stop", "length", "tool_calls", "content_filter", "error"])
+CHOICE_OPTIONAL = {  # a streamed choice and a whole one end alike
+    "finish_reason": FINISH_REASONS,
+    "native_finish_reason": NON_EMPTY_TEXT,
+    "logprobs": json_objects(),
+}
 CHUNK_CHOICES = with_unknowns(
     pb.ChunkChoice,
     {"index": INDEX, "delta": DELTAS},
-    {
-        "finish_reason": FINISH_REASONS,
-        "native_finish_reason": NON_EMPTY_TEXT,
-        "logprobs": json_objects(),
-    },
+    CHOICE_OPTIONAL,
 )
 USAGES = with_unknowns(
     pb.Usage,
@@ -1368,11 +1369,7 @@ MESSAGES = with_unknowns(
 CHOICES = with_unknowns(
     pb.Choice,
     {"index": INDEX, "message": MESSAGES},
-    {
-        "finish_reason": FINISH_REASONS,
-        "native_finish_reason": NON_EMPTY_TEXT,
-        "logprobs": json_objects(),
-    },
+    CHOICE_OPTIONAL,
 )
 COMPLETIONS = with_unknowns(
     pb.ChatCompletion,
