@@ -98,6 +98,16 @@ def bridge_serve_argv(*flags: str) -> list[str]:
     return [sys.executable, "-m", "bridge", "serve", "--listen", "127.0.0.1:0", *flags]
 
 
+def upstream_error_info(lines: list[str], http_status: int) -> str:
+    """The `  ErrorInfo:` line an example client printed for an upstream HTTP error,
+    once it is checked to carry the bridge's reason, domain and that HTTP status."""
+    error_info = next(line for line in lines if line.startswith("  ErrorInfo:"))
+    assert "reason=UPSTREAM_HTTP_ERROR" in error_info
+    assert "domain=bridge.myrouter.example" in error_info
+    assert f"http_status={http_status}" in error_info
+    return error_info
+
+
 def metadata_dict(metadata: Any) -> dict[str, str]:
     return {item[0]: item[1] for item in metadata or ()}
 

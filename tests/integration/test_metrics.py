@@ -29,36 +29,42 @@ def value(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_counts_and_token_totals_after_a_few_rpcs(make_bridge):
+@pytest.fixture
+def metered(make_bridge):
+    """A new bridge (so every count starts at zero) with /metrics on a free port: (stub, port)."""
     bridge = make_bridge(metrics_listen="127.0.0.1:0")
     assert bridge.server is not None
     port = bridge.server.metrics_port
     assert port
     with grpc.insecure_channel(bridge.target) as channel:
-        stub = chat_pb2_grpc.ChatServiceStub(channel)
-        relayed = 0
-        inputs = outputs = 0
-        for n in (3, 5, 8):
-            request = with_scenario(chat_request(), chunks=n)
-            chunks = list(stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=10))
-            relayed += len(chunks)
-            usage = [c.usage for c in chunks if c.HasField("usage")][-1]
-            inputs += usage.input_tokens
-            outputs += usage.output_tokens
-        completion = stub.CreateChatCompletion(
-            chat_request("count me"), metadata=CALLER_METADATA, timeout=10
+        yield chat_pb2_grpc.ChatServiceStub(channel), port
+
+
+def test_counts_and_token_totals_after_a_few_rpcs(metered):
+    stub, port = metered
+    relayed = 0
+    inputs = outputs = 0
+    for n in (3, 5, 8):
+        request = with_scenario(chat_request(), chunks=n)
+        chunks = list(stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=10))
+        relayed += len(chunks)
+        usage = [c.usage for c in chunks if c.HasField("usage")][-1]
+        inputs += usage.input_tokens
+        outputs += usage.output_tokens
+    completion = stub.CreateChatCompletion(
+        chat_request("count me"), metadata=CALLER_METADATA, timeout=10
+    )
+    inputs += completion.usage.input_tokens
+    outputs += completion.usage.output_tokens
+    model = completion.model
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreateChatCompletion(
+            with_scenario(chat_request(), kind="status", status=503),
+            metadata=CALLER_METADATA,
+            timeout=10,
         )
-        inputs += completion.usage.input_tokens
-        outputs += completion.usage.output_tokens
-        model = completion.model
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.CreateChatCompletion(
-                with_scenario(chat_request(), kind="status", status=503),
-                metadata=CALLER_METADATA,
-                timeout=10,
-            )
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        stub.ListModels(chat_pb2.ListModelsRequest(), metadata=CALLER_METADATA, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    stub.ListModels(chat_pb2.ListModelsRequest(), metadata=CALLER_METADATA, timeout=10)
 
     rpcs = "bridge_rpcs_total"
     for _ in range(100):  # an aborted call's status can reach us just before it is counted
@@ -94,17 +100,12 @@ def test_counts_and_token_totals_after_a_few_rpcs(make_bridge):
     assert value(samples, tokens, model=model, kind="output") == outputs
 
 
-def test_a_cancelled_stream_counts_as_cancelled(make_bridge):
-    bridge = make_bridge(metrics_listen="127.0.0.1:0")
-    assert bridge.server is not None
-    port = bridge.server.metrics_port
-    assert port
-    with grpc.insecure_channel(bridge.target) as channel:
-        stub = chat_pb2_grpc.ChatServiceStub(channel)
-        request = with_scenario(chat_request(), chunks=50, chunk_delay=0.1)
-        stream = stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=10)
-        next(stream)
-        stream.cancel()
+def test_a_cancelled_stream_counts_as_cancelled(metered):
+    stub, port = metered
+    request = with_scenario(chat_request(), chunks=50, chunk_delay=0.1)
+    stream = stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=10)
+    next(stream)
+    stream.cancel()
     for _ in range(100):
         samples = scrape(port)
         if value(samples, "bridge_rpcs_total", method="StreamChatCompletion", code="CANCELLED"):

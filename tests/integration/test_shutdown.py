@@ -64,6 +64,12 @@ def _refuses_new_calls(target: str) -> None:
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
+def _stalled_stream(stub):
+    """A stream whose upstream sends its first chunk and then nothing, for an hour."""
+    request = with_scenario(chat_request("a b c"), stall_after=1, stall=FOREVER)
+    return stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=30)
+
+
 def test_stream_in_flight_finishes_within_the_grace_period(start_bridge, upstream):
     process = start_bridge("--shutdown-grace", "20")
     channel, stub = stub_for(process.target)
@@ -89,8 +95,7 @@ def test_stream_still_running_after_the_grace_period_is_aborted_unavailable(star
     process = start_bridge("--shutdown-grace", "0.5")
     channel, stub = stub_for(process.target)
     with channel:
-        request = with_scenario(chat_request("a b c"), stall_after=1, stall=FOREVER)
-        call = stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=30)
+        call = _stalled_stream(stub)
         received = [next(call), next(call)]  # role chunk, first content chunk
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -155,8 +160,7 @@ def test_second_signal_forces_exit_at_once(start_bridge, upstream):
     process = start_bridge("--shutdown-grace", "60")
     channel, stub = stub_for(process.target)
     with channel:
-        request = with_scenario(chat_request("a b c"), stall_after=1, stall=FOREVER)
-        call = stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=30)
+        call = _stalled_stream(stub)
         next(call)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.5)

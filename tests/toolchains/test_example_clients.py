@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CALLER_TOKEN, free_port, require_setup, require_tool
+from support import CALLER_TOKEN, free_port, require_setup, require_tool, upstream_error_info
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -59,10 +59,7 @@ def test_example_calls_unary_streaming_and_reads_error_details(language, bridge,
     assert f"stream: You said: stream to {language}" in lines
     assert "usage: input 3, output 5, total 8" in lines
     assert "error: NOT_FOUND (5): Model 'no-such/model' not found" in lines
-    error_info = next(line for line in lines if line.startswith("  ErrorInfo:"))
-    assert "reason=UPSTREAM_HTTP_ERROR" in error_info
-    assert "domain=bridge.myrouter.example" in error_info
-    assert "http_status=404" in error_info
+    error_info = upstream_error_info(lines, 404)
     request_id = next(line for line in lines if line.startswith("  x-request-id: "))
     assert request_id.split(": ")[1] in error_info  # the same id in metadata and ErrorInfo
 

@@ -991,28 +991,35 @@ def test_openai_usage_fills_input_and_output_tokens() -> None:
     assert encode(usage) == {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
 
 
-def test_cached_tokens_detail_fills_cache_read_tokens_and_is_kept() -> None:
-    details = {"cached_tokens": 700, "audio_tokens": 0}
+CACHED_USAGE = {
+    "prompt_tokens": 1000,
+    "prompt_tokens_details": {"cached_tokens": 700, "audio_tokens": 0},
+}
+REASONING_USAGE = {
+    "completion_tokens": 300,
+    "completion_tokens_details": {"reasoning_tokens": 256, "accepted_prediction_tokens": 0},
+}
 
-    usage = decode(pb.Usage, {"prompt_tokens": 1000, "prompt_tokens_details": details})
 
-    assert usage.cache_read_tokens == 700
-    assert extra_of(usage) == {"prompt_tokens_details": details}
+@pytest.mark.parametrize(
+    ("obj", "field", "expected"),
+    [(CACHED_USAGE, "cache_read_tokens", 700), (REASONING_USAGE, "reasoning_tokens", 256)],
+    ids=["cached_tokens", "reasoning_tokens"],
+)
+def test_openai_tokens_detail_fills_its_field_and_is_kept(
+    obj: JSON, field: str, expected: int
+) -> None:
+    usage = decode(pb.Usage, obj)
+
+    assert getattr(usage, field) == expected
+    details = {key: value for key, value in obj.items() if key.endswith("_details")}
+    assert extra_of(usage) == details  # the whole detail object, unknown members and all
 
 
 def test_cache_write_tokens_detail_fills_cache_write_tokens() -> None:
     usage = decode(pb.Usage, {"prompt_tokens_details": {"cache_write_tokens": 33}})
 
     assert usage.cache_write_tokens == 33
-
-
-def test_reasoning_tokens_detail_fills_reasoning_tokens_and_is_kept() -> None:
-    details = {"reasoning_tokens": 256, "accepted_prediction_tokens": 0}
-
-    usage = decode(pb.Usage, {"completion_tokens": 300, "completion_tokens_details": details})
-
-    assert usage.reasoning_tokens == 256
-    assert extra_of(usage) == {"completion_tokens_details": details}
 
 
 def test_myrouter_counts_win_over_openai_details() -> None:
