@@ -143,6 +143,14 @@ def _setting(default: _T, setting: Setting) -> _T:
     return dataclasses.field(default=default, metadata={_SETTING: setting})
 
 
+def _pem_file(env: str, help: str, shown_default: str | None = None) -> Path | None:
+    """A `BridgeConfig` field naming an optional PEM file of the TLS group (unset by default)."""
+    setting = Setting(
+        env=env, group="TLS", parse=Path, metavar="PEM", shown_default=shown_default, help=help
+    )
+    return _setting(None, setting)
+
+
 def _cores() -> int:
     return os.cpu_count() or 1
 
@@ -468,47 +476,21 @@ class BridgeConfig:
             help="largest gRPC response message sent (grpc.max_send_message_length)",
         ),
     )
-    tls_cert_file: Path | None = _setting(
-        None,
-        Setting(
-            env="BRIDGE_TLS_CERT_FILE",
-            group="TLS",
-            parse=Path,
-            metavar="PEM",
-            help="PEM certificate chain: serve gRPC over TLS (with --tls-key-file)",
-        ),
+    tls_cert_file: Path | None = _pem_file(
+        "BRIDGE_TLS_CERT_FILE", "PEM certificate chain: serve gRPC over TLS (with --tls-key-file)"
     )
-    tls_key_file: Path | None = _setting(
-        None,
-        Setting(
-            env="BRIDGE_TLS_KEY_FILE",
-            group="TLS",
-            parse=Path,
-            metavar="PEM",
-            help="PEM private key of --tls-cert-file",
-        ),
+    tls_key_file: Path | None = _pem_file(
+        "BRIDGE_TLS_KEY_FILE", "PEM private key of --tls-cert-file"
     )
-    tls_client_ca_file: Path | None = _setting(
-        None,
-        Setting(
-            env="BRIDGE_TLS_CLIENT_CA_FILE",
-            group="TLS",
-            parse=Path,
-            metavar="PEM",
-            shown_default="no client certificate asked",
-            help="PEM CA(s): require client certificates signed by them (mTLS)",
-        ),
+    tls_client_ca_file: Path | None = _pem_file(
+        "BRIDGE_TLS_CLIENT_CA_FILE",
+        "PEM CA(s): require client certificates signed by them (mTLS)",
+        shown_default="no client certificate asked",
     )
-    upstream_ca_file: Path | None = _setting(
-        None,
-        Setting(
-            env="BRIDGE_UPSTREAM_CA_FILE",
-            group="TLS",
-            parse=Path,
-            metavar="PEM",
-            shown_default="the system's trust store",
-            help="PEM CA bundle trusted for the upstream's TLS",
-        ),
+    upstream_ca_file: Path | None = _pem_file(
+        "BRIDGE_UPSTREAM_CA_FILE",
+        "PEM CA bundle trusted for the upstream's TLS",
+        shown_default="the system's trust store",
     )
 
     def __post_init__(self) -> None:
