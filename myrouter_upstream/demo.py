@@ -66,40 +66,29 @@ def _wait_for_line(proc: subprocess.Popen[str], name: str, ready: re.Pattern[str
     raise RuntimeError(f"{name} did not start:\n{''.join(seen)}")
 
 
+def _python_module(module: str, *args: str) -> list[str]:
+    """The argv of `python -m module args...` under this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
 def run_demo() -> int:
-    python = sys.executable
     env = {k: v for k, v in os.environ.items() if k not in ("MYROUTER_API_KEY", "MYROUTER_TOKEN")}
-    upstream_args = [
-        python,
-        "-m",
-        "myrouter_upstream",
-        "--port",
-        "0",
-        "--chunk-delay",
-        "0.04",
-        "--api-key",
-        DEMO_KEY,
-    ]
+    upstream_args = _python_module(
+        "myrouter_upstream", "--port", "0", "--chunk-delay", "0.04", "--api-key", DEMO_KEY
+    )
     print("» starting the embedded MyRouter API ...", flush=True)
     upstream_ready = re.compile(r"listening on (http://\S+)")
     with _process("myrouter_upstream", upstream_args, env, upstream_ready) as upstream_url:
         print(f"  upstream: {upstream_url}", flush=True)
         bridge_env = {**env, "MYROUTER_API_KEY": DEMO_KEY, "BRIDGE_LOG_LEVEL": "INFO"}
-        bridge_args = [
-            python,
-            "-m",
-            "bridge",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream-url",
-            upstream_url,
-        ]
+        bridge_args = _python_module(
+            "bridge", "serve", "--listen", "127.0.0.1:0", "--upstream-url", upstream_url
+        )
         print("» starting the bridge ...", flush=True)
         bridge_ready = re.compile(r"bridge listening on (\S+)")
         with _process("bridge serve", bridge_args, bridge_env, bridge_ready) as target:
             print(f"  bridge:   {target}", flush=True)
-            client = [python, "-m", "bridge"]
+            client = _python_module("bridge")
             print("\n» ListModels", flush=True)
             models = [*client, "models", "--target", target, "--timeout", "10"]
             status = subprocess.run(models, env=env, check=False).returncode
