@@ -25,6 +25,7 @@ The modules, each owning one thing:
 * ``metrics``    Prometheus metrics and the /metrics endpoint
 * ``observe``    the per-RPC record: one metrics update and one log line
 * ``logs``       the logging set-up: JSON / text format and redaction, installed together
+* ``redaction``  credentials out of every text that leaves: statuses, details, log lines
 * ``client``     the small human client (``chat``, ``models``)
 * ``cli``        ``myrouter-bridge`` / ``python -m bridge``
 
