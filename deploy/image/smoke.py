@@ -2,13 +2,14 @@
 
 `podman run` needs cgroups that sandboxes (like this project's machines) do
 not give, so the container is assembled by hand, as close to the kubelet's as
-a chroot gets: the image's layers (`podman image mount`) bound read-only as
-the root, `/proc`, `/dev` and `/dev/shm` bound from the host, a tmpfs on
-`/tmp` (the manifest's emptyDir, the one writable path), the image's user
-(`chroot --userspec`) and environment (`env -i` plus the image's `Env` and
-the manifest's), and the image's ENTRYPOINT with the manifest's args. The
-mounts live in a private mount namespace (`unshare --mount`) that vanishes
-with the last process in it; every exit path kills those processes.
+a chroot gets: new mount and PID namespaces (`unshare`), so the entrypoint is
+PID 1 as in a container; the image's layers (`podman image mount`) bound
+read-only as the root; a fresh `/proc`, `/dev` and `/dev/shm` bound from the
+host, a tmpfs on `/tmp` (the manifest's emptyDir, the one writable path); the
+image's user (`chroot --userspec`) and environment (`env -i` plus the image's
+`Env` and the manifest's); the image's ENTRYPOINT with the manifest's args.
+The mounts vanish with the namespaces, which end with their PID 1; every exit
+path kills the processes started here.
 
 What it proves, against the embedded upstream on the host over loopback:
 
@@ -18,12 +19,11 @@ What it proves, against the embedded upstream on the host over loopback:
 2. the bridge (supervisor and `--workers` processes, as in the manifest)
    reports health SERVING, relays a unary call and a stream, and serves
    /metrics;
-3. SIGTERM with a stream in flight: health turns NOT_SERVING, the stream
-   still ends OK with all its text, every worker drains ("shutdown
-   complete") and the process exits 0.
+3. SIGTERM to the bridge as PID 1 (which the kernel delivers only because
+   the bridge handles it) with a stream in flight: health turns NOT_SERVING,
+   the stream still ends OK with all its text, every worker drains
+   ("shutdown complete") and the bridge exits 0.
 
-Here the bridge is not PID 1 (no PID namespace); under a container runtime it
-is, and PID 1 gets SIGTERM because the bridge installs a handler for it.
 Run as root (mount, chroot), with the repository's .venv Python (the
 generated stubs and PyYAML): `.venv/bin/python deploy/image/smoke.py --image NAME:TAG`.
 """
@@ -124,7 +124,7 @@ layers=$1 root=$2
 shift 2
 mount --bind "$layers" "$root"
 mount -o remount,bind,ro "$root"
-mount --bind /proc "$root/proc"
+mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 mount --bind /dev "$root/dev"
 mount --bind /dev/shm "$root/dev/shm"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/tmp"
@@ -144,10 +144,15 @@ class Container:
     def start(
         self, argv: Sequence[str], env: Sequence[str] = (), **kwargs: Any
     ) -> subprocess.Popen[str]:
-        """Start `argv` in the image; unshare, sh, env and chroot exec, so the pid is argv's."""
+        """Start `argv` in the image as PID 1 of its namespace; the Popen is `unshare`.
+
+        unshare forks PID 1 (see `init_pid`) and exits with its status; sh, env
+        and chroot exec, so PID 1 ends up being `argv`.
+        """
         chroot = ["env", "-i", *self._config.env, *env]
         chroot += ["chroot", f"--userspec={self._config.user}", str(self._root), *argv]
-        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNTS, "sh"]
+        command = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork"]
+        command += ["--kill-child", "sh", "-c", _MOUNTS, "sh"]
         process = subprocess.Popen(
             [*command, str(self._layers), str(self._root), *chroot], text=True, **kwargs
         )
@@ -165,6 +170,27 @@ class Container:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
+
+
+def init_pid(process: subprocess.Popen[str]) -> int:
+    """The host's pid of the PID 1 that `process` (unshare) forked."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for pid in _pids():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                if int(stat.rpartition(")")[2].split()[1]) == process.pid:
+                    return pid
+        time.sleep(0.05)
+    raise SmokeError("unshare started no process")
+
+
+def pid_in_namespace(pid: int) -> int:
+    """What `pid` is in its own PID namespace (the last NSpid field)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    raise SmokeError(f"no NSpid for {pid}")
 
 
 def _pids() -> list[int]:
@@ -294,13 +320,16 @@ def check_drain(channel: grpc.Channel, bridge: subprocess.Popen[str]) -> None:
         request(PROMPT, chunk_delay=0.4), metadata=METADATA, timeout=30
     )
     received = [next(call)]
-    bridge.send_signal(signal.SIGTERM)
+    pid = init_pid(bridge)
+    if pid_in_namespace(pid) != 1:
+        raise SmokeError("the bridge is not PID 1 of its namespace")
+    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + float(SHUTDOWN_DELAY)
     while health(channel, CHAT_SERVICE) != health_pb2.HealthCheckResponse.NOT_SERVING:
         if time.monotonic() > deadline:
             raise SmokeError("health still SERVING after SIGTERM")
         time.sleep(0.05)
-    print("SIGTERM: health NOT_SERVING, stream still in flight")
+    print("SIGTERM to the bridge as PID 1: health NOT_SERVING, stream still in flight")
     received += list(call)
     text = "".join(c.choices[0].delta.content for c in received if c.choices)
     if call.code() is not grpc.StatusCode.OK or PROMPT not in text:
