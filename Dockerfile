@@ -24,7 +24,7 @@ RUN set -eu; \
     python3 -c "import sys; v = '%d.%d' % sys.version_info[:2]; \
 sys.exit(None if v == '${PYTHON_VERSION}' else 'base has Python ' + v + ', wheels are for ${PYTHON_VERSION}')"; \
     python3 -m venv /opt/bridge; \
-    /opt/bridge/bin/python -m pip install --quiet --no-index --no-cache-dir \
+    /opt/bridge/bin/python -m pip install --quiet --no-index --no-cache-dir --no-compile \
         --find-links /wheels myrouter-bridge; \
     if [ "${EMBEDDED_UPSTREAM}" != true ]; then \
         site="$(/opt/bridge/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"; \
@@ -33,6 +33,7 @@ sys.exit(None if v == '${PYTHON_VERSION}' else 'base has Python ' + v + ', wheel
     fi; \
     /opt/bridge/bin/python -m pip uninstall --quiet --yes pip setuptools; \
     rm -f /opt/bridge/bin/activate* /opt/bridge/bin/Activate.ps1; \
+    /opt/bridge/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/bridge/lib; \
     /opt/bridge/bin/python -c "import bridge.cli, grpc, uvloop"; \
     echo 'bridge:x:10001:10001:myrouter-bridge:/nonexistent:/usr/sbin/nologin' >> /etc/passwd; \
     echo 'bridge:x:10001:' >> /etc/group
@@ -49,8 +50,9 @@ LABEL org.opencontainers.image.title="myrouter-bridge" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=install /etc/passwd /etc/group /etc/
 COPY --from=install /opt/bridge /opt/bridge
-# The bytecode was compiled at install time: nothing is written beside the
-# modules (the root filesystem is read-only). The workers' metrics files go to /tmp.
+# The bytecode is compiled (unchecked-hash .pyc: the modules never change, and
+# the same wheels give the same files), so nothing is written beside the
+# modules on the read-only root. The workers' metrics files go to /tmp.
 ENV PATH=/opt/bridge/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 \
     PYTHONDONTWRITEBYTECODE=1 \

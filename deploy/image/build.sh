@@ -12,7 +12,10 @@
 #    on the project's machines) or with --base debian, an equivalent base made
 #    from Debian packages (mmdebstrap: python3, python3-venv, ca-certificates),
 #    imported once as DEBIAN_BASE and reused while that tag exists.
-# 3. The build, the same Dockerfile for either base.
+# 3. The build, the same Dockerfile for either base. Reproducible: with
+#    SOURCE_DATE_EPOCH the commit's time, the same commit and base give the
+#    same wheel and, with podman, the same image; the image the tags left is
+#    removed (unless tagged elsewhere), so rebuilds leave nothing behind.
 set -euo pipefail
 
 DEBIAN_SUITE=bookworm # its python3 is 3.11, the Python the wheels are built for
@@ -100,6 +103,8 @@ else
     base=$DEBIAN_BASE
 fi
 
+SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
 wheels=build/image/wheels
 rm -rf "$wheels" build/lib # build/lib: setuptools' copy, which may hold deleted modules
 "$python" -m pip wheel --quiet --no-build-isolation --wheel-dir "$wheels" .
@@ -108,9 +113,12 @@ python_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])
 build=("$engine" build)
 if [ "$engine" = podman ]; then
     # chroot isolation: builds inside containers and sandboxes without their own
-    # cgroups; the base is local by now, so never pull (again).
-    build+=(--isolation=chroot --pull=never)
+    # cgroups; the base is local by now, so never pull (again); no intermediate
+    # images kept (a rebuild takes seconds); file and image times from the commit.
+    build+=(--isolation=chroot --pull=never --layers=false --timestamp "$SOURCE_DATE_EPOCH")
 fi
+image_id() { "$engine" image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+previous=$(image_id "$name:$version")
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 "${build[@]}" --file Dockerfile --tag "$name:latest" --tag "$name:$version" \
     --build-arg BASE="$base" \
@@ -120,5 +128,8 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
     --build-arg REVISION="$revision" \
     --build-arg SOURCE="$source" \
     .
+if [ -n "$previous" ] && [ "$previous" != "$(image_id "$name:$version")" ]; then
+    "$engine" image rm "$previous" >/dev/null 2>&1 || true # still tagged elsewhere: kept
+fi
 size=$("$engine" image inspect --format '{{.Size}}' "$name:$version")
 echo "image: $name:latest, $name:$version ($((size / 1000000)) MB, base $base)" >&2
