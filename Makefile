@@ -114,7 +114,7 @@ clean:
 # is also what happens when the default base (python:3.11-slim) cannot be pulled.
 # IMAGE_EMBEDDED_UPSTREAM=true adds the embedded upstream (left out by default).
 IMAGE_NAME    ?= myrouter-bridge
-IMAGE_VERSION := $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+IMAGE_VERSION  = $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 IMAGE_BASE    ?=
 IMAGE_ENGINE  ?=
 IMAGE_EMBEDDED_UPSTREAM ?= false
