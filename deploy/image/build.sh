@@ -116,6 +116,8 @@ if [ "$engine" = podman ]; then
     # cgroups; the base is local by now, so never pull (again); no intermediate
     # images kept (a rebuild takes seconds); file and image times from the commit.
     build+=(--isolation=chroot --pull=never --layers=false --timestamp "$SOURCE_DATE_EPOCH")
+else
+    build+=(--build-arg SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH") # BuildKit's image times
 fi
 image_id() { "$engine" image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
 previous=$(image_id "$name:$version")
