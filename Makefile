@@ -191,3 +191,32 @@ release-contract: $(TOOLS)
 clean:
 	rm -rf $(VENV) myrouter build $(CLIENT)/build $(UPSTREAM)/build dist *.egg-info .pytest_cache tools/node_modules \
 		examples/node/node_modules examples/ruby/gen
+
+# The container image (Dockerfile; docs/image.md): built with podman, or docker when
+# podman is absent, from wheels built here; tagged $(IMAGE_NAME):latest and
+# $(IMAGE_NAME):$(IMAGE_VERSION), the name deploy/kubernetes/bridge.yaml runs.
+# IMAGE_BASE=debian builds on the Debian base (made with mmdebstrap, cached), which
+# is also what happens when the default base (python:3.11-slim) cannot be pulled.
+# IMAGE_EMBEDDED_UPSTREAM=true adds the embedded upstream (left out by default).
+IMAGE_NAME    ?= myrouter-bridge
+IMAGE_VERSION  = $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+IMAGE_BASE    ?=
+IMAGE_ENGINE  ?=
+IMAGE_EMBEDDED_UPSTREAM ?= false
+# The OCI source label: the clone's remote when it is a URL, else the project's home.
+IMAGE_SOURCE  ?= $(or $(shell git remote get-url origin 2>/dev/null | grep -E '^(https?|ssh)://|^git@'),https://git.myrouter.example/myrouter/bridge)
+IMAGE_UPSTREAM_FLAG := $(if $(filter true,$(IMAGE_EMBEDDED_UPSTREAM)),--embedded-upstream)
+
+.PHONY: image image-test
+
+image: $(GEN) $(GEN_PROTO) $(GEN_TYPED)
+	deploy/image/build.sh --python $(PY) --version $(IMAGE_VERSION) --source $(IMAGE_SOURCE) \
+		--name $(IMAGE_NAME) $(if $(IMAGE_BASE),--base $(IMAGE_BASE)) \
+		$(if $(IMAGE_ENGINE),--engine $(IMAGE_ENGINE)) $(IMAGE_UPSTREAM_FLAG)
+
+# Builds the image, then runs its own entrypoint as the manifest does (read-only root,
+# /tmp only, uid 10001) through a real call, health, SIGTERM and drain; needs root and
+# podman (`podman image mount`). Then the checks of the built image against the manifest.
+image-test: image
+	$(PY) deploy/image/smoke.py --image $(IMAGE_NAME):$(IMAGE_VERSION) $(IMAGE_UPSTREAM_FLAG)
+	$(PY) -m pytest -q tests -k built_image
