@@ -114,7 +114,7 @@ toolchain-deps:
 	else $(call skip,the Ruby example,grpc_tools_ruby_protoc not on PATH \
 		(Debian packages $(RUBY_DEBS); as root, make ruby-example installs them)); fi
 
-# The Go example: the README's protoc commands, then `go build` in GOPATH mode from
+# The Go example: the protoc commands of docs/clients.md, then `go build` in GOPATH mode from
 # Debian's Go packages (.ci/run installs them), into examples/go/gen/bin/client.
 # tests/test_go_example.py builds its own copy in a temporary directory.
 .PHONY: go-example

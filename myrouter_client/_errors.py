@@ -19,7 +19,7 @@ _DETAILS_KEY = "grpc-status-details-bin"
 class ChatCallError(Exception):
     """A call to the bridge failed. Carries everything the status said, decoded.
 
-    ``code`` is what to branch on (the README's status table says what each
+    ``code`` is what to branch on (docs/status-codes.md says what each
     means); ``reason`` and ``metadata`` come from google.rpc.ErrorInfo (for
     example ``metadata["http_status"]``, the upstream's HTTP status);
     ``retry_delay`` from google.rpc.RetryInfo, set when the API asked callers to

@@ -7,7 +7,7 @@
 # genproto as sources under /usr/share/gocode (what its own packages build with),
 # not as a module cache, and there is no module proxy to fetch the rest of grpc's
 # go.mod graph from. So BUILD_DIR is a GOPATH workspace, src/example.com/yourapp/
-# holds main.go and the stubs that the README's protoc commands generate there,
+# holds main.go and the stubs that docs/clients.md's protoc commands generate there,
 # and GOPATH=BUILD_DIR:/usr/share/gocode resolves every import.
 set -euo pipefail
 
@@ -31,7 +31,7 @@ mkdir -p "$app"
 cp "$here/main.go" "$app/"
 cd "$app"
 
-# The README's protoc command as written, after the folder it writes to (protoc does not
+# The protoc command of docs/clients.md as written, after the folder it writes to (protoc does not
 # create it); tests/test_go_example.py keeps the two equal. google/protobuf/struct.proto
 # comes with protoc: Debian's protobuf-compiler ships it in /usr/include.
 mkdir -p gen/go

@@ -1,5 +1,5 @@
 """The Go example client (examples/go), built offline from Debian's Go packages with the
-README's protoc commands (examples/go/build.sh) and run against a real bridge and the
+protoc commands of docs/clients.md (examples/go/build.sh) and run against a real bridge and the
 embedded upstream: a unary call, a streamed call with authorization and x-request-id
 metadata, ListModels, and a failed call (an upstream 429 with Retry-After) whose
 ErrorInfo and RetryInfo it decodes from the status details."""
@@ -39,7 +39,7 @@ def _go_protoc_command(text: str, protos: str) -> str:
 
 
 def test_build_script_runs_the_readme_protoc_command_after_making_its_folder():
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (REPO_ROOT / "docs" / "clients.md").read_text(encoding="utf-8")
     script = (GO_EXAMPLE / "build.sh").read_text(encoding="utf-8")
     documented = _go_protoc_command(readme, "protos")
     assert documented.endswith(" protos/myrouter/chat/v1/chat.proto")

@@ -188,13 +188,13 @@ def _module_stems(package: str) -> set[str]:
 
 
 def test_the_module_maps_name_every_module() -> None:
-    """bridge/__init__.py lists the server's modules, the README's layout names them
+    """bridge/__init__.py lists the server's modules, docs/development.md's layout names them
     and the embedded upstream's: a module added, renamed or removed shows here."""
     docstring = ast.get_docstring(ast.parse((ROOT / "bridge" / "__init__.py").read_text("utf-8")))
     assert docstring is not None
     listed = {line.split("``")[1] for line in docstring.splitlines() if line.startswith("* ``")}
     assert listed == _module_stems("bridge")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
     layout = readme[readme.index("\nLayout") : readme.index("A module with tests of both kinds")]
     for package in ("bridge", "myrouter_upstream"):
         unnamed = sorted(m for m in _module_stems(package) if f"`{m}`" not in layout)
