@@ -25,6 +25,7 @@ from .admission import Admission
 from .config import BridgeConfig
 from .connections import server_options
 from .health import HEALTH_SERVICE_NAME, Health
+from .logs import quiet_grpc_metadata_decoding
 from .metrics import Metrics, MetricsServer
 from .observe import Observer
 from .service import ChatService
@@ -70,6 +71,7 @@ class BridgeServer:
 
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful with port 0)."""
+        quiet_grpc_metadata_decoding()
         self._upstream = UpstreamClient(self.config, transport=self._transport)
         server = grpc_server(self.config, reuse_port=self._reuse_port)
         self._admission = Admission(

@@ -202,10 +202,18 @@ class _RpcScope:
 
 
 def _final_code(context: grpc.aio.ServicerContext, record: RpcRecord) -> grpc.StatusCode | None:
-    """The status the call ended with: the one set by abort, CANCELLED if the caller left."""
+    """The status the call ended with, as its caller sees it, read back from the context:
+    the one set by abort, CANCELLED if the caller left.
+
+    An error that leaves the handler without having set a status (abort itself
+    failed) reaches the caller as grpc's UNKNOWN, and is recorded so: a failure
+    can never be logged or counted as OK.
+    """
     code: grpc.StatusCode | None = context.code()
     if code is None and (record.cancelled or context.cancelled()):
         return grpc.StatusCode.CANCELLED
+    if code is None and record.error is not None:
+        return grpc.StatusCode.UNKNOWN
     return code
 
 

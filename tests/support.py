@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -200,3 +201,61 @@ class Certs:
     def client_pair(self, ca: trustme.CA) -> tuple[bytes, bytes]:
         leaf = ca.issue_cert("bridge-client@example.test")
         return leaf.private_key_pem.bytes(), b"".join(b.bytes() for b in leaf.cert_chain_pems)
+
+
+class RawUpstream:
+    """An HTTP server that answers every request with the exact bytes a test sets.
+
+    For answers no real API (nor the embedded one) would give: any status line,
+    any headers, broken framing. Each connection reads one request (head and a
+    Content-Length body), writes `answer`, then closes, so a broken answer can
+    never spoil the next one. Runs its own event loop in a daemon thread.
+    """
+
+    def __init__(self) -> None:
+        self.answer = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+        self.requests = 0
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raw-upstream", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def start(self) -> RawUpstream:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("raw upstream did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        server = loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length:
+                await reader.readexactly(int(length.group(1)))
+            self.requests += 1
+            writer.write(self.answer)
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # whatever the client did, close
+        finally:
+            writer.close()
