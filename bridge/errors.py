@@ -2,6 +2,7 @@
 
     BridgeError                      anything the bridge reports to a caller
     ├── InvalidRequest               caller must fix the request      INVALID_ARGUMENT
+    ├── UndecodableRequest           request bytes do not decode      INVALID_ARGUMENT
     ├── MissingCredentials           caller must authenticate         UNAUTHENTICATED
     ├── ServiceKeyRejected           operator must fix the key        INTERNAL
     ├── BridgeOverloaded             too many calls at once           RESOURCE_EXHAUSTED
@@ -153,6 +154,8 @@ class BridgeError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
+    log_level: int = logging.INFO
+    """The level of the service's line about the failure (the per-RPC line is always INFO)."""
 
     def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -183,6 +186,23 @@ class InvalidRequest(BridgeError):
             ]
         )
         return [_pack(bad_request)]
+
+
+class UndecodableRequest(BridgeError):
+    """The request's bytes are not a valid message of the RPC's request type.
+
+    INVALID_ARGUMENT, where gRPC's guidance suggests INTERNAL for a request that
+    does not parse: the caller sent those bytes, and INTERNAL is kept for the
+    bridge's own faults. Logged at WARNING (a caller that cannot encode its
+    requests is worth noticing), never with the bytes.
+    """
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "UNDECODABLE_REQUEST"
+    log_level = logging.WARNING
+
+    def __init__(self, message_type: str) -> None:
+        super().__init__(f"the request is not a valid {message_type} (it does not decode)")
 
 
 class MissingCredentials(BridgeError):

@@ -351,6 +351,16 @@ _DERIVED: frozenset[tuple[str, str]] = frozenset({("myrouter.chat.v1.StreamError
 """Fields computed from another member on decode, so never written themselves."""
 
 
+def member_names(descriptor: Descriptor) -> frozenset[str]:
+    """The JSON members a message's modelled fields are written as (`extra` excluded)."""
+    full_name = descriptor.full_name
+    return frozenset(
+        _JSON_NAMES.get((full_name, field.name), field.name)
+        for field in descriptor.fields
+        if field.name != EXTRA
+    ) | frozenset(field.name for field in descriptor.fields if field.name != EXTRA)
+
+
 def encode(message: Message) -> dict[str, Any]:
     """The JSON object a message stands for: `extra` members first, modelled fields on top.
 

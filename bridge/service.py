@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import orjson
+from google.protobuf.message import Message
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
@@ -32,13 +33,21 @@ from . import mapping
 from .admission import Admission
 from .calls import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
 from .config import BridgeConfig
-from .errors import BridgeError, UpstreamReportedError, UpstreamTimeout, to_status
+from .errors import (
+    BridgeError,
+    UndecodableRequest,
+    UpstreamReportedError,
+    UpstreamTimeout,
+    to_status,
+)
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
 from .upstream import UpstreamClient
 from .validation import validate_chat_request
 
 log = logging.getLogger("bridge.service")
+
+_M = TypeVar("_M", bound=Message)
 
 
 class ChatService(chat_pb2_grpc.ChatServiceServicer):
@@ -62,13 +71,15 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._observer = observer if observer is not None else Observer(Metrics())
         self._calls = CallPolicy(config)
 
-    def _scope(self, context: grpc.aio.ServicerContext, method: str, model: str) -> _RpcScope:
-        return _RpcScope(self._admission, self._observer, context, method, model)
+    def _scope(self, context: grpc.aio.ServicerContext, method: str, request: object) -> _RpcScope:
+        """Every RPC's first step, before it reads any field of `request` (which may be
+        an `Undecodable` that the scope refuses)."""
+        return _RpcScope(self._admission, self._observer, context, method, request)
 
     async def CreateChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
-        async with self._scope(context, "CreateChatCompletion", request.model) as rpc:
+        async with self._scope(context, "CreateChatCompletion", request) as rpc:
             call = self._calls.call_for(context, rpc.request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
             body = orjson.dumps(request_body(request, stream=False))
@@ -87,7 +98,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def StreamChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        async with self._scope(context, "StreamChatCompletion", request.model) as rpc:
+        async with self._scope(context, "StreamChatCompletion", request) as rpc:
             record = rpc.record
             call = self._calls.call_for(context, rpc.request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
@@ -128,7 +139,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListModelsResponse:
-        async with self._scope(context, "ListModels", "") as rpc:
+        async with self._scope(context, "ListModels", request) as rpc:
             call = self._calls.call_for(context, rpc.request_id)
             rpc.record.upstream_at = time.perf_counter()
             async with _deadline(call):
@@ -147,7 +158,16 @@ class _RpcScope:
     stream keeps it for its whole life.
     """
 
-    __slots__ = ("_admission", "_context", "_method", "_observer", "_task", "record", "request_id")
+    __slots__ = (
+        "_admission",
+        "_context",
+        "_method",
+        "_observer",
+        "_task",
+        "_undecodable",
+        "record",
+        "request_id",
+    )
 
     def __init__(
         self,
@@ -155,20 +175,26 @@ class _RpcScope:
         observer: Observer,
         context: grpc.aio.ServicerContext,
         method: str,
-        model: str,
+        request: object,
     ) -> None:
         self._admission = admission
         self._observer = observer
         self._context = context
         self._method = method
         self._task: asyncio.Task[Any] | None = None
+        self._undecodable = request if isinstance(request, Undecodable) else None
+        model = getattr(request, "model", "")
         self.request_id = request_id(context)
-        self.record: RpcRecord = observer.start(method, self.request_id, model)
+        self.record: RpcRecord = observer.start(
+            method, self.request_id, model if isinstance(model, str) else ""
+        )
 
     async def __aenter__(self) -> _RpcScope:
         try:
+            if self._undecodable is not None:
+                raise UndecodableRequest(self._undecodable.message_type)
             self._task = self._admission.admit()
-        except BridgeError as refused:  # over the cap or draining: answered like any failure
+        except BridgeError as refused:  # undecodable, over the cap or draining: a failure
             await self.__aexit__(type(refused), refused, refused.__traceback__)
         return self
 
@@ -199,6 +225,37 @@ class _RpcScope:
             if self._task is not None:
                 self._admission.release(self._task)
             self._observer.finish(record, _final_code(self._context, record))
+
+
+class Undecodable:
+    """What `request_decoder` hands a handler for bytes that are not a valid request.
+
+    grpc.aio answers a deserializer that raises with UNKNOWN ("Unexpected
+    DecodeError") and an ERROR traceback, outside any handler, so nothing of
+    ours would see the call. Returned instead, it reaches the handler, whose
+    `_RpcScope` refuses it before any field is read: INVALID_ARGUMENT through
+    the one error path, with its request id, log line and metrics.
+    """
+
+    __slots__ = ("message_type",)
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+def request_decoder(message_type: type[_M]) -> Callable[[bytes], _M | Undecodable]:
+    """The request deserializer of an RPC taking `message_type`: its FromString, once per
+    request (nothing per stream message), or an `Undecodable` when the bytes do not parse."""
+    parse = message_type.FromString
+    name = message_type.DESCRIPTOR.full_name
+
+    def decode(data: bytes) -> _M | Undecodable:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, or a recursion limit: the caller's bytes either way
+            return Undecodable(name)
+
+    return decode
 
 
 def _final_code(context: grpc.aio.ServicerContext, record: RpcRecord) -> grpc.StatusCode | None:
@@ -266,7 +323,14 @@ async def _abort(
     context: grpc.aio.ServicerContext, exc: Exception, request_id: str, method: str
 ) -> NoReturn:
     if isinstance(exc, BridgeError):
-        log.info("%s failed: %s %s (request_id=%s)", method, exc.code.name, exc.message, request_id)
+        log.log(
+            exc.log_level,
+            "%s failed: %s %s (request_id=%s)",
+            method,
+            exc.code.name,
+            exc.message,
+            request_id,
+        )
     else:
         log.error(
             "%s failed with an internal error (request_id=%s)", method, request_id, exc_info=exc
@@ -280,4 +344,4 @@ async def _abort(
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-__all__ = ["REQUEST_ID_KEY", "ChatService", "request_body"]
+__all__ = ["REQUEST_ID_KEY", "ChatService", "Undecodable", "request_body", "request_decoder"]
