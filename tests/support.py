@@ -63,6 +63,20 @@ def details_of(error: grpc.RpcError) -> dict[str, Any]:
     return found
 
 
+def status_table_tokens() -> set[str]:
+    """The backquoted words (codes and ErrorInfo reasons) in the right-hand column of
+    README.md's status table: what the bridge promises its callers."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Status codes\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(rows) > 10, "the status table is missing"
+    tokens: set[str] = set()
+    for row in rows[2:]:  # the header and the separator
+        right = row.rstrip("|").rsplit("|", 1)[1]
+        tokens.update(re.findall(r"`([A-Z_]+)`", right))
+    return tokens
+
+
 def metadata_dict(metadata: Any) -> dict[str, str]:
     return {item[0]: item[1] for item in metadata or ()}
 

@@ -21,6 +21,7 @@ from bridge.errors import (
     grpc_code_for_error_code,
     grpc_code_for_http_status,
 )
+from support import status_table_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {path.name: path.read_text(encoding="utf-8") for path in (ROOT / "bridge").glob("*.py")}
@@ -31,16 +32,7 @@ NEVER_RAISED = ("UpstreamError",)
 
 
 def table_tokens() -> set[str]:
-    """The backquoted words in the right-hand column of the README's status table."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Status codes\n", 1)[1].split("\n## ", 1)[0]
-    tokens: set[str] = set()
-    rows = [line for line in section.splitlines() if line.startswith("|")]
-    assert len(rows) > 10, "the status table is missing"
-    for row in rows[2:]:  # the header and the separator
-        right = row.rstrip("|").rsplit("|", 1)[1]
-        tokens.update(re.findall(r"`([A-Z_]+)`", right))
-    return tokens
+    return status_table_tokens()
 
 
 def subclasses(cls: type[BridgeError]) -> list[type[BridgeError]]:
