@@ -36,18 +36,18 @@ from typing import Any
 
 import grpc
 import pytest
+import raw_grpc
 from google.rpc import error_details_pb2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import raw_grpc
 from bridge.config import BridgeConfig, Secret
 from myrouter.chat.v1 import chat_pb2
 from support import SERVICE_KEY, RawUpstream, status_table_tokens
 
 pytestmark = pytest.mark.timeout(600)
 
-EXAMPLES = int(os.environ.get("BRIDGE_PROPERTY_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("BRIDGE_PROPERTY_EXAMPLES", "500"))
 PROPERTY = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -55,7 +55,9 @@ PROPERTY = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-DOCUMENTED = {code for code in grpc.StatusCode if code.name in status_table_tokens()}
+DOCUMENTED = {grpc.StatusCode.OK} | {
+    code for code in grpc.StatusCode if code.name in status_table_tokens()
+}
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 INTERNAL_BY_REASON = {"UPSTREAM_HTTP_ERROR", "UPSTREAM_REPORTED_ERROR", "SERVICE_KEY_REJECTED"}
 """INTERNAL that is not the bridge's bug: the upstream's 500 / server_error, the operator's key."""
@@ -130,10 +132,10 @@ EXTRA_KEYS = st.sampled_from(["stream", "model", "content", "role", "foo", "prov
 @st.composite
 def chat_requests(draw: st.DrawFn) -> bytes:
     request = chat_pb2.ChatCompletionRequest(
-        model=draw(st.sampled_from(["myrouter/echo", "", " ", "x/y"]) | TEXT)
+        model=draw(st.sampled_from(["myrouter/echo", "myrouter/echo", "", " "]) | TEXT)
     )
-    for _ in range(draw(st.integers(0, 3))):
-        message = request.messages.add(role=draw(st.sampled_from(["user", "", "tool"]) | TEXT))
+    for _ in range(draw(st.sampled_from([1, 1, 0, 2, 3]))):
+        message = request.messages.add(role=draw(st.sampled_from(["user", "user", ""]) | TEXT))
         if draw(st.booleans()):
             message.content = draw(TEXT)
         if draw(st.integers(0, 4)) == 0:
@@ -346,7 +348,9 @@ def test_every_outcome_is_documented_and_logged_as_the_caller_saw_it(
     request = data.draw(request_bytes(method), label="request")
     metadata = data.draw(METADATA, label="metadata")
     raw_upstream.answer = data.draw(answers(), label="answer")
-    counts = {code.name: rpcs_counted(hostile_bridge, method, code.name) for code in grpc.StatusCode}
+    counts = {
+        code.name: rpcs_counted(hostile_bridge, method, code.name) for code in grpc.StatusCode
+    }
     recorder.take()
 
     reply = raw_grpc.call(hostile_bridge.target, method, request, metadata, timeout=15)
@@ -354,6 +358,7 @@ def test_every_outcome_is_documented_and_logged_as_the_caller_saw_it(
     assert reply.reset is None, f"stream reset ({reply.reset}) instead of a status"
     assert reply.grpc_status is not None, "no grpc-status"
     code = CODES[reply.grpc_status]
+    event(code.name)
     assert code is not grpc.StatusCode.UNKNOWN, reply.grpc_message
     assert code in DOCUMENTED, f"{code.name} is not in README.md's status table"
     info = error_info(reply)
@@ -365,9 +370,8 @@ def test_every_outcome_is_documented_and_logged_as_the_caller_saw_it(
     sent_id = next((value for key, value in metadata if key == b"x-request-id"), None)
     request_id = reply.metadata(b"x-request-id")
     assert request_id, "no x-request-id in the answer's metadata"
-    if sent_id is not None and 0 < len(sent_id) <= 256 and sent_id.isascii():
-        if sent_id.decode().isprintable():
-            assert request_id == sent_id
+    if sent_id and len(sent_id) <= 256 and sent_id.isascii() and sent_id.decode().isprintable():
+        assert request_id == sent_id  # the caller's own, when usable
     if info is not None:
         assert info.metadata["request_id"] == request_id.decode()
 

@@ -5,7 +5,7 @@ metadata, and Retry-After parsing."""
 from __future__ import annotations
 
 import email.utils
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -429,3 +429,14 @@ def test_retry_info_never_overflows_whatever_the_error_holds(seconds: float) -> 
     retry = details_of_type(status, error_details_pb2.RetryInfo)
     for info in retry:
         assert 0 <= info.retry_delay.seconds <= MAX_RETRY_DELAY_SECONDS
+
+
+def test_to_status_never_raises_even_when_building_the_details_fails() -> None:
+    class Broken(UpstreamHTTPError):
+        def details(self) -> list[Any]:
+            raise ValueError("a bug while building the details")
+
+    status = to_status(Broken(429, "slow down"), request_id="r1")
+    assert status.code is SC.INTERNAL
+    assert error_info(status).reason == "INTERNAL"
+    assert error_info(status).metadata["request_id"] == "r1"
