@@ -152,7 +152,7 @@ bench: dev
 	$(PY) bench/run.py
 
 # 1,000 streams (200 at a time) through one bridge process; prints the RSS figures. Then
-# the status property suite (part of `make test` with 500 calls) with 10,000 calls.
+# the status property suite (part of `make test` with 300 calls) with 10,000 calls.
 soak: dev
 	$(PY) -m pytest -q -s -m soak tests/integration/test_soak.py
 	BRIDGE_PROPERTY_EXAMPLES=10000 $(PY) -m pytest -q tests/integration/test_status_properties.py

@@ -135,6 +135,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     if sent:  # after chunks, the error is a chunk too; first, status only
                         yield decode(chunk_type, reported.event)
                     raise
+            if not sent:  # [DONE] before any event: OK with no message, the id in the trailers
+                context.set_trailing_metadata(((REQUEST_ID_KEY, rpc.request_id),))
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

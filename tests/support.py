@@ -228,9 +228,13 @@ class RawUpstream:
 
     def __init__(self) -> None:
         self.answer = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+        self.stall = 0.0
+        """Seconds to wait before the last `stall_bytes` of the answer (0: no wait)."""
+        self.stall_bytes = 0
         self.requests = 0
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raw-upstream", daemon=True)
 
@@ -245,20 +249,29 @@ class RawUpstream:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._loop is not None and self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
         self._thread.join(10)
 
     def _run(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
-        server = loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
+        self._server = loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         try:
             loop.run_forever()
         finally:
-            server.close()
             loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        asyncio.get_running_loop().stop()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -267,9 +280,17 @@ class RawUpstream:
             if length:
                 await reader.readexactly(int(length.group(1)))
             self.requests += 1
-            writer.write(self.answer)
+            answer, stall = self.answer, self.stall
+            split = len(answer) - self.stall_bytes if stall else len(answer)
+            writer.write(answer[:split])
             await writer.drain()
+            if stall:
+                await asyncio.sleep(stall)
+                writer.write(answer[split:])
+                await writer.drain()
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # whatever the client did, close
+        except asyncio.CancelledError:
+            pass  # stopping: end quietly (a cancelled stream task is logged by asyncio)
         finally:
             writer.close()

@@ -254,3 +254,18 @@ def test_nested_extra_may_not_name_a_modelled_field(stub, upstream):
     fields = {v.field for v in details_of(error)["BadRequest"].field_violations}
     assert fields == {"messages[0].extra.content", "messages[0].extra.name"}
     assert upstream.requests() == []
+
+
+def test_a_stream_with_no_event_still_names_its_request_id(make_bridge, raw_upstream, rpc_lines):
+    # found by test_status_properties: [DONE] first gave OK with no x-request-id anywhere
+    raw_upstream.answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 14\r\n"
+        b"connection: close\r\n\r\ndata: [DONE]\n\n"
+    )
+    channel, stub = stub_for(make_bridge(upstream_url=raw_upstream.base_url).target)
+    with channel:
+        call = stub.StreamChatCompletion(chat_request(), timeout=10)
+        assert list(call) == []
+        assert call.code() is grpc.StatusCode.OK
+        request_id = metadata_dict(call.trailing_metadata())["x-request-id"]
+    assert line_for(rpc_lines, request_id)["status"] == "OK"
