@@ -34,19 +34,16 @@ def test_the_refusal_is_invalid_argument_at_warning_without_the_bytes():
 
 
 def test_grpcs_undecodable_metadata_error_becomes_one_warning_without_the_value():
-    try:
-        b"Bearer \xff".decode("utf8")
-    except UnicodeDecodeError:
-        record = logging.LogRecord(
-            "grpc._cython.cygrpc",
-            logging.ERROR,
-            "x",
-            1,
-            "Invalid encoding on %s",
-            (b"Bearer \xff",),
-            exc_info=True,
-        )
-    record.exc_info = (UnicodeDecodeError, UnicodeDecodeError("utf8", b"", 0, 1, "x"), None)
+    failure = UnicodeDecodeError("utf8", b"\xff", 0, 1, "invalid start byte")
+    record = logging.LogRecord(
+        "grpc._cython.cygrpc",
+        logging.ERROR,
+        "x",
+        1,
+        "Invalid encoding on %s",
+        (b"Bearer \xff",),
+        (UnicodeDecodeError, failure, None),
+    )
     assert GrpcMetadataDecoding().filter(record)
     assert record.levelno == logging.WARNING
     assert record.exc_info is None
