@@ -45,9 +45,8 @@ from bridge.config import BridgeConfig, Secret
 from myrouter.chat.v1 import chat_pb2
 from support import SERVICE_KEY, RawUpstream, status_table_tokens
 
-pytestmark = pytest.mark.timeout(600)
-
 EXAMPLES = int(os.environ.get("BRIDGE_PROPERTY_EXAMPLES", "300"))
+pytestmark = pytest.mark.timeout(max(600, EXAMPLES // 5))
 PROPERTY = settings(
     max_examples=EXAMPLES,
     deadline=None,
