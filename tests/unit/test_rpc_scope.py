@@ -45,7 +45,7 @@ def run(context: Context, failure: BaseException | None, request: object = None)
     metrics = Metrics()
     scope = _RpcScope(
         Admission(max_calls=4, shutdown_grace=1), Observer(metrics), context, "M", request
-    )  # type: ignore[arg-type]
+    )
 
     async def body() -> None:
         async with scope:
