@@ -293,6 +293,15 @@ CONTENT_TYPES = st.sampled_from(
         "multipart/mixed; boundary=x",
     ]
 )
+EXTREME_HEADERS = st.sampled_from(
+    [
+        ("x-big", "a" * 10_000),
+        ("content-length", "9" * 30),
+        ("content-length", "-1"),
+        ("retry-after", "9" * 400),
+        ("content-type", "text/event-stream; " + "x=y; " * 2000),
+    ]
+)
 HEADER_VALUES = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=20)
 
 
@@ -343,8 +352,13 @@ def answers(draw: st.DrawFn, method: str) -> bytes:
     for _ in range(draw(st.integers(0, 2))):
         name = draw(st.sampled_from(["x-odd", "set-cookie", "retry-after", "content-type"]))
         headers.append((name, draw(HEADER_VALUES)))
+    if often(draw, 5):  # extreme values: over aiohttp's header limit, absurd numbers
+        headers.append(draw(EXTREME_HEADERS))
     headers.append(("connection", "close"))
-    head = f"HTTP/1.1 {status} {draw(st.sampled_from(['OK', 'Whatever', '']))}\r\n"
+    status_text = (
+        str(status) if not often(draw, 3) else draw(st.sampled_from(["999", "abc", "2OO"]))
+    )
+    head = f"HTTP/1.1 {status_text} {draw(st.sampled_from(['OK', 'Whatever', '']))}\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers)
     return head.encode() + b"\r\n" + body
 
