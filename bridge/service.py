@@ -56,6 +56,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     What runs at all is the server's `Admission`; what an upstream request
     carries is the `CallPolicy`; whether an answer is valid is the upstream's
     event stream. What is left here is what each RPC means.
+
+    Registered by `bridge.server.add_chat_service`, whose request decoder hands
+    a handler an `Undecodable` in place of its message when the bytes do not
+    parse: every handler enters its `_scope` (which refuses it) before it reads
+    any field of `request`, and a new RPC must do the same.
     """
 
     def __init__(
