@@ -151,9 +151,11 @@ bench: dev
 		--benchmark-json=bench/micro.json --benchmark-columns=min,mean,ops --benchmark-sort=name
 	$(PY) bench/run.py
 
-# 1,000 streams (200 at a time) through one bridge process; prints the RSS figures.
+# 1,000 streams (200 at a time) through one bridge process; prints the RSS figures. Then
+# the status property suite (part of `make test` with 300 calls) with 10,000 calls.
 soak: dev
 	$(PY) -m pytest -q -s -m soak tests/integration/test_soak.py
+	BRIDGE_PROPERTY_EXAMPLES=10000 $(PY) -m pytest -q tests/integration/test_status_properties.py
 
 # The contract (buf lint with the STANDARD rules, buf format, no breaking change
 # against the released image), the example clients' syntax, then Python: ruff, mypy

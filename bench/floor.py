@@ -42,7 +42,7 @@ from bench.load import bridge_request
 from bridge import loop, mapping
 from bridge.calls import REQUEST_ID_KEY, UpstreamCall
 from bridge.config import BridgeConfig, ConfigError, add_serve_arguments, config_from_args
-from bridge.server import grpc_server
+from bridge.server import add_chat_service, grpc_server
 from bridge.service import request_body
 from bridge.upstream import UpstreamClient
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
@@ -142,7 +142,7 @@ async def serve(config: BridgeConfig, prefetch: Sequence[dict[str, Any]] = ()) -
         await upstream.aclose()
         raise
     server = grpc_server(config)
-    chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
+    add_chat_service(service, server)
     port = server.add_insecure_port(config.listen)
     await server.start()
     print(f"floor listening on {config.listen.rsplit(':', 1)[0]}:{port}", flush=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import grpc
 
@@ -23,6 +23,11 @@ __all__ = ["MAX_REQUEST_ID_LENGTH", "REQUEST_ID_KEY", "CallPolicy", "UpstreamCal
 
 REQUEST_ID_KEY = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 256
+_SCHEMES = frozenset({"bearer", "basic", "token", "apikey"})
+"""Authorization schemes: one alone, without a credential after it, carries nothing."""
+
+Metadata = Sequence[tuple[str, str | bytes]]
+"""A call's invocation metadata, as grpc.aio hands it over."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,11 +69,18 @@ class CallPolicy:
     def call_for(self, context: grpc.aio.ServicerContext, request_id: str) -> UpstreamCall:
         """This RPC's upstream call, or the error that refuses the RPC before it costs anything.
 
-        Checked in this order: a usable x-request-id (InvalidRequest), credentials
-        (MissingCredentials), time left before the caller's deadline (UpstreamTimeout).
+        Checked in this order: a usable x-request-id (InvalidRequest), every other
+        header taken from the caller's metadata (InvalidRequest naming the header,
+        never quoting its value), credentials (MissingCredentials), time left
+        before the caller's deadline (UpstreamTimeout). The metadata is read once:
+        grpc decodes it anew at each `invocation_metadata` call.
         """
-        _check_request_id(context)
-        authorization, using_service_key = self._authorization(context)
+        metadata = context.invocation_metadata() or ()
+        _check_request_id(metadata)
+        forwarded = propagated_headers(metadata, self._propagated_keys)
+        for key, value in forwarded.items():
+            _check_header(key, value)
+        authorization, using_service_key = self._authorization(metadata)
         config = self._config
         timeout = config.request_timeout
         remaining = context.time_remaining()
@@ -81,25 +93,35 @@ class CallPolicy:
             request_id=request_id,
             using_service_key=using_service_key,
             timeout=timeout,
-            extra_headers=self._forwarded_headers(context),
+            # The caller's trace headers; with tracing on, our own span's context replaces them.
+            extra_headers=otel.inject_current_context(forwarded) if self._tracing else forwarded,
         )
 
-    def _authorization(self, context: grpc.aio.ServicerContext) -> tuple[str, bool]:
-        """The Authorization header and whether it is the bridge's own service key."""
-        authorization = _metadata_value(context, "authorization")
-        if authorization:
+    def _authorization(self, metadata: Metadata) -> tuple[str, bool]:
+        """The Authorization header and whether it is the bridge's own service key.
+
+        Metadata ``authorization`` that is sent but carries no credential (empty,
+        blank, or a scheme alone such as ``Bearer``) is refused, not taken as
+        absent: serving it with the service key would bill the operator for a
+        caller whose own credential went missing on the way.
+        """
+        authorization = _metadata_value(metadata, "authorization")
+        if authorization is not None:
+            _check_header("authorization", authorization)
             authorization = authorization.strip()
-            return (authorization if " " in authorization else f"Bearer {authorization}"), False
+            scheme, _, credential = authorization.partition(" ")
+            if not credential.strip():
+                if not scheme or scheme.lower() in _SCHEMES:
+                    raise InvalidRequest(
+                        [("authorization", "carries no credential: send a token or leave it out")]
+                    )
+                return f"Bearer {scheme}", False
+            return authorization, False
         if self._config.api_key is not None:
             return f"Bearer {self._config.api_key.value}", True
         raise MissingCredentials(
             "no authorization metadata was sent and the bridge has no service key configured"
         )
-
-    def _forwarded_headers(self, context: grpc.aio.ServicerContext) -> dict[str, str]:
-        """The caller's trace headers; with tracing on, our own span's context replaces them."""
-        headers = propagated_headers(context.invocation_metadata(), self._propagated_keys)
-        return otel.inject_current_context(headers) if self._tracing else headers
 
 
 def request_id(context: grpc.aio.ServicerContext) -> str:
@@ -108,26 +130,42 @@ def request_id(context: grpc.aio.ServicerContext) -> str:
     Known before anything else about the RPC, so that even a refused call names
     its id; an unusable one sent by the caller is refused by `CallPolicy.call_for`.
     """
-    value = _metadata_value(context, REQUEST_ID_KEY)
+    value = _metadata_value(context.invocation_metadata(), REQUEST_ID_KEY)
     if value is not None and _usable_request_id(value):
         return value
     return uuid.uuid4().hex
 
 
 def _usable_request_id(value: str) -> bool:
-    return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable()
+    return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and _usable_header_value(value)
 
 
-def _check_request_id(context: grpc.aio.ServicerContext) -> None:
-    value = _metadata_value(context, REQUEST_ID_KEY)
+def _usable_header_value(value: str) -> bool:
+    """Printable ASCII only: no CR/LF (header injection), no control or non-ASCII bytes.
+
+    A raw HTTP/2 caller can put any bytes in metadata that grpc's own clients
+    refuse to send; none of them may reach (or break) the upstream request.
+    """
+    return value.isascii() and value.isprintable()
+
+
+def _check_request_id(metadata: Metadata) -> None:
+    value = _metadata_value(metadata, REQUEST_ID_KEY)
     if value is not None and not _usable_request_id(value):
         raise InvalidRequest(
             [(REQUEST_ID_KEY, f"must be 1 to {MAX_REQUEST_ID_LENGTH} printable ASCII characters")]
         )
 
 
-def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
-    for item in context.invocation_metadata() or ():
+def _check_header(key: str, value: str) -> None:
+    if not _usable_header_value(value):
+        raise InvalidRequest(
+            [(key, "must be printable ASCII characters (it becomes an HTTP header)")]
+        )
+
+
+def _metadata_value(metadata: Metadata | None, key: str) -> str | None:
+    for item in metadata or ():
         if item[0] == key:
             value = item[1]
             return value if isinstance(value, str) else None

@@ -2,6 +2,7 @@
 
     BridgeError                      anything the bridge reports to a caller
     ├── InvalidRequest               caller must fix the request      INVALID_ARGUMENT
+    ├── UndecodableRequest           request bytes do not decode      INVALID_ARGUMENT
     ├── MissingCredentials           caller must authenticate         UNAUTHENTICATED
     ├── ServiceKeyRejected           operator must fix the key        INTERNAL
     ├── BridgeOverloaded             too many calls at once           RESOURCE_EXHAUSTED
@@ -23,6 +24,7 @@ function that turns an exception into a status; the services never pick codes.
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -38,12 +40,14 @@ __all__ = [
     "ERROR_DOMAIN",
     "HTTP_STATUS_TO_GRPC",
     "MAX_MESSAGE_CHARS",
+    "MAX_RETRY_DELAY_SECONDS",
     "BridgeError",
     "BridgeOverloaded",
     "InvalidRequest",
     "MissingCredentials",
     "ServiceKeyRejected",
     "ShuttingDown",
+    "UndecodableRequest",
     "UpstreamError",
     "UpstreamHTTPError",
     "UpstreamProtocolError",
@@ -59,8 +63,13 @@ __all__ = [
     "to_status",
 ]
 
+log = logging.getLogger("bridge.errors")
+
 ERROR_DOMAIN = "bridge.myrouter.example"
 MAX_MESSAGE_CHARS = 1024
+MAX_RETRY_DELAY_SECONDS = 24 * 3600
+"""The longest RetryInfo delay the bridge reports: an upstream's Retry-After beyond it
+(1e300, 2**63, a date in the year 9999) is this cap, never an overflow."""
 
 HTTP_STATUS_TO_GRPC: Mapping[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -80,7 +89,8 @@ HTTP_STATUS_TO_GRPC: Mapping[int, grpc.StatusCode] = {
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-"""Upstream HTTP status -> gRPC code. Other 5xx: UNAVAILABLE; other 4xx: FAILED_PRECONDITION."""
+"""Upstream HTTP status -> gRPC code. Other 4xx: FAILED_PRECONDITION; anything else that
+is not 200 (other 5xx, 1xx, 204 and the other 2xx, 3xx): UNAVAILABLE."""
 
 ERROR_CODE_NAMES_TO_GRPC: Mapping[str, grpc.StatusCode] = {
     "invalid_request_error": grpc.StatusCode.INVALID_ARGUMENT,
@@ -133,9 +143,9 @@ def grpc_code_for_http_status(status: int) -> grpc.StatusCode:
         return code
     if status >= 500:
         return grpc.StatusCode.UNAVAILABLE
-    if status >= 400:
+    if 400 <= status < 500:
         return grpc.StatusCode.FAILED_PRECONDITION
-    return grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.UNAVAILABLE  # 1xx, 2xx but 200, 3xx (redirects are not followed)
 
 
 def numeric_error_code(code: object) -> int | None:
@@ -161,8 +171,7 @@ def grpc_code_for_error_code(code: object) -> grpc.StatusCode:
     """The nearest gRPC code for an upstream error object's code (a number or a name)."""
     numeric = numeric_error_code(code)
     if numeric is not None:
-        mapped = grpc_code_for_http_status(numeric)
-        return grpc.StatusCode.UNAVAILABLE if mapped is grpc.StatusCode.UNKNOWN else mapped
+        return grpc_code_for_http_status(numeric)
     if isinstance(code, str):
         return ERROR_CODE_NAMES_TO_GRPC.get(code.strip().lower(), grpc.StatusCode.UNAVAILABLE)
     return grpc.StatusCode.UNAVAILABLE
@@ -173,6 +182,8 @@ class BridgeError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
+    log_level: int = logging.INFO
+    """The level of the service's line about the failure (the per-RPC line is always INFO)."""
 
     def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -203,6 +214,23 @@ class InvalidRequest(BridgeError):
             ]
         )
         return [_pack(bad_request)]
+
+
+class UndecodableRequest(BridgeError):
+    """The request's bytes are not a valid message of the RPC's request type.
+
+    INVALID_ARGUMENT, where gRPC's guidance suggests INTERNAL for a request that
+    does not parse: the caller sent those bytes, and INTERNAL is kept for the
+    bridge's own faults. Logged at WARNING (a caller that cannot encode its
+    requests is worth noticing), never with the bytes.
+    """
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "UNDECODABLE_REQUEST"
+    log_level = logging.WARNING
+
+    def __init__(self, message_type: str) -> None:
+        super().__init__(f"the request is not a valid {message_type} (it does not decode)")
 
 
 class MissingCredentials(BridgeError):
@@ -336,10 +364,25 @@ def to_status(exc: BaseException, *, request_id: str | None = None) -> grpc.Stat
     """Turn any exception into the gRPC status (with rich details) the caller receives.
 
     Unknown exceptions are our bugs: they become INTERNAL with a generic message,
-    so that no internal text (which could hold anything) reaches a caller.
+    so that no internal text (which could hold anything) reaches a caller. It
+    never raises: should building a status fail (a bug here, or a value from
+    outside that no check caught), the caller still gets that INTERNAL status,
+    never grpc's UNKNOWN, and the failure is logged.
     """
     if not isinstance(exc, BridgeError):
-        exc = BridgeError("internal error in the bridge; see its logs")
+        exc = _internal_error()
+    try:
+        return _status(exc, request_id)
+    except Exception:
+        log.exception("building the status of a %s failed; answering INTERNAL", type(exc).__name__)
+        return _status(_internal_error(), request_id)
+
+
+def _internal_error() -> BridgeError:
+    return BridgeError("internal error in the bridge; see its logs")
+
+
+def _status(exc: BridgeError, request_id: str | None) -> grpc.Status:
     metadata = dict(exc.metadata)
     if request_id:
         metadata["request_id"] = request_id
@@ -373,12 +416,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         seconds = when.timestamp() - (time.time() if now is None else now)
     if not math.isfinite(seconds):
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), MAX_RETRY_DELAY_SECONDS)
 
 
 def _retry_info(seconds: float | None) -> list[any_pb2.Any]:
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return []
+    seconds = min(max(0.0, seconds), MAX_RETRY_DELAY_SECONDS)  # whoever built the error
     whole = int(seconds)
     delay = duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
     return [_pack(error_details_pb2.RetryInfo(retry_delay=delay))]

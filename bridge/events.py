@@ -268,14 +268,20 @@ class EventStream:
         parts: list[bytes] = []
         size = 0
         with TransportFailures(READING_BODY, self._config):
-            async for part in self._response.aiter_bytes():
-                size += len(part)
-                if size > limit:
-                    raise UpstreamTooLarge(
-                        f"the upstream's answer exceeds the {limit}-byte limit",
-                        reason="UPSTREAM_RESPONSE_TOO_LARGE",
-                    )
-                parts.append(part)
+            try:
+                async for part in self._response.aiter_bytes():
+                    size += len(part)
+                    if size > limit:
+                        raise UpstreamTooLarge(
+                            f"the upstream's answer exceeds the {limit}-byte limit",
+                            reason="UPSTREAM_RESPONSE_TOO_LARGE",
+                        )
+                    parts.append(part)
+            except httpx.DecodingError:  # not a TransportError: the bytes came, but not as said
+                raise UpstreamProtocolError(
+                    "the upstream's answer does not decode as its Content-Encoding says",
+                    reason="UPSTREAM_MALFORMED_BODY",
+                ) from None
         return b"".join(parts)
 
     async def _error_body(self) -> tuple[bytes, dict[str, Any]]:

@@ -24,10 +24,12 @@ from .config import BridgeConfig
 from .redaction import redact
 
 __all__ = [
+    "GrpcMetadataDecoding",
     "JSONFormatter",
     "RedactingFilter",
     "TextFormatter",
     "install_redaction",
+    "quiet_grpc_metadata_decoding",
     "setup_logging",
 ]
 
@@ -124,6 +126,37 @@ _PLAIN_ATTRIBUTES = frozenset(
         "msg",
     }
 )
+
+
+class GrpcMetadataDecoding(logging.Filter):
+    """grpc's "Invalid encoding on <bytes>" (a caller's metadata value that is not UTF-8)
+    as one WARNING without the value and without a traceback.
+
+    grpc logs it at ERROR with the raw bytes and a UnicodeDecodeError traceback
+    each time a handler reads the metadata; it is the caller's mistake (answered
+    INVALID_ARGUMENT by `bridge.calls`), not an error of the bridge, and the
+    bytes may be a credential.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _GRPC_INVALID_ENCODING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "a caller sent a metadata value that is not UTF-8 (value not logged)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_GRPC_INVALID_ENCODING = "Invalid encoding on %s"
+GRPC_CORE_LOGGER = "grpc._cython.cygrpc"
+
+
+def quiet_grpc_metadata_decoding() -> None:
+    """Install `GrpcMetadataDecoding` on grpc's logger, once per process (idempotent)."""
+    logger = logging.getLogger(GRPC_CORE_LOGGER)
+    if not any(isinstance(f, GrpcMetadataDecoding) for f in logger.filters):
+        logger.addFilter(GrpcMetadataDecoding())
 
 
 def install_redaction(

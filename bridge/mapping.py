@@ -32,7 +32,13 @@ from google.protobuf.message import Message
 
 from myrouter.chat.v1 import chat_pb2
 
-__all__ = ["decode", "encode", "struct_from_dict", "struct_to_dict"]
+__all__ = [
+    "decode",
+    "encode",
+    "member_names",
+    "struct_from_dict",
+    "struct_to_dict",
+]
 
 M = TypeVar("M", bound=Message)
 
@@ -351,6 +357,16 @@ _JSON_NAMES: Mapping[tuple[str, str], str] = {
 
 _DERIVED: frozenset[tuple[str, str]] = frozenset({("myrouter.chat.v1.StreamError", "http_status")})
 """Fields computed from another member on decode, so never written themselves."""
+
+
+def member_names(descriptor: Descriptor) -> frozenset[str]:
+    """The JSON members a message's modelled fields are written as (`extra` excluded)."""
+    full_name = descriptor.full_name
+    return frozenset(
+        _JSON_NAMES.get((full_name, field.name), field.name)
+        for field in descriptor.fields
+        if field.name != EXTRA
+    ) | frozenset(field.name for field in descriptor.fields if field.name != EXTRA)
 
 
 def encode(message: Message) -> dict[str, Any]:

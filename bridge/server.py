@@ -12,10 +12,11 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 import httpx
+from google.protobuf import message_factory
 from grpc_reflection.v1alpha import reflection
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
@@ -25,9 +26,10 @@ from .admission import Admission
 from .config import BridgeConfig
 from .connections import server_options
 from .health import HEALTH_SERVICE_NAME, Health
+from .logs import quiet_grpc_metadata_decoding
 from .metrics import Metrics, MetricsServer
 from .observe import Observer
-from .service import ChatService
+from .service import ChatService, request_decoder
 from .tls import server_credentials
 from .upstream import UpstreamClient
 
@@ -37,6 +39,7 @@ __all__ = [
     "EXIT_FORCED",
     "MAX_PENDING_RPCS",
     "BridgeServer",
+    "add_chat_service",
     "grpc_server",
     "grpc_server_options",
     "serve",
@@ -44,7 +47,8 @@ __all__ = [
 
 log = logging.getLogger("bridge.server")
 
-CHAT_SERVICE_NAME: str = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
+CHAT_SERVICE_NAME: str = CHAT_SERVICE.full_name
 ABORT_SECONDS = 1.0
 """After the grace period, how long aborted calls get to send their status and close.
 
@@ -81,13 +85,14 @@ class BridgeServer:
 
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful with port 0)."""
+        quiet_grpc_metadata_decoding()
         self._upstream = UpstreamClient(self.config, transport=self._transport)
         server = grpc_server(self.config, reuse_port=self._reuse_port)
         self._admission = Admission(
             max_calls=self.config.max_concurrent_rpcs, shutdown_grace=self.config.shutdown_grace
         )
         service = ChatService(self.config, self._upstream, self._admission, Observer(self.metrics))
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
+        add_chat_service(service, server)
         self.health.add_to_server(server)
         if self.config.reflection:
             reflection.enable_server_reflection(
@@ -157,6 +162,40 @@ class BridgeServer:
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+_HANDLER_KINDS: Mapping[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+"""(client streaming, server streaming) -> grpc's handler constructor."""
+
+
+def add_chat_service(servicer: chat_pb2_grpc.ChatServiceServicer, server: grpc.aio.Server) -> None:
+    """Register ChatService as the generated ``add_ChatServiceServicer_to_server`` would,
+    but with every request decoded by `request_decoder`, so bytes that are not a valid
+    request become INVALID_ARGUMENT through the servicer's own error path.
+
+    Built from the contract's service descriptor: an RPC added to the contract
+    (and its servicer method) is registered with no change here. Public so that
+    bench/floor.py registers its servicer the same way.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in CHAT_SERVICE.methods:
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        handler = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = handler(
+            getattr(servicer, method.name),
+            request_deserializer=request_decoder(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(CHAT_SERVICE_NAME, handlers),)
+    )
+    server.add_registered_method_handlers(CHAT_SERVICE_NAME, handlers)
 
 
 MAX_PENDING_RPCS = 10_000

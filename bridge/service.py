@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import orjson
+from google.protobuf.message import Message
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
@@ -32,13 +33,21 @@ from . import mapping
 from .admission import Admission
 from .calls import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
 from .config import BridgeConfig
-from .errors import BridgeError, UpstreamReportedError, UpstreamTimeout, to_status
+from .errors import (
+    BridgeError,
+    UndecodableRequest,
+    UpstreamReportedError,
+    UpstreamTimeout,
+    to_status,
+)
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
 from .upstream import UpstreamClient
 from .validation import validate_chat_request
 
 log = logging.getLogger("bridge.service")
+
+_M = TypeVar("_M", bound=Message)
 
 
 class ChatService(chat_pb2_grpc.ChatServiceServicer):
@@ -47,6 +56,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     What runs at all is the server's `Admission`; what an upstream request
     carries is the `CallPolicy`; whether an answer is valid is the upstream's
     event stream. What is left here is what each RPC means.
+
+    Registered by `bridge.server.add_chat_service`, whose request decoder hands
+    a handler an `Undecodable` in place of its message when the bytes do not
+    parse: every handler enters its `_scope` (which refuses it) before it reads
+    any field of `request`, and a new RPC must do the same.
     """
 
     def __init__(
@@ -62,13 +76,15 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._observer = observer if observer is not None else Observer(Metrics())
         self._calls = CallPolicy(config)
 
-    def _scope(self, context: grpc.aio.ServicerContext, method: str, model: str) -> _RpcScope:
-        return _RpcScope(self._admission, self._observer, context, method, model)
+    def _scope(self, context: grpc.aio.ServicerContext, method: str, request: object) -> RpcScope:
+        """Every RPC's first step, before it reads any field of `request` (which may be
+        an `Undecodable` that the scope refuses)."""
+        return RpcScope(self._admission, self._observer, context, method, request)
 
     async def CreateChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
-        async with self._scope(context, "CreateChatCompletion", request.model) as rpc:
+        async with self._scope(context, "CreateChatCompletion", request) as rpc:
             call = self._calls.call_for(context, rpc.request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
             body = orjson.dumps(request_body(request, stream=False))
@@ -87,7 +103,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def StreamChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        async with self._scope(context, "StreamChatCompletion", request.model) as rpc:
+        async with self._scope(context, "StreamChatCompletion", request) as rpc:
             record = rpc.record
             call = self._calls.call_for(context, rpc.request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
@@ -124,11 +140,13 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     if sent:  # after chunks, the error is a chunk too; first, status only
                         yield decode(chunk_type, reported.event)
                     raise
+            if not sent:  # [DONE] before any event: OK with no message, the id in the trailers
+                context.set_trailing_metadata(((REQUEST_ID_KEY, rpc.request_id),))
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListModelsResponse:
-        async with self._scope(context, "ListModels", "") as rpc:
+        async with self._scope(context, "ListModels", request) as rpc:
             call = self._calls.call_for(context, rpc.request_id)
             rpc.record.upstream_at = time.perf_counter()
             async with _deadline(call):
@@ -138,7 +156,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             return models
 
 
-class _RpcScope:
+class RpcScope:
     """One RPC's bookkeeping around its body: admission, its observer record, and the
     single path from any exception to the status the caller receives.
 
@@ -147,7 +165,16 @@ class _RpcScope:
     stream keeps it for its whole life.
     """
 
-    __slots__ = ("_admission", "_context", "_method", "_observer", "_task", "record", "request_id")
+    __slots__ = (
+        "_admission",
+        "_context",
+        "_method",
+        "_observer",
+        "_task",
+        "_undecodable",
+        "record",
+        "request_id",
+    )
 
     def __init__(
         self,
@@ -155,20 +182,26 @@ class _RpcScope:
         observer: Observer,
         context: grpc.aio.ServicerContext,
         method: str,
-        model: str,
+        request: object,
     ) -> None:
         self._admission = admission
         self._observer = observer
         self._context = context
         self._method = method
         self._task: asyncio.Task[Any] | None = None
+        self._undecodable = request if isinstance(request, Undecodable) else None
+        model = getattr(request, "model", "")
         self.request_id = request_id(context)
-        self.record: RpcRecord = observer.start(method, self.request_id, model)
+        self.record: RpcRecord = observer.start(
+            method, self.request_id, model if isinstance(model, str) else ""
+        )
 
-    async def __aenter__(self) -> _RpcScope:
+    async def __aenter__(self) -> RpcScope:
         try:
+            if self._undecodable is not None:
+                raise UndecodableRequest(self._undecodable.message_type)
             self._task = self._admission.admit()
-        except BridgeError as refused:  # over the cap or draining: answered like any failure
+        except BridgeError as refused:  # undecodable, over the cap or draining: a failure
             await self.__aexit__(type(refused), refused, refused.__traceback__)
         return self
 
@@ -201,11 +234,50 @@ class _RpcScope:
             self._observer.finish(record, _final_code(self._context, record))
 
 
+class Undecodable:
+    """What `request_decoder` hands a handler for bytes that are not a valid request.
+
+    grpc.aio answers a deserializer that raises with UNKNOWN ("Unexpected
+    DecodeError") and an ERROR traceback, outside any handler, so nothing of
+    ours would see the call. Returned instead, it reaches the handler, whose
+    `RpcScope` refuses it before any field is read: INVALID_ARGUMENT through
+    the one error path, with its request id, log line and metrics.
+    """
+
+    __slots__ = ("message_type",)
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+def request_decoder(message_type: type[_M]) -> Callable[[bytes], _M | Undecodable]:
+    """The request deserializer of an RPC taking `message_type`: its FromString, once per
+    request (nothing per stream message), or an `Undecodable` when the bytes do not parse."""
+    parse = message_type.FromString
+    name = message_type.DESCRIPTOR.full_name
+
+    def decode(data: bytes) -> _M | Undecodable:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, or a recursion limit: the caller's bytes either way
+            return Undecodable(name)
+
+    return decode
+
+
 def _final_code(context: grpc.aio.ServicerContext, record: RpcRecord) -> grpc.StatusCode | None:
-    """The status the call ended with: the one set by abort, CANCELLED if the caller left."""
+    """The status the call ended with, as its caller sees it, read back from the context:
+    the one set by abort, CANCELLED if the caller left.
+
+    An error that leaves the handler without having set a status (abort itself
+    failed) reaches the caller as grpc's UNKNOWN, and is recorded so: a failure
+    can never be logged or counted as OK.
+    """
     code: grpc.StatusCode | None = context.code()
     if code is None and (record.cancelled or context.cancelled()):
         return grpc.StatusCode.CANCELLED
+    if code is None and record.error is not None:
+        return grpc.StatusCode.UNKNOWN
     return code
 
 
@@ -258,7 +330,14 @@ async def _abort(
     context: grpc.aio.ServicerContext, exc: Exception, request_id: str, method: str
 ) -> NoReturn:
     if isinstance(exc, BridgeError):
-        log.info("%s failed: %s %s (request_id=%s)", method, exc.code.name, exc.message, request_id)
+        log.log(
+            exc.log_level,
+            "%s failed: %s %s (request_id=%s)",
+            method,
+            exc.code.name,
+            exc.message,
+            request_id,
+        )
     else:
         log.error(
             "%s failed with an internal error (request_id=%s)", method, request_id, exc_info=exc
@@ -272,4 +351,11 @@ async def _abort(
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-__all__ = ["REQUEST_ID_KEY", "ChatService", "request_body"]
+__all__ = [
+    "REQUEST_ID_KEY",
+    "ChatService",
+    "RpcScope",
+    "Undecodable",
+    "request_body",
+    "request_decoder",
+]

@@ -8,10 +8,15 @@ request in one round trip; each names the offending field by its path
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
 
 from myrouter.chat.v1 import chat_pb2
 
 from .errors import InvalidRequest
+from .mapping import member_names
 
 __all__ = ["RESERVED_EXTRA_MEMBERS", "validate_chat_request"]
 
@@ -77,9 +82,32 @@ def validate_chat_request(
         add(
             (f"extra.{key}", "names a modelled field or the RPC's own choice; use the field itself")
         )
+    for field, value in request.ListFields():
+        if field.type == FieldDescriptor.TYPE_MESSAGE and field.name != "extra":
+            _nested_extra(field, value, field.name, add)
 
     if violations:
         raise InvalidRequest(violations)
+
+
+def _nested_extra(
+    field: FieldDescriptor, value: Any, path: str, add: Callable[[tuple[str, str]], None]
+) -> None:
+    """The contract's rule for `extra` ("may never name a modelled field") below the top:
+    an `extra` member named like a field would reach the API as that member whenever
+    the field is unset, past every check of the field itself."""
+    if field.message_type is None or field.message_type.full_name.startswith("google.protobuf."):
+        return  # a Struct's members are the caller's JSON, not modelled fields
+    items = enumerate(value) if field.is_repeated else ((None, value),)
+    for i, message in items:
+        here = path if i is None else f"{path}[{i}]"
+        members = member_names(message.DESCRIPTOR)
+        for sub, sub_value in message.ListFields():
+            if sub.name == "extra":
+                for key in sorted(set(sub_value.fields) & members):
+                    add((f"{here}.extra.{key}", "names a modelled field; use the field itself"))
+            elif sub.type == FieldDescriptor.TYPE_MESSAGE:
+                _nested_extra(sub, sub_value, f"{here}.{sub.name}", add)
 
 
 def _within(value: float, low: float, high: float) -> bool:

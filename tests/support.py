@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -106,6 +107,19 @@ def upstream_error_info(lines: list[str], http_status: int) -> str:
     assert "domain=bridge.myrouter.example" in error_info
     assert f"http_status={http_status}" in error_info
     return error_info
+
+
+def status_table_tokens() -> set[str]:
+    """The backquoted words (codes and ErrorInfo reasons) in the right-hand column of
+    docs/status-codes.md's table: what the bridge promises its callers."""
+    section = (REPO_ROOT / "docs" / "status-codes.md").read_text(encoding="utf-8")
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(rows) > 10, "the status table is missing"
+    tokens: set[str] = set()
+    for row in rows[2:]:  # the header and the separator
+        right = row.rstrip("|").rsplit("|", 1)[1]
+        tokens.update(re.findall(r"`([A-Z_]+)`", right))
+    return tokens
 
 
 def metadata_dict(metadata: Any) -> dict[str, str]:
@@ -234,3 +248,82 @@ class Certs:
     def client_pair(self, ca: trustme.CA) -> tuple[bytes, bytes]:
         leaf = ca.issue_cert("bridge-client@example.test")
         return leaf.private_key_pem.bytes(), b"".join(b.bytes() for b in leaf.cert_chain_pems)
+
+
+class RawUpstream:
+    """An HTTP server that answers every request with the exact bytes a test sets.
+
+    For answers no real API (nor the embedded one) would give: any status line,
+    any headers, broken framing. Each connection reads one request (head and a
+    Content-Length body), writes `answer`, then closes, so a broken answer can
+    never spoil the next one. Runs its own event loop in a daemon thread.
+    """
+
+    def __init__(self) -> None:
+        self.answer = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+        self.stall = 0.0
+        """Seconds to wait before the last `stall_bytes` of the answer (0: no wait)."""
+        self.stall_bytes = 0
+        self.requests = 0
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raw-upstream", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def start(self) -> RawUpstream:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("raw upstream did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        self._server = loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        asyncio.get_running_loop().stop()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length:
+                await reader.readexactly(int(length.group(1)))
+            self.requests += 1
+            answer, stall = self.answer, self.stall
+            split = len(answer) - self.stall_bytes if stall else len(answer)
+            writer.write(answer[:split])
+            await writer.drain()
+            if stall:
+                await asyncio.sleep(stall)
+                writer.write(answer[split:])
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # whatever the client did, close
+        except asyncio.CancelledError:
+            pass  # stopping: end quietly (a cancelled stream task is logged by asyncio)
+        finally:
+            writer.close()

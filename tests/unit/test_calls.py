@@ -83,3 +83,25 @@ def test_the_callers_request_id_is_kept_when_usable_and_refused_when_not():
 def test_a_bad_request_id_is_refused_before_missing_credentials():
     with pytest.raises(InvalidRequest):
         policy().call_for(Context(("x-request-id", "")), "r")
+
+
+@pytest.mark.parametrize("key", ["authorization", "traceparent", "baggage", "x-tenant"])
+@pytest.mark.parametrize("value", ["tok\r\nx-evil: 1", "tok\x00", "tok\x7f", "t\u00e9", "tok\tx"])
+def test_a_forwarded_header_that_is_not_printable_ascii_is_refused_by_name(key, value):
+    credentials = () if key == "authorization" else (("authorization", "tok"),)
+    context = Context(*credentials, (key, value))
+    with pytest.raises(InvalidRequest) as caught:
+        policy(propagate_headers=("x-tenant",)).call_for(context, "r")
+    assert caught.value.violations[0][0] == key
+    assert value not in caught.value.message
+
+
+@pytest.mark.parametrize("value", ["", " ", "   ", "Bearer", "bearer  ", "Basic"])
+def test_an_authorization_without_a_credential_is_refused_not_taken_as_absent(value):
+    with pytest.raises(InvalidRequest, match="authorization"):
+        policy(api_key=Secret("svc-key-123")).call_for(Context(("authorization", value)), "r")
+
+
+def test_bytes_metadata_is_never_forwarded_nor_checked():
+    context = Context(("authorization", "tok"), ("traceparent-bin", b"\x00\xff"))  # type: ignore[arg-type]
+    assert dict(policy().call_for(context, "r").extra_headers) == {}

@@ -5,7 +5,7 @@ metadata, and Retry-After parsing."""
 from __future__ import annotations
 
 import email.utils
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -16,6 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from bridge.errors import (
     ERROR_DOMAIN,
     MAX_MESSAGE_CHARS,
+    MAX_RETRY_DELAY_SECONDS,
     BridgeError,
     InvalidRequest,
     MissingCredentials,
@@ -94,9 +95,10 @@ def test_http_status_maps_to_grpc_code(http_status: int, code: grpc.StatusCode) 
     assert grpc_code_for_http_status(http_status) is code
 
 
-@pytest.mark.parametrize("http_status", [200, 302, 0])
-def test_non_error_http_status_maps_to_unknown(http_status: int) -> None:
-    assert grpc_code_for_http_status(http_status) is SC.UNKNOWN
+@pytest.mark.parametrize("http_status", [200, 204, 100, 301, 302, 304, 0, 600, 99999])
+def test_non_error_http_status_maps_to_unavailable_never_unknown(http_status: int) -> None:
+    # issue #12: UNKNOWN is in no row of the README's table; a 3xx or a 204 is no answer
+    assert grpc_code_for_http_status(http_status) is SC.UNAVAILABLE
 
 
 @pytest.mark.parametrize(("http_status", "code"), HTTP_TABLE)
@@ -411,3 +413,30 @@ def test_retry_after_http_date_in_the_past_is_zero() -> None:
 )
 def test_retry_after_garbage_is_none(value: str | None) -> None:
     assert parse_retry_after(value, now=NOW) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["1e300", str(2**63), "99999999999", "Fri, 31 Dec 9999 23:59:59 GMT"]
+)
+def test_retry_after_beyond_the_cap_is_the_cap(value: str) -> None:
+    assert parse_retry_after(value, now=NOW) == MAX_RETRY_DELAY_SECONDS
+
+
+@pytest.mark.parametrize("seconds", [1e300, float(2**63), 1e10, float("inf"), float("nan"), -5.0])
+def test_retry_info_never_overflows_whatever_the_error_holds(seconds: float) -> None:
+    status = to_status(UpstreamHTTPError(429, "slow down", retry_after=seconds))
+    assert status.code is SC.RESOURCE_EXHAUSTED
+    retry = details_of_type(status, error_details_pb2.RetryInfo)
+    for info in retry:
+        assert 0 <= info.retry_delay.seconds <= MAX_RETRY_DELAY_SECONDS
+
+
+def test_to_status_never_raises_even_when_building_the_details_fails() -> None:
+    class Broken(UpstreamHTTPError):
+        def details(self) -> list[Any]:
+            raise ValueError("a bug while building the details")
+
+    status = to_status(Broken(429, "slow down"), request_id="r1")
+    assert status.code is SC.INTERNAL
+    assert error_info(status).reason == "INTERNAL"
+    assert error_info(status).metadata["request_id"] == "r1"

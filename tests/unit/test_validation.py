@@ -348,3 +348,29 @@ def test_invalid_request_summarises_every_violation_and_maps_to_invalid_argument
     for field in ("messages", "max_tokens", "top_p"):
         assert field in error.message
     assert "-5" in error.message
+
+
+def test_extra_below_the_top_may_not_name_a_modelled_field() -> None:
+    # issue #12: the contract's rule for `extra` holds at every level, not only the request's
+    request = pb.ChatCompletionRequest(
+        model="m",
+        messages=[
+            pb.ChatMessage(role="user", content="hi"),
+            pb.ChatMessage(
+                role="user",
+                content_parts=[pb.ContentPart(type="text", text="a")],
+            ),
+        ],
+        tools=[pb.Tool(type="function", function=pb.FunctionDefinition(name="f"))],
+    )
+    request.messages[0].extra.update({"content": "smuggled", "custom": 1})
+    request.messages[1].content_parts[0].extra.update({"text": "x"})
+    request.tools[0].function.extra.update({"name": "g"})
+    request.tools[0].function.parameters.update({"name": "a JSON schema member, not a field"})
+    with pytest.raises(InvalidRequest) as caught:
+        validate_chat_request(request)
+    assert [field for field, _ in caught.value.violations] == [
+        "messages[0].extra.content",
+        "messages[1].content_parts[0].extra.text",
+        "tools[0].function.extra.name",
+    ]
