@@ -322,7 +322,16 @@ def test_without_a_wait_each_read_is_one_list():
 
 
 def test_with_a_wait_a_list_gathers_the_reads_within_it():
-    paced = [_event(0), 0.01, _event(1), 0.01, _event(2), 0.6, _event(3), b"data: [DONE]\n\n"]
+    paced: list[bytes | float] = [
+        _event(0),
+        0.01,
+        _event(1),
+        0.01,
+        _event(2),
+        0.6,
+        _event(3),
+        b"data: [DONE]\n\n",
+    ]
     batches, error, _ = batched(paced, max_delay=0.3)
     assert error is None
     # 0-2 arrive within 0.3 s of the first; 3 comes after the wait, with [DONE] at once.
@@ -330,7 +339,7 @@ def test_with_a_wait_a_list_gathers_the_reads_within_it():
 
 
 def test_with_a_wait_an_end_sends_what_is_gathered_at_once():
-    paced = [_event(0), 0.01, _event(1), b'data: {"error": "late"}\n\n']
+    paced: list[bytes | float] = [_event(0), 0.01, _event(1), b'data: {"error": "late"}\n\n']
     batches, error, body = batched(paced, max_delay=5.0)  # the test's timeout would catch a wait
     assert batches == [[{"n": 0}, {"n": 1}]]
     assert isinstance(error, errors.UpstreamReportedError)
