@@ -125,7 +125,7 @@ def test_call_metadata_names_the_token_and_request_id_only_when_given(stub):
     assert dict(call.initial_metadata())["x-request-id"] == "r-2"
 
 
-class _Methods(grpc.aio.UnaryStreamClientInterceptor):
+class _Methods(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]  # grpc is untyped
     """Records the method and request of every streaming call the helper makes."""
 
     def __init__(self) -> None:
