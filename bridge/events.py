@@ -42,7 +42,7 @@ from .errors import (
     parse_retry_after,
 )
 from .redaction import redact
-from .sse import DONE, ServerSentEvent, SSEDecoder
+from .sse import DONE, SSEDecoder
 from .transport import raw_reads
 
 __all__ = [
@@ -195,27 +195,54 @@ class EventStream:
         return self._events
 
     async def _stream(self) -> AsyncGenerator[dict[str, Any], None]:
-        """The events of a server-sent-event answer, one by one (see `batches`)."""
-        async for events in self._batches():
-            for event in events:
-                yield event
-            # An open stream mostly waits for its next read: keep nothing of the
-            # events the caller already holds (the service drops its copy too).
-            del events, event
+        """The events of a server-sent-event answer, one by one: the per-event hot path.
 
-    async def _batches(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """The hot path: one pass per network read, one list of parsed events per pass."""
+        Each event is parsed only when it is next: a read may hold hundreds of
+        events when the caller is slow, and parsing them all at once would keep
+        hundreds of dicts per stream alive (measured: 2.5x the objects, and
+        3x the garbage collector's time, at 256 streams).
+        """
         await self._check_stream()
         decoder = SSEDecoder()
         raw_chunks = raw_reads(self._response)
         max_event = self._config.max_event_bytes
-        parse = self._parse
+        judge = self._judge
         unfinished = 0  # bytes read since the last dispatched event: what the decoder holds
         # A bare ``except``, not `TransportFailures`: a ``with`` block would keep its
         # manager and bound __exit__ (120 bytes) for the stream's whole life.
         try:
             async for raw in raw_chunks:
-                sse_events = decoder.feed(raw)
+                sse_events = decoder.feed_data(raw)
+                if not sse_events:
+                    unfinished += len(raw)
+                    if unfinished > max_event:
+                        raise _event_too_large(max_event)
+                    continue
+                unfinished = 0
+                for data in sse_events:
+                    if data == DONE:
+                        await _drain(raw_chunks)
+                        return
+                    event = judge(data)
+                    yield event
+                    # An open stream mostly waits for its next read: keep nothing of the
+                    # event the caller already holds (the service drops its copy too).
+                    del event
+        except httpx.TransportError as exc:
+            raise transport_failure(exc, READING_STREAM, self._config) from None
+        raise _truncated()
+
+    async def _batches(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """`batches` without a wait: one pass per network read, one list per pass."""
+        await self._check_stream()
+        decoder = SSEDecoder()
+        raw_chunks = raw_reads(self._response)
+        max_event = self._config.max_event_bytes
+        parse = self._parse
+        unfinished = 0
+        try:
+            async for raw in raw_chunks:
+                sse_events = decoder.feed_data(raw)
                 if not sse_events:
                     unfinished += len(raw)
                     if unfinished > max_event:
@@ -271,7 +298,7 @@ class EventStream:
                 except StopAsyncIteration:
                     failure = _truncated()
                     break
-                sse_events = decoder.feed(raw)
+                sse_events = decoder.feed_data(raw)
                 if not sse_events:
                     unfinished += len(raw)
                     if unfinished > max_event:
@@ -311,39 +338,42 @@ class EventStream:
         if not content_type.startswith("text/event-stream"):
             raise await self._not_an_event_stream(content_type)
 
-    def _parse(
-        self, sse_events: list[ServerSentEvent], out: list[dict[str, Any]]
-    ) -> BridgeError | bool:
+    def _parse(self, sse_events: list[bytes], out: list[dict[str, Any]]) -> BridgeError | bool:
         """Append the object of each event to `out`, up to an end; return that end.
 
         False: no end in these events; True: ``[DONE]``; or the exception an
         oversized, invalid or ``error`` event calls for, which the caller raises
-        once it has delivered the events before it. Called once per read, so
-        what is left per event is the parse and its checks.
+        once it has delivered the events before it.
         """
-        max_event = self._config.max_event_bytes
-        loads = orjson.loads
+        judge = self._judge
         append = out.append
-        for sse in sse_events:
-            data = sse.data
-            if data == DONE:
-                return True
-            if len(data) > max_event:
-                return _event_too_large(max_event)
-            try:
-                event = loads(data)
-            except orjson.JSONDecodeError:
-                event = None
-            if type(event) is not dict:
-                return UpstreamProtocolError(
-                    "the upstream sent a stream event that is not a JSON object",
-                    reason="UPSTREAM_MALFORMED_EVENT",
-                )
-            error = event.get("error")
-            if error is not None:
-                return self._reported_error(error_object(error), event)
-            append(event)
+        try:
+            for data in sse_events:
+                if data == DONE:
+                    return True
+                append(judge(data))
+        except BridgeError as failure:
+            return failure
         return False
+
+    def _judge(self, data: bytes) -> dict[str, Any]:
+        """One event's JSON object; raise if it is oversized, not an object, or an ``error``."""
+        max_event = self._config.max_event_bytes
+        if len(data) > max_event:
+            raise _event_too_large(max_event)
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            event = None
+        if type(event) is not dict:
+            raise UpstreamProtocolError(
+                "the upstream sent a stream event that is not a JSON object",
+                reason="UPSTREAM_MALFORMED_EVENT",
+            )
+        error = event.get("error")
+        if error is not None:
+            raise self._reported_error(error_object(error), event)
+        return event
 
     async def completion(self) -> dict[str, Any]:
         """A chat completion: `json`, and an ``error`` object without choices raises."""
