@@ -334,9 +334,14 @@ async def run_hold(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[s
         nonlocal opened
         first: list[float] = []
         try:
-            call = bridge.stub().StreamChatCompletion(request, metadata=METADATA)
-            async for _chunk in call:
-                counter.chunks += 1
+            if args.max_delay is None:
+                call = bridge.stub().StreamChatCompletion(request, metadata=METADATA)
+            else:
+                batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
+                batches.max_delay.FromNanoseconds(round(args.max_delay * 1e9))
+                call = bridge.stub().StreamChatCompletionBatches(batches, metadata=METADATA)
+            async for _message in call:
+                counter.chunks += 1  # one chunk a second: one message each
                 if not first:
                     first.append(0.0)
                     opened += 1
@@ -400,7 +405,7 @@ def _parser() -> argparse.ArgumentParser:
         "--max-delay",
         type=float,
         default=None,
-        help="stream/ttfc bridge modes: call StreamChatCompletionBatches with this max_delay "
+        help="bridge modes but unary: call StreamChatCompletionBatches with this max_delay "
         "in seconds (0: one message per upstream read) and count the chunks of each message; "
         "unset: StreamChatCompletion, one message per chunk",
     )
