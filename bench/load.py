@@ -150,7 +150,16 @@ class Direct:
 class Bridge:
     """A grpc.aio client of the bridge, spreading calls over a few connections."""
 
-    def __init__(self, target: str, channels: int, scenario: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        target: str,
+        channels: int,
+        scenario: dict[str, Any],
+        max_delay: float | None = None,
+    ) -> None:
+        # max_delay None: StreamChatCompletion, one message per chunk; a number (seconds,
+        # 0 included): StreamChatCompletionBatches with that max_delay.
+        self.max_delay = max_delay
         # Separate subchannel pools: each channel gets its own TCP connection, so
         # SO_REUSEPORT workers each get a share of the calls.
         self.channels = [
@@ -178,6 +187,16 @@ class Bridge:
     async def stream(
         self, request: chat_pb2.ChatCompletionRequest, counter: Counter, first: list[float] | None
     ) -> None:
+        if self.max_delay is not None:
+            batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
+            batches.max_delay.FromNanoseconds(round(self.max_delay * 1e9))
+            async for message in self.stub().StreamChatCompletionBatches(
+                batches, metadata=METADATA
+            ):
+                if first is not None and not first:
+                    first.append(time.perf_counter())
+                counter.chunks += len(message.chunks)
+            return
         call = self.stub().StreamChatCompletion(request, metadata=METADATA)
         async for _chunk in call:
             if first is not None and not first:
@@ -277,7 +296,7 @@ async def run_stream(args: argparse.Namespace, scenario: dict[str, Any]) -> dict
 
         close: Callable[[], Awaitable[None]] = direct.aclose
     else:
-        bridge = Bridge(args.target, args.channels, scenario)
+        bridge = Bridge(args.target, args.channels, scenario, args.max_delay)
         await bridge.ready()
         request = bridge.request()
 
@@ -315,9 +334,14 @@ async def run_hold(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[s
         nonlocal opened
         first: list[float] = []
         try:
-            call = bridge.stub().StreamChatCompletion(request, metadata=METADATA)
-            async for _chunk in call:
-                counter.chunks += 1
+            if args.max_delay is None:
+                call = bridge.stub().StreamChatCompletion(request, metadata=METADATA)
+            else:
+                batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
+                batches.max_delay.FromNanoseconds(round(args.max_delay * 1e9))
+                call = bridge.stub().StreamChatCompletionBatches(batches, metadata=METADATA)
+            async for _message in call:
+                counter.chunks += 1  # one chunk a second: one message each
                 if not first:
                     first.append(0.0)
                     opened += 1
@@ -377,6 +401,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=int, default=4, help="gRPC connections (bridge modes)")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument(
+        "--max-delay",
+        type=float,
+        default=None,
+        help="bridge modes but unary: call StreamChatCompletionBatches with this max_delay "
+        "in seconds (0: one message per upstream read) and count the chunks of each message; "
+        "unset: StreamChatCompletion, one message per chunk",
+    )
     parser.add_argument(
         "--http", choices=["aiohttp", "httpx"], default="aiohttp", help="direct modes' transport"
     )

@@ -22,7 +22,7 @@ message), and httpx's transport exceptions become the bridge's here once
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from typing import Any
 
 import httpx
@@ -161,7 +161,7 @@ class EventStream:
         self._response = response
         self._call = call
         self._config = config
-        self._events: AsyncGenerator[dict[str, Any], None] | None = None
+        self._events: AsyncGenerator[Any, None] | None = None
 
     async def __aenter__(self) -> EventStream:
         return self
@@ -180,58 +180,200 @@ class EventStream:
             self._events = self._stream()
         return self._events
 
+    def batches(self, max_delay: float = 0.0) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The same events, as a list per network read: what one read completed, in order.
+
+        For a relay whose cost is per write rather than per event, with the same
+        rules and ends as iterating the stream: the events before an end are
+        delivered, then ``[DONE]`` ends the iteration and anything else raises.
+        With `max_delay` (seconds) > 0, a list keeps gathering reads until that
+        long after its first event arrived; an end never waits for it. A stream
+        is iterated one way only, once.
+        """
+        if self._events is None:
+            self._events = self._batches() if max_delay <= 0 else self._gathered(max_delay)
+        return self._events
+
     async def _stream(self) -> AsyncGenerator[dict[str, Any], None]:
-        """The events of a server-sent-event answer: the hot path, one pass per network read."""
-        response = self._response
-        if response.status_code != 200:
-            raise await self._http_error()
-        content_type = response.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise await self._not_an_event_stream(content_type)
+        """The events of a server-sent-event answer, one by one: the per-event hot path.
+
+        Each event is parsed only when it is next: a read may hold hundreds of
+        events when the caller is slow, and parsing them all at once would keep
+        hundreds of dicts per stream alive (measured: 2.5x the objects, and
+        3x the garbage collector's time, at 256 streams).
+        """
+        await self._check_stream()
         decoder = SSEDecoder()
-        raw_chunks = raw_reads(response)
+        raw_chunks = raw_reads(self._response)
         max_event = self._config.max_event_bytes
-        loads = orjson.loads
+        judge = self._judge
         unfinished = 0  # bytes read since the last dispatched event: what the decoder holds
         # A bare ``except``, not `TransportFailures`: a ``with`` block would keep its
         # manager and bound __exit__ (120 bytes) for the stream's whole life.
         try:
             async for raw in raw_chunks:
-                sse_events = decoder.feed(raw)
+                sse_events = decoder.feed_data(raw)
                 if not sse_events:
                     unfinished += len(raw)
                     if unfinished > max_event:
                         raise _event_too_large(max_event)
                     continue
                 unfinished = 0
-                for sse in sse_events:
-                    data = sse.data
+                for data in sse_events:
                     if data == DONE:
                         await _drain(raw_chunks)
                         return
-                    if len(data) > max_event:
-                        raise _event_too_large(max_event)
-                    try:
-                        event = loads(data)
-                    except orjson.JSONDecodeError:
-                        event = None
-                    if type(event) is not dict:
-                        raise UpstreamProtocolError(
-                            "the upstream sent a stream event that is not a JSON object",
-                            reason="UPSTREAM_MALFORMED_EVENT",
-                        )
-                    error = event.get("error")
-                    if error is not None:
-                        raise self._reported_error(error_object(error), event)
+                    event = judge(data)
                     yield event
                     # An open stream mostly waits for its next read: keep nothing of the
                     # event the caller already holds (the service drops its copy too).
                     del event
         except httpx.TransportError as exc:
             raise transport_failure(exc, READING_STREAM, self._config) from None
-        raise UpstreamProtocolError(
-            "the upstream stream ended before [DONE]", reason="UPSTREAM_STREAM_TRUNCATED"
-        )
+        raise _truncated()
+
+    async def _batches(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """`batches` without a wait: one pass per network read, one list per pass."""
+        await self._check_stream()
+        decoder = SSEDecoder()
+        raw_chunks = raw_reads(self._response)
+        max_event = self._config.max_event_bytes
+        parse = self._parse
+        unfinished = 0
+        try:
+            async for raw in raw_chunks:
+                sse_events = decoder.feed_data(raw)
+                if not sse_events:
+                    unfinished += len(raw)
+                    if unfinished > max_event:
+                        raise _event_too_large(max_event)
+                    continue
+                unfinished = 0
+                events: list[dict[str, Any]] = []
+                end = parse(sse_events, events)
+                del sse_events
+                if events:
+                    yield events
+                    del events
+                if end:
+                    if isinstance(end, BridgeError):
+                        raise end
+                    await _drain(raw_chunks)
+                    return
+        except httpx.TransportError as exc:
+            raise transport_failure(exc, READING_STREAM, self._config) from None
+        raise _truncated()
+
+    async def _gathered(self, max_delay: float) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """`batches` with a wait: a list leaves `max_delay` after its first event, or at the end.
+
+        The next read runs as a task while a list is open, so that the wait can
+        end without cancelling a read (which would close the body). Off the
+        per-event hot path: only a caller that asked for a wait pays for it.
+        """
+        await self._check_stream()
+        decoder = SSEDecoder()
+        reads = aiter(raw_reads(self._response))
+        max_event = self._config.max_event_bytes
+        loop = asyncio.get_running_loop()
+        unfinished = 0
+        pending: list[dict[str, Any]] = []
+        leaves_at = 0.0  # when `pending` must leave
+        read: asyncio.Future[bytes] | None = None  # the next read, while a list is open
+        failure: BridgeError
+        try:
+            while True:
+                if pending:
+                    if read is None:
+                        read = asyncio.ensure_future(anext(reads))
+                    await asyncio.wait((read,), timeout=leaves_at - loop.time())
+                    if not read.done():  # the wait is over: send what is there
+                        yield pending
+                        pending = []
+                        continue
+                next_read: Awaitable[bytes] = anext(reads) if read is None else read
+                read = None
+                try:
+                    raw = await next_read
+                except StopAsyncIteration:
+                    failure = _truncated()
+                    break
+                sse_events = decoder.feed_data(raw)
+                if not sse_events:
+                    unfinished += len(raw)
+                    if unfinished > max_event:
+                        failure = _event_too_large(max_event)
+                        break
+                    continue
+                unfinished = 0
+                opened = not pending
+                end = self._parse(sse_events, pending)
+                if isinstance(end, BridgeError):
+                    failure = end
+                    break
+                if end:
+                    if pending:
+                        yield pending
+                        pending = []
+                    await _drain(reads)
+                    return
+                if opened and pending:
+                    leaves_at = loop.time() + max_delay
+        except httpx.TransportError as exc:
+            failure = transport_failure(exc, READING_STREAM, self._config)
+        finally:
+            if read is not None:
+                read.cancel()
+                await asyncio.wait((read,))
+        if pending:  # every end is sent at once, with what came before it
+            yield pending
+        raise failure
+
+    async def _check_stream(self) -> None:
+        """Refuse an answer that is not a stream of events before reading any event."""
+        response = self._response
+        if response.status_code != 200:
+            raise await self._http_error()
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise await self._not_an_event_stream(content_type)
+
+    def _parse(self, sse_events: list[bytes], out: list[dict[str, Any]]) -> BridgeError | bool:
+        """Append the object of each event to `out`, up to an end; return that end.
+
+        False: no end in these events; True: ``[DONE]``; or the exception an
+        oversized, invalid or ``error`` event calls for, which the caller raises
+        once it has delivered the events before it.
+        """
+        judge = self._judge
+        append = out.append
+        try:
+            for data in sse_events:
+                if data == DONE:
+                    return True
+                append(judge(data))
+        except BridgeError as failure:
+            return failure
+        return False
+
+    def _judge(self, data: bytes) -> dict[str, Any]:
+        """One event's JSON object; raise if it is oversized, not an object, or an ``error``."""
+        max_event = self._config.max_event_bytes
+        if len(data) > max_event:
+            raise _event_too_large(max_event)
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            event = None
+        if type(event) is not dict:
+            raise UpstreamProtocolError(
+                "the upstream sent a stream event that is not a JSON object",
+                reason="UPSTREAM_MALFORMED_EVENT",
+            )
+        error = event.get("error")
+        if error is not None:
+            raise self._reported_error(error_object(error), event)
+        return event
 
     async def completion(self) -> dict[str, Any]:
         """A chat completion: `json`, and an ``error`` object without choices raises."""
@@ -345,6 +487,12 @@ class EventStream:
 def error_object(error: object) -> dict[str, Any]:
     """An answer's ``error`` member as an object: a string, or any other value, is its message."""
     return error if type(error) is dict else {"message": str(error)}
+
+
+def _truncated() -> UpstreamProtocolError:
+    return UpstreamProtocolError(
+        "the upstream stream ended before [DONE]", reason="UPSTREAM_STREAM_TRUNCATED"
+    )
 
 
 def _event_too_large(limit: int) -> UpstreamTooLarge:

@@ -7,11 +7,16 @@ C (libuv); measured, it cuts the bridge's CPU per relayed chunk by ~15% and
 raises stream throughput accordingly (BENCHMARKS.md). grpc.aio runs on any
 asyncio loop, uvloop included. "auto" falls back to asyncio's own loop where
 uvloop is not installed (it has no Windows build).
+
+The process also runs with a higher young-generation threshold for Python's
+cyclic garbage collector (`YOUNG_COLLECTION_THRESHOLD`), for as long as the
+loop runs: see there why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -19,6 +24,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 log = logging.getLogger("bridge.loop")
+
+YOUNG_COLLECTION_THRESHOLD = 10_000
+"""Net new container objects before a young collection; CPython's default is 700.
+
+A relay with hundreds of open streams keeps a few thousand objects in flight at
+any moment (each stream's current event, chunk, futures and frames), so with
+700 every young collection found them alive, promoted them, and the older
+generations filled and were collected in turn: 570 young, 52 middle and 5 full
+collections in 7 s at 256 streams, ~3 µs of the bridge's CPU per relayed chunk.
+With 10,000 the in-flight objects die by reference count before a collection
+comes: 2 young collections in the same 7 s and no other (~0.1 µs per chunk),
+with the same object count (the relay makes no reference cycles to wait for).
+Measured with gc.callbacks and thread CPU time; BENCHMARKS.md."""
 
 
 def uvloop_available() -> bool:
@@ -44,11 +62,16 @@ def run(main: Coroutine[Any, Any, T], event_loop: str) -> T:
         log.info("event loop: %s (%s)", name, type(asyncio.get_running_loop()).__module__)
         return await main
 
-    if name == "uvloop":
-        import uvloop
+    thresholds = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
+    try:
+        if name == "uvloop":
+            import uvloop
 
-        return uvloop.run(logged())
-    return asyncio.run(logged())
+            return uvloop.run(logged())
+        return asyncio.run(logged())
+    finally:
+        gc.set_threshold(*thresholds)
 
 
-__all__ = ["chosen", "run", "uvloop_available"]
+__all__ = ["YOUNG_COLLECTION_THRESHOLD", "chosen", "run", "uvloop_available"]

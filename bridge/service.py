@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
@@ -43,7 +43,7 @@ from .errors import (
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
 from .upstream import UpstreamClient
-from .validation import validate_chat_request
+from .validation import validate_batches_request, validate_chat_request
 
 log = logging.getLogger("bridge.service")
 
@@ -139,6 +139,57 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 except UpstreamReportedError as reported:
                     if sent:  # after chunks, the error is a chunk too; first, status only
                         yield decode(chunk_type, reported.event)
+                    raise
+            if not sent:  # [DONE] before any event: OK with no message, the id in the trailers
+                context.set_trailing_metadata(((REQUEST_ID_KEY, rpc.request_id),))
+
+    async def StreamChatCompletionBatches(  # noqa: N802 - gRPC method name
+        self,
+        request: chat_pb2.StreamChatCompletionBatchesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[chat_pb2.StreamChatCompletionBatchesResponse]:
+        """StreamChatCompletion's relay, one message per network read (or per `max_delay`).
+
+        The same scope, metadata and ends as the per-event RPC; what differs is
+        only that a read's events leave together, so grpc's cost per message
+        (a write, a system call, a loop wake-up) is paid once per read.
+        """
+        async with self._scope(context, "StreamChatCompletionBatches", request) as rpc:
+            chat = request.request
+            rpc.record.model = chat.model
+            record = rpc.record
+            call = self._calls.call_for(context, rpc.request_id)
+            max_delay = validate_batches_request(request, max_messages=self._config.max_messages)
+            body = _compact(orjson.dumps(request_body(chat, stream=True)))
+            limit = self._config.max_send_bytes
+            sent = False
+            record.upstream_at = time.perf_counter()
+            async with (
+                _deadline(call),
+                await self._upstream.stream_chat_completion(body, call) as events,
+            ):
+                try:
+                    async for batch in events.batches(max_delay):
+                        message = _decode_batch(batch)
+                        if not sent:
+                            record.first_chunk_at = time.perf_counter()
+                            await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
+                            sent = True
+                        for index, event in enumerate(batch):
+                            if "usage" in event:
+                                record.answered(message.chunks[index])
+                        record.chunks += len(batch)
+                        del batch
+                        await asyncio.sleep(0)  # see StreamChatCompletion
+                        if message.ByteSize() <= limit:
+                            yield message
+                        else:
+                            for part in _split(message, limit):
+                                yield part
+                        del message
+                except UpstreamReportedError as reported:
+                    if sent:  # after chunks, the error is a chunk too; first, status only
+                        yield _decode_batch([reported.event])
                     raise
             if not sent:  # [DONE] before any event: OK with no message, the id in the trailers
                 context.set_trailing_metadata(((REQUEST_ID_KEY, rpc.request_id),))
@@ -286,6 +337,36 @@ def request_body(request: chat_pb2.ChatCompletionRequest, *, stream: bool) -> di
     body = mapping.encode(request)
     body["stream"] = stream
     return body
+
+
+def _decode_batch(
+    events: Sequence[Mapping[str, Any]],
+) -> chat_pb2.StreamChatCompletionBatchesResponse:
+    return mapping.decode_each(
+        chat_pb2.StreamChatCompletionBatchesResponse, "chunks", chat_pb2.ChatCompletionChunk, events
+    )
+
+
+def _split(
+    message: chat_pb2.StreamChatCompletionBatchesResponse, limit: int
+) -> Iterator[chat_pb2.StreamChatCompletionBatchesResponse]:
+    """`message` as consecutive messages of at most `limit` bytes each, when chunks allow.
+
+    A chunk that is over the limit on its own still goes alone, and grpc
+    then fails the call, as StreamChatCompletion would for the same chunk.
+    """
+    part = chat_pb2.StreamChatCompletionBatchesResponse()
+    size = 0
+    for chunk in message.chunks:
+        # Its bytes in the message: a tag byte, a length of at most 5, the chunk.
+        grows = chunk.ByteSize() + 6
+        if part.chunks and size + grows > limit:
+            yield part
+            part = chat_pb2.StreamChatCompletionBatchesResponse()
+            size = 0
+        part.chunks.append(chunk)
+        size += grows
+    yield part
 
 
 def _compact(data: bytes) -> bytes:

@@ -18,7 +18,16 @@ from myrouter.chat.v1 import chat_pb2
 from .errors import InvalidRequest
 from .mapping import member_names
 
-__all__ = ["RESERVED_EXTRA_MEMBERS", "validate_chat_request"]
+__all__ = [
+    "MAX_BATCH_DELAY",
+    "RESERVED_EXTRA_MEMBERS",
+    "validate_batches_request",
+    "validate_chat_request",
+]
+
+MAX_BATCH_DELAY = 1.0
+"""The longest `StreamChatCompletionBatchesRequest.max_delay` honoured, in seconds (the
+contract says so): a batch is for saving per-message cost, not for holding an answer back."""
 
 RESERVED_EXTRA_MEMBERS = frozenset(
     field.name
@@ -108,6 +117,30 @@ def _nested_extra(
                     add((f"{here}.extra.{key}", "names a modelled field; use the field itself"))
             elif sub.type == FieldDescriptor.TYPE_MESSAGE:
                 _nested_extra(sub, sub_value, f"{here}.{sub.name}", add)
+
+
+def validate_batches_request(
+    request: chat_pb2.StreamChatCompletionBatchesRequest, *, max_messages: int | None = None
+) -> float:
+    """Raise InvalidRequest listing every rule `request` breaks; else return its wait.
+
+    The chat request's rules are `validate_chat_request`'s, their fields named
+    under ``request.``. The wait is in seconds, cut to `MAX_BATCH_DELAY`.
+    """
+    violations: list[tuple[str, str]] = []
+    try:
+        validate_chat_request(request.request, max_messages=max_messages)
+    except InvalidRequest as invalid:
+        violations += [(f"request.{field}", why) for field, why in invalid.violations]
+    delay = request.max_delay
+    seconds, nanos = delay.seconds, delay.nanos
+    if seconds < 0 or not 0 <= nanos <= 999_999_999:
+        violations.append(
+            ("max_delay", f"must be a duration of 0 or more, got {seconds} s {nanos} ns")
+        )
+    if violations:
+        raise InvalidRequest(violations)
+    return min(seconds + nanos / 1e9, MAX_BATCH_DELAY)
 
 
 def _within(value: float, low: float, high: float) -> bool:

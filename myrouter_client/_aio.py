@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
@@ -65,11 +66,21 @@ async def stream_chat(
     token: str | None = None,
     request_id: str | None = None,
     deadline: float | None = None,
+    max_delay: float = 0.0,
 ) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
     """Yield each chunk as it arrives; raise ChatCallError if the call does not end OK.
 
+    The chunks come over StreamChatCompletionBatches, which sends the chunks
+    that arrive together in one message (cheaper for the bridge and for this
+    process, no later for any chunk), and are yielded one by one all the same.
+    A bridge older than that RPC answers UNIMPLEMENTED before any message; the
+    helper then asks StreamChatCompletion instead, within the same deadline.
+
     ``deadline`` is in seconds and travels with the call, so the bridge bounds
     its upstream request by it too (unlike a local asyncio timeout).
+    ``max_delay`` (seconds, at most 1; 0 by default) lets the bridge hold a
+    chunk up to that long to send more with it: for consumers that do not show
+    tokens live. An older bridge ignores it.
 
     A chunk whose ``error`` field is set (the API reported an error mid-stream)
     is yielded like any other, and the ChatCallError follows it. Closing the
@@ -78,16 +89,41 @@ async def stream_chat(
     request and no more tokens are generated or billed.
     """
     stub = chat_pb2_grpc.ChatServiceStub(channel)
-    call = stub.StreamChatCompletion(
-        request, metadata=call_metadata(token, request_id), timeout=deadline
-    )
+    metadata = call_metadata(token, request_id)
+    ends_at = None if deadline is None else time.monotonic() + deadline
+    batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
+    if max_delay > 0:
+        batches.max_delay.FromNanoseconds(round(max_delay * 1e9))
+    call = stub.StreamChatCompletionBatches(batches, metadata=metadata, timeout=deadline)
+    received = False
     try:
-        async for chunk in call:
-            yield chunk
+        async for message in call:
+            received = True
+            for chunk in message.chunks:
+                yield chunk
+        return
     except grpc.RpcError as exc:
-        raise await _error_from(call, exc) from exc
+        error = await _error_from(call, exc)
+        if received or not _without_the_method(error):
+            raise error from exc
     finally:
         call.cancel()  # a no-op once the call has ended
+    left = None if ends_at is None else max(ends_at - time.monotonic(), 0.0)
+    fallback = stub.StreamChatCompletion(request, metadata=metadata, timeout=left)
+    try:
+        async for chunk in fallback:
+            yield chunk
+    except grpc.RpcError as exc:
+        raise await _error_from(fallback, exc) from exc
+    finally:
+        fallback.cancel()
+
+
+def _without_the_method(error: ChatCallError) -> bool:
+    """Whether the server lacks the RPC: UNIMPLEMENTED from gRPC itself, not the bridge's
+    own answer (an upstream HTTP 501 also maps to UNIMPLEMENTED, with ErrorInfo), which
+    must not send the request upstream a second time."""
+    return error.code is grpc.StatusCode.UNIMPLEMENTED and error.error_info is None
 
 
 async def create_chat(

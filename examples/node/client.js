@@ -1,6 +1,7 @@
 'use strict';
 // Calling the MyRouter gRPC bridge from Node.js: a unary call, a streamed call
-// with metadata, and a failed call whose status details are decoded.
+// (several chunks per message) with metadata, and a failed call whose status
+// details are decoded.
 //
 //   npm ci
 //   MYROUTER_TOKEN=<your key> node client.js [host:port]
@@ -115,22 +116,36 @@ async function main() {
     console.log(`unary: ${completion.choices[0].message.content}`);
 
     // 2. Streaming, with our own request id; print tokens as they arrive.
+    // StreamChatCompletionBatches sends the chunks that arrive together in one
+    // message (each message's `chunks`, in order), a lone chunk at once: as live
+    // as StreamChatCompletion, for less CPU on both ends. A back-office caller
+    // that does not show tokens live may add max_delay (up to 1 s) for fuller
+    // messages. A bridge older than this RPC answers UNIMPLEMENTED before any
+    // message: call StreamChatCompletion (one chunk per message) then.
     const requestId = `node-${crypto.randomUUID()}`;
-    const call = client.StreamChatCompletion(chatRequest('stream to node'), callMetadata(requestId), {
-      deadline: deadline(60),
-    });
+    const call = client.StreamChatCompletionBatches(
+      { request: chatRequest('stream to node'), max_delay: { seconds: 0, nanos: 0 } },
+      callMetadata(requestId),
+      { deadline: deadline(60) },
+    );
     call.on('metadata', (md) => console.log(`stream x-request-id: ${md.get('x-request-id')[0]}`));
     let usage;
-    let started = false;
-    for await (const chunk of call) {
-      if (!started) process.stdout.write('stream: ');
-      started = true;
-      for (const choice of chunk.choices || []) {
-        if (choice.delta && choice.delta.content !== undefined) process.stdout.write(choice.delta.content);
+    let messages = 0;
+    let chunks = 0;
+    for await (const message of call) {
+      if (messages === 0) process.stdout.write('stream: ');
+      messages += 1;
+      for (const chunk of message.chunks) {
+        chunks += 1;
+        for (const choice of chunk.choices || []) {
+          if (choice.delta && choice.delta.content !== undefined) process.stdout.write(choice.delta.content);
+        }
+        if (chunk.usage) usage = chunk.usage;
       }
-      if (chunk.usage) usage = chunk.usage;
     }
-    if (started) process.stdout.write('\n');
+    if (messages) process.stdout.write('\n');
+    console.log(`stream chunks: ${chunks}`);
+    console.log(`stream messages: ${messages}`);
     if (usage) {
       console.log(`usage: input ${usage.input_tokens}, output ${usage.output_tokens}, total ${usage.total_tokens}`);
     }

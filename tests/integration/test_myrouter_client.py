@@ -123,3 +123,109 @@ def test_call_metadata_names_the_token_and_request_id_only_when_given(stub):
         chat_pb2.ListModelsRequest(), metadata=call_metadata(CALLER_TOKEN, "r-2")
     )[1]
     assert dict(call.initial_metadata())["x-request-id"] == "r-2"
+
+
+class _Methods(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """Records the method and request of every streaming call the helper makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        method = client_call_details.method
+        self.calls.append((method.decode() if isinstance(method, bytes) else method, request))
+        return await continuation(client_call_details, request)
+
+
+BATCHES = "/myrouter.chat.v1.ChatService/StreamChatCompletionBatches"
+PER_EVENT = "/myrouter.chat.v1.ChatService/StreamChatCompletion"
+
+
+def _stream_recorded(
+    target: str, request: chat_pb2.ChatCompletionRequest, **options: Any
+) -> tuple[list[chat_pb2.ChatCompletionChunk], ChatCallError | None, list[tuple[str, Any]]]:
+    methods = _Methods()
+    chunks: list[chat_pb2.ChatCompletionChunk] = []
+
+    async def run() -> ChatCallError | None:
+        async with grpc.aio.insecure_channel(target, interceptors=[methods]) as channel:
+            try:
+                async for chunk in stream_chat(channel, request, token=CALLER_TOKEN, **options):
+                    chunks.append(chunk)
+            except ChatCallError as exc:
+                return exc
+        return None
+
+    return chunks, asyncio.run(run()), methods.calls
+
+
+def test_stream_chat_uses_the_batched_rpc_and_yields_chunk_by_chunk(bridge, stub):
+    request = chat_request("myrouter/echo", "x", extra={"scenario": {"chunks": 200, "batch": 20}})
+    chunks, error, calls = _stream_recorded(bridge.target, request, max_delay=0.1)
+    assert error is None
+    assert [method for method, _ in calls] == [BATCHES]
+    assert calls[0][1].max_delay.ToMilliseconds() == 100
+    assert calls[0][1].request == request
+    assert all(isinstance(chunk, chat_pb2.ChatCompletionChunk) for chunk in chunks)
+    per_event = list(stub.StreamChatCompletion(request, metadata=call_metadata(CALLER_TOKEN)))
+    assert [c.choices[0].delta.content for c in chunks if c.choices] == [
+        c.choices[0].delta.content for c in per_event if c.choices
+    ]
+    assert len(chunks) == len(per_event) == 203
+
+
+def _old_bridge_handler(chunks: list[chat_pb2.ChatCompletionChunk]) -> grpc.GenericRpcHandler:
+    """A ChatService from before StreamChatCompletionBatches: only the per-event RPC exists."""
+
+    async def per_event(request: chat_pb2.ChatCompletionRequest, context: Any) -> Any:
+        await context.send_initial_metadata((("x-request-id", "old-bridge"),))
+        for chunk in chunks:
+            yield chunk
+
+    return grpc.method_handlers_generic_handler(
+        "myrouter.chat.v1.ChatService",
+        {
+            "StreamChatCompletion": grpc.unary_stream_rpc_method_handler(
+                per_event,
+                request_deserializer=chat_pb2.ChatCompletionRequest.FromString,
+                response_serializer=chat_pb2.ChatCompletionChunk.SerializeToString,
+            )
+        },
+    )
+
+
+def test_stream_chat_falls_back_to_the_per_event_rpc_on_an_older_bridge():
+    answer = [chat_pb2.ChatCompletionChunk(id="c", model=f"m{i}") for i in range(3)]
+    methods = _Methods()
+
+    async def run() -> list[chat_pb2.ChatCompletionChunk]:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((_old_bridge_handler(answer),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", interceptors=[methods]
+            ) as channel:
+                request = chat_request("myrouter/echo", "hi")
+                return [chunk async for chunk in stream_chat(channel, request, deadline=10)]
+        finally:
+            await server.stop(None)
+
+    assert asyncio.run(run()) == answer
+    assert [method for method, _ in methods.calls] == [BATCHES, PER_EVENT]
+    assert methods.calls[1][1] == chat_request("myrouter/echo", "hi")
+
+
+def test_a_bridge_unimplemented_answer_is_raised_not_retried(bridge, upstream):
+    # The upstream's HTTP 501 maps to UNIMPLEMENTED too, with the bridge's ErrorInfo: that is
+    # an answer, and asking again per event would send the request upstream a second time.
+    request = chat_request(
+        "myrouter/echo", "x", extra={"scenario": {"kind": "status", "status": 501}}
+    )
+    chunks, error, calls = _stream_recorded(bridge.target, request)
+    assert error is not None and error.code is grpc.StatusCode.UNIMPLEMENTED
+    assert error.error_info is not None and error.error_info.domain == ERROR_DOMAIN
+    assert chunks == []
+    assert [method for method, _ in calls] == [BATCHES]
+    assert len(upstream.requests()) == 1

@@ -65,10 +65,21 @@ def client(channel) -> ReflectionClient:
 def test_discovers_chat_service_and_its_methods(client):
     assert SERVICE in client.services()
     methods = client.pool.FindServiceByName(SERVICE).methods_by_name
-    assert {"CreateChatCompletion", "StreamChatCompletion", "ListModels"} <= set(methods)
+    assert {
+        "CreateChatCompletion",
+        "StreamChatCompletion",
+        "StreamChatCompletionBatches",
+        "ListModels",
+    } <= set(methods)
     assert methods["StreamChatCompletion"].server_streaming
+    assert methods["StreamChatCompletionBatches"].server_streaming
     request_file = methods["CreateChatCompletion"].input_type.file
-    assert [dep.name for dep in request_file.dependencies] == ["google/protobuf/struct.proto"]
+    # The well-known types the contract imports (Duration for max_delay, since
+    # StreamChatCompletionBatches) come with it, so a reflection client resolves them.
+    assert [dep.name for dep in request_file.dependencies] == [
+        "google/protobuf/duration.proto",
+        "google/protobuf/struct.proto",
+    ]
     # The reflected descriptors are complete: field for field what the contract declares.
     reflected = request_file.serialized_pb
     assert reflected == chat_pb2.DESCRIPTOR.serialized_pb
@@ -98,6 +109,22 @@ def test_calls_the_stream_and_sees_each_chunk(client):
     )
     assert text == "You said: a b c"
     assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+
+
+def test_calls_the_batched_stream_with_a_json_duration(client):
+    request = {
+        "request": {"model": "myrouter/echo", "messages": [{"role": "user", "content": "a b c"}]},
+        "max_delay": "0.05s",
+    }
+    messages = list(client.call(SERVICE, "StreamChatCompletionBatches", request))
+    chunks = [chunk for message in messages for chunk in message["chunks"]]
+    text = "".join(
+        choice.get("delta", {}).get("content", "")
+        for chunk in chunks
+        for choice in chunk.get("choices", [])
+    )
+    assert text == "You said: a b c"
+    assert len(chunks) == 8 and 1 <= len(messages) <= 8
 
 
 def test_a_failed_call_reports_its_status(client):

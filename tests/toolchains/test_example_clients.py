@@ -58,6 +58,10 @@ def test_example_calls_unary_streaming_and_reads_error_details(language, bridge,
     assert f"unary: You said: hello from {language}" in lines
     assert f"stream: You said: stream to {language}" in lines
     assert "usage: input 3, output 5, total 8" in lines
+    if language == "node":  # over StreamChatCompletionBatches: chunks counted in messages
+        assert "stream chunks: 8" in lines
+        messages = next(line for line in lines if line.startswith("stream messages: "))
+        assert 1 <= int(messages.split(": ")[1]) <= 8
     assert "error: NOT_FOUND (5): Model 'no-such/model' not found" in lines
     error_info = upstream_error_info(lines, 404)
     request_id = next(line for line in lines if line.startswith("  x-request-id: "))

@@ -100,6 +100,10 @@ def test_go_client_calls_unary_streaming_models_and_decodes_error_details(
     assert "stream: You said: stream to go" in lines
     chunks = next(line for line in lines if line.startswith("stream chunks: "))
     assert int(chunks.split(": ")[1]) > 1  # token by token, not one message
+    # Over StreamChatCompletionBatches: the 8 chunks came in 1 to 8 messages.
+    assert chunks == "stream chunks: 8"
+    messages = next(line for line in lines if line.startswith("stream messages: "))
+    assert 1 <= int(messages.split(": ")[1]) <= 8
     assert "usage: input 3, output 5, total 8" in lines
     assert "models: myrouter/echo, myrouter/echo-large" in lines
 

@@ -41,16 +41,22 @@ JSON = {"content-type": "application/json"}
 
 
 class Body(httpx.AsyncByteStream):
-    """A response body delivered as the given reads, then optionally a failure."""
+    """A response body delivered as the given reads, then optionally a failure.
 
-    def __init__(self, reads: Sequence[bytes], fail: Exception | None = None) -> None:
+    A float among the reads is a pause of that many seconds (a paced upstream).
+    """
+
+    def __init__(self, reads: Sequence[bytes | float], fail: Exception | None = None) -> None:
         self.reads = list(reads)
         self.fail = fail
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for read in self.reads:
-            yield read
+            if isinstance(read, float):
+                await asyncio.sleep(read)
+            else:
+                yield read
         if self.fail is not None:
             raise self.fail
 
@@ -67,7 +73,7 @@ def client_for(status: int, headers: dict[str, str], body: Body, **settings: Any
 
 
 def stream(
-    reads: Sequence[bytes],
+    reads: Sequence[bytes | float],
     *,
     status: int = 200,
     headers: dict[str, str] = SSE,
@@ -256,6 +262,101 @@ def test_a_stream_left_early_is_closed():
         await client.aclose()
 
     asyncio.run(main())
+    assert body.closed
+
+
+def batched(
+    reads: Sequence[bytes | float], max_delay: float = 0.0, **settings: Any
+) -> tuple[list[list[dict[str, Any]]], BaseException | None, Body]:
+    """`stream`, iterated by `EventStream.batches`: the lists it gave, its end, its body."""
+    body = Body(reads)
+    client = client_for(200, SSE, body, **settings)
+    batches: list[list[dict[str, Any]]] = []
+
+    async def main() -> BaseException | None:
+        try:
+            async with await client.stream_chat_completion(b"{}", CALL) as answer:
+                async for batch in answer.batches(max_delay):
+                    batches.append(list(batch))
+        except Exception as exc:
+            return exc
+        finally:
+            await client.aclose()
+        return None
+
+    return batches, asyncio.run(main()), body
+
+
+def _event(n: int) -> bytes:
+    return b'data: {"n": %d}\n\n' % n
+
+
+SCRIPTS = {
+    "done": [_event(0) + _event(1), _event(2), b"data: [DONE]\n\n" + _event(9)],
+    "truncated": [_event(0), _event(1) + _event(2)],
+    "malformed": [_event(0) + b"data: [1]\n\n" + _event(9)],
+    "error": [_event(0), _event(1) + b'data: {"error": {"code": 429}}\n\n'],
+    "error first": [b'data: {"error": "down"}\n\n'],
+    "too large": [_event(0), b'data: {"pad": "' + b"x" * 2000],
+}
+
+
+@pytest.mark.parametrize("max_delay", [0.0, 0.05])
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_batches_keep_every_rule_of_the_stream(script, max_delay):
+    events, error, _ = stream(SCRIPTS[script], max_event_bytes=1024)
+    batches, batched_error, body = batched(SCRIPTS[script], max_delay, max_event_bytes=1024)
+    assert [event for batch in batches for event in batch] == events
+    assert all(batches)  # never an empty list
+    assert type(batched_error) is type(error)
+    assert getattr(batched_error, "reason", None) == getattr(error, "reason", None)
+    assert body.closed
+
+
+def test_without_a_wait_each_read_is_one_list():
+    batches, error, _ = batched(
+        [_event(0) + _event(1), b": keepalive\n\n", _event(2), b"data: [DONE]\n\n"]
+    )
+    assert error is None
+    assert batches == [[{"n": 0}, {"n": 1}], [{"n": 2}]]
+
+
+def test_with_a_wait_a_list_gathers_the_reads_within_it():
+    paced: list[bytes | float] = [
+        _event(0),
+        0.01,
+        _event(1),
+        0.01,
+        _event(2),
+        0.6,
+        _event(3),
+        b"data: [DONE]\n\n",
+    ]
+    batches, error, _ = batched(paced, max_delay=0.3)
+    assert error is None
+    # 0-2 arrive within 0.3 s of the first; 3 comes after the wait, with [DONE] at once.
+    assert batches == [[{"n": 0}, {"n": 1}, {"n": 2}], [{"n": 3}]]
+
+
+def test_with_a_wait_an_end_sends_what_is_gathered_at_once():
+    paced: list[bytes | float] = [_event(0), 0.01, _event(1), b'data: {"error": "late"}\n\n']
+    batches, error, body = batched(paced, max_delay=5.0)  # the test's timeout would catch a wait
+    assert batches == [[{"n": 0}, {"n": 1}]]
+    assert isinstance(error, errors.UpstreamReportedError)
+    assert body.closed
+
+
+def test_a_batched_stream_left_during_a_wait_is_closed():
+    body = Body([_event(0), 0.01, _event(1), 30.0, _event(2)])
+    client = client_for(200, SSE, body)
+
+    async def main() -> list[dict[str, Any]]:
+        async with await client.stream_chat_completion(b"{}", CALL) as answer:
+            first = await anext(answer.batches(0.05))
+        await client.aclose()
+        return first
+
+    assert asyncio.run(main()) == [{"n": 0}, {"n": 1}]
     assert body.closed
 
 

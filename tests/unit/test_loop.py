@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -33,3 +34,14 @@ def test_event_loop_setting_from_flag_and_env():
     assert parse_serve_config(flag, {"BRIDGE_EVENT_LOOP": "asyncio"}).event_loop == "uvloop"
     with pytest.raises(ConfigError, match="event_loop"):
         parse_serve_config([], {"BRIDGE_EVENT_LOOP": "trio"})
+
+
+def test_run_raises_the_young_collection_threshold_while_the_loop_runs():
+    before = gc.get_threshold()
+
+    async def seen() -> tuple[int, ...]:
+        return gc.get_threshold()
+
+    during = loop.run(seen(), "asyncio")
+    assert during == (loop.YOUNG_COLLECTION_THRESHOLD, *before[1:])
+    assert gc.get_threshold() == before  # the caller's process is left as it was

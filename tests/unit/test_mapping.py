@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.mapping import decode, encode, struct_from_dict, struct_to_dict
+from bridge.mapping import decode, decode_each, encode, struct_from_dict, struct_to_dict
 from myrouter.chat.v1 import chat_pb2 as pb
 
 JSON = dict[str, Any]
@@ -1502,3 +1502,19 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(item) for item in value]
     return value
+
+
+def test_decode_each_builds_the_chunks_decode_would_build_one_by_one() -> None:
+    events = [
+        *TOOL_CALL_CHUNKS,
+        REASONING_CHUNK,
+        ENCRYPTED_REASONING_CHUNK,
+        USAGE_CHUNK,
+        {"id": "x", "odd": {"kept": [1, "a"]}, "error": {"code": 429, "message": "m"}},
+    ]
+    batch = decode_each(
+        pb.StreamChatCompletionBatchesResponse, "chunks", pb.ChatCompletionChunk, events
+    )
+    assert list(batch.chunks) == [decode(pb.ChatCompletionChunk, event) for event in events]
+    assert batch.chunks[-1].error.http_status == 429
+    assert struct_to_dict(batch.chunks[-1].extra) == {"odd": {"kept": [1, "a"]}}

@@ -722,3 +722,17 @@ def test_property_matches_reference_algorithm(parts: list[bytes], points: list[i
     decoder = SSEDecoder()
     chunks = split_at(stream, [p % (len(stream) + 1) for p in points])
     assert feed_all(decoder, chunks) == events
+
+
+@settings(max_examples=300)
+@given(parts=st.lists(TOKENS, max_size=40), points=st.lists(st.integers(0, 10_000), max_size=6))
+def test_property_feed_data_is_feed_without_the_event_types(
+    parts: list[bytes], points: list[int]
+) -> None:
+    stream = b"".join(parts)
+    chunks = split_at(stream, [p % (len(stream) + 1) for p in points])
+    full, data_only = SSEDecoder(), SSEDecoder()
+    events = [event.data for chunk in chunks for event in full.feed(chunk)]
+    payloads = [data for chunk in chunks for data in data_only.feed_data(chunk)]
+    assert payloads == events == [event.data for event in reference_decode(stream)]
+    assert all(type(data) is bytes for data in payloads)

@@ -10,10 +10,16 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from bridge.errors import InvalidRequest
 from bridge.mapping import struct_from_dict
-from bridge.validation import RESERVED_EXTRA_MEMBERS, validate_chat_request
+from bridge.validation import (
+    MAX_BATCH_DELAY,
+    RESERVED_EXTRA_MEMBERS,
+    validate_batches_request,
+    validate_chat_request,
+)
 from myrouter.chat.v1 import chat_pb2 as pb
 
 Mutation = Callable[[pb.ChatCompletionRequest], None]
@@ -374,3 +380,31 @@ def test_extra_below_the_top_may_not_name_a_modelled_field() -> None:
         "messages[1].content_parts[0].extra.text",
         "tools[0].function.extra.name",
     ]
+
+
+def _batches(max_delay: Any = None, **request: Any) -> pb.StreamChatCompletionBatchesRequest:
+    chat = pb.ChatCompletionRequest(
+        model="m", messages=[pb.ChatMessage(role="user", content="hi")], **request
+    )
+    batches = pb.StreamChatCompletionBatchesRequest(request=chat)
+    if max_delay is not None:
+        batches.max_delay.CopyFrom(max_delay)
+    return batches
+
+
+def test_a_batches_request_waits_as_asked_up_to_the_cap() -> None:
+    assert validate_batches_request(_batches()) == 0.0
+    assert validate_batches_request(_batches(duration_pb2.Duration(nanos=100_000_000))) == 0.1
+    assert validate_batches_request(_batches(duration_pb2.Duration(seconds=5))) == MAX_BATCH_DELAY
+    assert MAX_BATCH_DELAY == 1.0  # what the contract promises
+
+
+def test_a_batches_request_names_every_violation_under_its_field() -> None:
+    batches = _batches(duration_pb2.Duration(seconds=-1), max_tokens=0)
+    batches.request.model = ""
+    with pytest.raises(InvalidRequest) as caught:
+        validate_batches_request(batches)
+    fields = [field for field, _ in caught.value.violations]
+    assert fields == ["request.model", "request.max_tokens", "max_delay"]
+    with pytest.raises(InvalidRequest):
+        validate_batches_request(_batches(duration_pb2.Duration(nanos=-5)))
