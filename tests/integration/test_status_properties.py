@@ -60,7 +60,12 @@ DOCUMENTED = {grpc.StatusCode.OK} | {
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 INTERNAL_BY_REASON = {"UPSTREAM_HTTP_ERROR", "UPSTREAM_REPORTED_ERROR", "SERVICE_KEY_REJECTED"}
 """INTERNAL that is not the bridge's bug: the upstream's 500 / server_error, the operator's key."""
-METHODS = ("CreateChatCompletion", "StreamChatCompletion", "ListModels")
+METHODS = (
+    "CreateChatCompletion",
+    "StreamChatCompletion",
+    "StreamChatCompletionBatches",
+    "ListModels",
+)
 
 
 class Recorder(logging.Handler):
@@ -165,11 +170,17 @@ def chat_requests(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def request_bytes(draw: st.DrawFn, method: str) -> bytes:
-    valid = (
-        chat_pb2.ListModelsRequest().SerializeToString()
-        if method == "ListModels"
-        else draw(chat_requests())
-    )
+    if method == "ListModels":
+        valid = chat_pb2.ListModelsRequest().SerializeToString()
+    elif method == "StreamChatCompletionBatches":
+        batches = chat_pb2.StreamChatCompletionBatchesRequest()
+        batches.request.ParseFromString(draw(chat_requests()))
+        if draw(st.booleans()):  # any wait, the refused ones (negative, bad nanos) included
+            batches.max_delay.seconds = draw(st.integers(-(2**40), 2**40))
+            batches.max_delay.nanos = draw(st.integers(-(2**31), 2**31 - 1))
+        valid = batches.SerializeToString()
+    else:
+        valid = draw(chat_requests())
     if often(draw, 10):
         return draw(st.binary(max_size=48))
     if often(draw, 10) and valid:
@@ -307,7 +318,7 @@ HEADER_VALUES = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=1
 
 def plausible_body(method: str, draw: st.DrawFn) -> tuple[str, bytes]:
     """The content type and body a working API would answer `method` with."""
-    if method == "StreamChatCompletion":
+    if method in ("StreamChatCompletion", "StreamChatCompletionBatches"):
         events = draw(st.lists(CHUNKS, max_size=3)) if often(draw, 30) else [CHUNKS_OK]
         return "text/event-stream", sse(events) + b"data: [DONE]\n\n"
     if method == "ListModels":
