@@ -173,12 +173,17 @@ class Compiled:
     reason: str = ""
 
 
-def build_goload(build: Path = GOLOAD / "gen") -> Compiled:
-    """bench/goload/build.sh (seconds with a warm Go cache), or the reason it cannot run."""
+def goload_missing() -> list[str]:
+    """What bench/goload/build.sh needs and this machine lacks (Debian's Go packages)."""
     missing = [tool for tool in GO_TOOLS if shutil.which(tool) is None]
-    missing += [
+    return missing + [
         source for source in GO_SOURCES if not (Path("/usr/share/gocode/src") / source).is_dir()
     ]
+
+
+def build_goload(build: Path = GOLOAD / "gen") -> Compiled:
+    """bench/goload/build.sh (seconds with a warm Go cache), or the reason it cannot run."""
+    missing = goload_missing()
     if missing:
         return Compiled(
             None,
@@ -523,7 +528,8 @@ def measure(
     }
     if result["errors"]:
         out["first_error"] = result["first_error"]
-    if latencies:
+    if latencies or not mode.startswith(("stream", "hold")):
+        # A latency mode with no sample (no call answered in the window) reads nan.
         out["p50_ms"] = percentile(latencies, 0.50)
         out["p99_ms"] = percentile(latencies, 0.99)
         out["samples"] = len(latencies)
