@@ -135,6 +135,8 @@ KEPT_UP: Final = 0.98
 """Delivered / offered chunks/s at or above which a side kept up with the open loop."""
 LAG_LIMIT_MS: Final = 5.0
 """A client whose own lag (p99) exceeds this fell behind: its latencies are its own."""
+CLIENT_SATURATED: Final = 0.9
+"""Cores of CPU at or above which a client is the bound of what it received."""
 GOLOAD: Final = ROOT / "bench" / "goload"
 GO_TOOLS: Final = ("go", "protoc", "protoc-gen-go", "protoc-gen-go-grpc")
 GO_SOURCES: Final = (
@@ -665,21 +667,27 @@ def open_loop_chunks(rate: float, ramp: float, warmup: float, duration: float) -
 def fell_behind(direct: Mapping[str, Any], bridge: Mapping[str, Any], offered: float) -> str:
     """Who did not keep up with an open-loop phase ("" when everyone did).
 
-    A client whose own lag (p99) exceeds `LAG_LIMIT_MS` measured its own delay too.
-    Short delivery direct (with the client keeping up) is the upstream's; short
-    delivery through the bridge, when the direct side had none, is the bridge's.
+    A client lagged when its own lag (p99) exceeds `LAG_LIMIT_MS`: that much of
+    what it measured is its own delay. It was saturated when it used
+    `CLIENT_SATURATED` of a core or more: then short delivery on its side is its
+    own. Otherwise short delivery direct (below `KEPT_UP` of the offered rate) is
+    the upstream's, and short delivery through the bridge, when the direct side
+    delivered, is the bridge's.
     """
     reasons = []
-    clients_ok = True
+    saturated = {}
     for side, entry in (("direct", direct), ("bridge", bridge)):
         lag = entry["lag"]["p99_ms"]
         if lag > LAG_LIMIT_MS:
-            clients_ok = False
             reasons.append(f"{side} client (lag p99 {lag:.1f} ms)")
+        cores = entry["cpu"]["client"]
+        saturated[side] = cores >= CLIENT_SATURATED
+        if saturated[side]:
+            reasons.append(f"{side} client (saturated, {cores:.2f} core)")
     direct_share, bridge_share = direct["rate"] / offered, bridge["rate"] / offered
-    if direct_share < KEPT_UP and clients_ok:
+    if direct_share < KEPT_UP and not saturated["direct"]:
         reasons.append(f"upstream (direct delivered {direct_share:.0%})")
-    elif bridge_share < KEPT_UP and clients_ok:
+    elif bridge_share < KEPT_UP and direct_share >= KEPT_UP and not saturated["bridge"]:
         reasons.append(f"bridge (delivered {bridge_share:.0%})")
     return "; ".join(reasons)
 

@@ -297,9 +297,15 @@ func bridgeStreams(o options, scenario map[string]interface{}, call func(context
 	clients := make([]chat.ChatServiceClient, o.channels)
 	for i := range conns {
 		// WithBlock: each connection is up before the first stream (grpc-go 1.33 has
-		// no credentials/insecure package; WithInsecure is its spelling).
+		// no credentials/insecure package; WithInsecure is its spelling). Static
+		// flow-control windows, because setting them turns grpc-go's BDP estimator
+		// off: it pings the server once per round trip of data, and answering those
+		// pings and the small windows' updates cost the server about a third more
+		// CPU per message (floor at 16 streams: 29.5 against 19.1 µs), which is the
+		// client's doing, not the server's.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		conn, err := grpc.DialContext(ctx, o.target, grpc.WithInsecure(), grpc.WithBlock())
+		conn, err := grpc.DialContext(ctx, o.target, grpc.WithInsecure(), grpc.WithBlock(),
+			grpc.WithInitialWindowSize(16<<20), grpc.WithInitialConnWindowSize(64<<20))
 		cancel()
 		if err != nil {
 			return nil, nil, fmt.Errorf("dial %s: %v", o.target, err)

@@ -82,8 +82,8 @@ def test_open_loop_chunks_outlast_the_window() -> None:
     assert chunks == math.ceil(20 * 9.55)
 
 
-def _side(rate: float, lag_p99: float) -> dict[str, Any]:
-    return {"rate": rate, "lag": {"p99_ms": lag_p99}}
+def _side(rate: float, lag_p99: float, client_cores: float = 0.3) -> dict[str, Any]:
+    return {"rate": rate, "lag": {"p99_ms": lag_p99}, "cpu": {"client": client_cores}}
 
 
 def test_fell_behind() -> None:
@@ -95,9 +95,16 @@ def test_fell_behind() -> None:
     assert run.fell_behind(_side(15_000, 0.5), _side(15_000, 0.8), offered) == (
         "upstream (direct delivered 75%)"
     )
-    # A client that lagged explains what it measured: nobody else is blamed.
+    # A client's lag is reported; it does not excuse the bridge's short delivery.
     assert run.fell_behind(_side(20_000, 0.5), _side(12_000, 40.0), offered) == (
-        "bridge client (lag p99 40.0 ms)"
+        "bridge client (lag p99 40.0 ms); bridge (delivered 60%)"
+    )
+    # A saturated client bounds what it received: nobody else is blamed for it.
+    assert run.fell_behind(_side(20_000, 0.5), _side(12_000, 1.0, 0.95), offered) == (
+        "bridge client (saturated, 0.95 core)"
+    )
+    assert run.fell_behind(_side(15_000, 0.5, 0.99), _side(15_000, 1.0), offered) == (
+        "direct client (saturated, 0.99 core)"
     )
     both = run.fell_behind(_side(20_000, 9.0), _side(20_000, 6.0), offered)
     assert both == "direct client (lag p99 9.0 ms); bridge client (lag p99 6.0 ms)"
