@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import resource
+import select
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -59,6 +61,23 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 MODEL = "myrouter/echo"
 TOKEN = "bench-token"
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def emit(message: Any) -> None:
+    """`message` as one JSON line on stdout, every byte of it.
+
+    Why not `print`: under ``PYTHONUNBUFFERED`` (set in many CI and container
+    environments) `sys.stdout` writes straight to the pipe, and a partial write of
+    a long line (a result carries every latency measured, megabytes) is not
+    retried: the harness read a line cut at 64 KiB. So the bytes are written here
+    until none is left, waiting for the pipe when it is full.
+    """
+    view = memoryview(orjson.dumps(message) + b"\n")
+    while view:
+        try:
+            view = view[os.write(1, view) :]
+        except BlockingIOError:
+            select.select([], [1], [])
 
 
 def _cpu() -> float:
@@ -424,7 +443,7 @@ async def run_hold(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[s
             await asyncio.sleep(0.05)  # a ramp, not a thundering herd
     await asyncio.wait_for(all_open.wait(), 120)
     ramp = time.perf_counter() - start
-    print(orjson.dumps({"ready": opened, "ramp_s": ramp}).decode(), flush=True)
+    emit({"ready": opened, "ramp_s": ramp})
     chunks0, cpu0, t0 = counter.chunks, _cpu(), time.perf_counter()
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     chunks1, cpu1, t1 = counter.chunks, _cpu(), time.perf_counter()
@@ -445,7 +464,7 @@ async def run_hold(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[s
 
 
 def _window_edge(edge: str) -> None:
-    print(orjson.dumps({"window": edge}).decode(), flush=True)
+    emit({"window": edge})
 
 
 async def _tick_lag(window: Window, period: float = 0.01) -> list[float]:
@@ -666,7 +685,7 @@ def main() -> int:
         result = uvloop.run(coro)
     else:
         result = asyncio.run(coro)
-    print(orjson.dumps(result).decode(), flush=True)
+    emit(result)
     return 0
 
 

@@ -265,3 +265,28 @@ def test_floor_table_compares_cpu_per_chunk() -> None:
     assert "| 45.0 | 30.0 | 1.50x | <= 1.25x | **no** |" in python  # 0.9/20k, 0.9/30k
     assert "| 36.0 | 25.0 | 1.44x | <= 1.25x | **no** |" in go
     assert "Go (grpc-go)" in go and "grpc.aio (Python)" in python
+
+
+def test_emit_writes_every_byte_through_partial_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under PYTHONUNBUFFERED a partial write of stdout is not retried by `print`: the
+    harness once read a result cut at 64 KiB. `emit` loops until the line is out."""
+    written: list[bytes] = []
+    waits: list[object] = []
+    calls = 0
+
+    def write(fd: int, data: memoryview) -> int:
+        nonlocal calls
+        calls += 1
+        assert fd == 1
+        if calls == 2:
+            raise BlockingIOError  # a full non-blocking pipe: wait, then go on
+        piece = bytes(data[:7])
+        written.append(piece)
+        return len(piece)
+
+    monkeypatch.setattr(load.os, "write", write)
+    monkeypatch.setattr(load.select, "select", lambda *args: waits.append(args) or ([], [1], []))
+    message = {"count": 3, "lat_ms": [0.25, 1.5, 2.0], "first_error": ""}
+    load.emit(message)
+    assert b"".join(written) == json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    assert len(written) > 5 and waits == [([], [1], [])]
