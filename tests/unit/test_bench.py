@@ -150,7 +150,7 @@ def test_client_argv_is_one_command_line_for_both_clients() -> None:
 def test_every_variant_names_an_rpc_both_clients_have() -> None:
     goload = (run.GOLOAD / "main.go").read_text(encoding="utf-8")
     go_rpcs = set(re.findall(r'^\t"(\w+)": func\(', goload, re.MULTILINE))
-    assert go_rpcs == set(load.RPCS) == {"per_event"}
+    assert go_rpcs == set(load.RPCS) and "per_event" in go_rpcs
     assert {variant.rpc for variant in run.VARIANTS} <= set(load.RPCS)
     assert len({variant.name for variant in run.VARIANTS}) == len(run.VARIANTS)
 
