@@ -145,7 +145,10 @@ test-unit: $(VENV)/.installed $(GEN) $(GEN_PROTO)
 	$(PY) -m pytest -q tests/unit
 
 # The benchmark harness (see BENCHMARKS.md): hot-path micro-benchmarks, then the
-# bridge against the direct-HTTP baseline in separate processes; ~3 minutes.
+# bridge against the direct-HTTP baseline in separate processes: closed-loop pairs,
+# unary and streams in open loop, capacity, scale. bench/run.py builds the compiled
+# load client first (bench/goload/build.sh, Go from Debian's packages as .ci/run
+# installs them; its rows are skipped, saying why, without them); ~6 minutes.
 bench: dev
 	$(PY) -m pytest -q -p no:cacheprovider bench/test_micro.py --benchmark-only \
 		--benchmark-json=bench/micro.json --benchmark-columns=min,mean,ops --benchmark-sort=name
@@ -192,7 +195,7 @@ release-contract: $(TOOLS)
 
 clean:
 	rm -rf $(VENV) myrouter build $(CLIENT)/build $(UPSTREAM)/build dist *.egg-info .pytest_cache tools/node_modules \
-		examples/node/node_modules examples/ruby/gen
+		examples/node/node_modules examples/ruby/gen bench/goload/gen
 
 # The container image (Dockerfile; docs/image.md): built with podman, or docker when
 # podman is absent, from wheels built here; tagged $(IMAGE_NAME):latest and

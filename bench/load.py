@@ -15,22 +15,40 @@ Modes:
   ttfc-direct / ttfc-bridge     time to first chunk of short streams, one at a time
   hold-bridge                   open many slow streams, report when all are open,
                                 keep them until stdin closes (the capacity test)
+  open-direct / open-bridge     open loop: `concurrency` streams paced by the
+                                upstream (its ``rate`` scenario, ``stamp`` on),
+                                started evenly over ``--ramp``, each opened once;
+                                latency per chunk = arrival - the upstream's stamp
+  unary-open-direct / -bridge   open loop: calls at Poisson arrivals, ``--rate``
+                                per second, ``--count`` of them measured
 
 The result (stdout, one JSON line) has ``count``, ``seconds``, latencies in
 ``lat_ms`` when the mode measures them, ``errors``, and ``cpu``: this process's
 own CPU seconds within the measurement window, which `run.py` uses to show the
-load generator is not the bottleneck.
+load generator is not the bottleneck. The open-loop modes also print
+``{"window": "start"}`` and ``{"window": "end"}`` lines at the window's edges
+(`run.py` reads the servers' CPU at those moments), and add ``lag_ms``: how late
+this client itself was (a 10 ms sleep's oversleep, every 10 ms of the window, for
+streams; each call's start after its scheduled time, for unary), so a reader can
+tell a slow client from a slow bridge. ``bench/goload`` (Go) has the same
+command line and output for its modes.
+
+The bridge modes that stream take ``--rpc``: which of the bridge's streaming RPCs
+to call (`RPCS`; today ``per_event``, StreamChatCompletion).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import random
 import resource
+import select
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import grpc
 import httpx
@@ -43,6 +61,23 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 MODEL = "myrouter/echo"
 TOKEN = "bench-token"
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def emit(message: Any) -> None:
+    """`message` as one JSON line on stdout, every byte of it.
+
+    Why not `print`: under ``PYTHONUNBUFFERED`` (set in many CI and container
+    environments) `sys.stdout` writes straight to the pipe, and a partial write of
+    a long line (a result carries every latency measured, megabytes) is not
+    retried: the harness read a line cut at 64 KiB. So the bytes are written here
+    until none is left, waiting for the pipe when it is full.
+    """
+    view = memoryview(orjson.dumps(message) + b"\n")
+    while view:
+        try:
+            view = view[os.write(1, view) :]
+        except BlockingIOError:
+            select.select([], [1], [])
 
 
 def _cpu() -> float:
@@ -79,6 +114,51 @@ def bridge_request(scenario: dict[str, Any]) -> chat_pb2.ChatCompletionRequest:
     )
     request.extra.update({"scenario": scenario})
     return request
+
+
+OnChunk = Callable[[str], None]
+"""Called with each chunk's ``system_fingerprint`` (the upstream's stamp, when it stamps)."""
+RpcCall = Callable[
+    [chat_pb2_grpc.ChatServiceStub, chat_pb2.ChatCompletionRequest, OnChunk], Awaitable[None]
+]
+
+
+async def _per_event(
+    stub: chat_pb2_grpc.ChatServiceStub, request: chat_pb2.ChatCompletionRequest, on_chunk: OnChunk
+) -> None:
+    """StreamChatCompletion: one message per event."""
+    async for chunk in stub.StreamChatCompletion(request, metadata=METADATA):
+        on_chunk(chunk.system_fingerprint)
+
+
+RPCS: Final[dict[str, RpcCall]] = {"per_event": _per_event}
+"""The bridge's streaming RPCs, by the name ``--rpc`` (and `bench.run.Variant.rpc`) gives
+them: a call streams one request and hands every chunk it carries to `on_chunk`, in
+order, however the RPC groups chunks into messages."""
+
+
+class Window:
+    """The measured window, in wall-clock nanoseconds: the clock of the upstream's stamps."""
+
+    __slots__ = ("end", "start")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
+
+    def __contains__(self, ns: int) -> bool:
+        return self.start <= ns < self.end
+
+
+def poisson_arrivals(rate: float, count: int, rng: random.Random) -> list[float]:
+    """`count` arrival times (seconds from 0) of a Poisson process of `rate` per second:
+    exponential gaps, so the calls do not come in step with anything the server does."""
+    at = 0.0
+    out = []
+    for _ in range(count):
+        at += rng.expovariate(rate)
+        out.append(at)
+    return out
 
 
 class Direct:
@@ -143,6 +223,25 @@ class Direct:
                     counter.chunks += 1
             raise RuntimeError("stream ended before [DONE]")
 
+    async def stamps(self, body: bytes, on_chunk: OnChunk) -> None:
+        """A stream, `on_chunk` called with each event's stamp (the same consumer work)."""
+        async with self.client.stream(
+            "POST",
+            "chat/completions",
+            content=body,
+            headers={"content-type": "application/json", "accept": "text/event-stream"},
+        ) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}")
+            decoder = SSEDecoder()
+            loads = orjson.loads
+            async for raw in response.aiter_raw():
+                for event in decoder.feed(raw):
+                    if event.data == DONE:
+                        return
+                    on_chunk(loads(event.data).get("system_fingerprint", ""))
+            raise RuntimeError("stream ended before [DONE]")
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
@@ -151,15 +250,9 @@ class Bridge:
     """A grpc.aio client of the bridge, spreading calls over a few connections."""
 
     def __init__(
-        self,
-        target: str,
-        channels: int,
-        scenario: dict[str, Any],
-        max_delay: float | None = None,
+        self, target: str, channels: int, scenario: dict[str, Any], rpc: str = "per_event"
     ) -> None:
-        # max_delay None: StreamChatCompletion, one message per chunk; a number (seconds,
-        # 0 included): StreamChatCompletionBatches with that max_delay.
-        self.max_delay = max_delay
+        self.rpc = RPCS[rpc]
         # Separate subchannel pools: each channel gets its own TCP connection, so
         # SO_REUSEPORT workers each get a share of the calls.
         self.channels = [
@@ -187,21 +280,15 @@ class Bridge:
     async def stream(
         self, request: chat_pb2.ChatCompletionRequest, counter: Counter, first: list[float] | None
     ) -> None:
-        if self.max_delay is not None:
-            batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
-            batches.max_delay.FromNanoseconds(round(self.max_delay * 1e9))
-            async for message in self.stub().StreamChatCompletionBatches(
-                batches, metadata=METADATA
-            ):
-                if first is not None and not first:
-                    first.append(time.perf_counter())
-                counter.chunks += len(message.chunks)
-            return
-        call = self.stub().StreamChatCompletion(request, metadata=METADATA)
-        async for _chunk in call:
+        def on_chunk(_stamp: str) -> None:
             if first is not None and not first:
                 first.append(time.perf_counter())
             counter.chunks += 1
+
+        await self.rpc(self.stub(), request, on_chunk)
+
+    async def stamps(self, request: chat_pb2.ChatCompletionRequest, on_chunk: OnChunk) -> None:
+        await self.rpc(self.stub(), request, on_chunk)
 
     async def aclose(self) -> None:
         for channel in self.channels:
@@ -296,7 +383,7 @@ async def run_stream(args: argparse.Namespace, scenario: dict[str, Any]) -> dict
 
         close: Callable[[], Awaitable[None]] = direct.aclose
     else:
-        bridge = Bridge(args.target, args.channels, scenario, args.max_delay)
+        bridge = Bridge(args.target, args.channels, scenario, args.rpc)
         await bridge.ready()
         request = bridge.request()
 
@@ -334,14 +421,9 @@ async def run_hold(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[s
         nonlocal opened
         first: list[float] = []
         try:
-            if args.max_delay is None:
-                call = bridge.stub().StreamChatCompletion(request, metadata=METADATA)
-            else:
-                batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
-                batches.max_delay.FromNanoseconds(round(args.max_delay * 1e9))
-                call = bridge.stub().StreamChatCompletionBatches(batches, metadata=METADATA)
-            async for _message in call:
-                counter.chunks += 1  # one chunk a second: one message each
+            call = bridge.stub().StreamChatCompletion(request, metadata=METADATA)
+            async for _chunk in call:
+                counter.chunks += 1
                 if not first:
                     first.append(0.0)
                     opened += 1
@@ -361,7 +443,7 @@ async def run_hold(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[s
             await asyncio.sleep(0.05)  # a ramp, not a thundering herd
     await asyncio.wait_for(all_open.wait(), 120)
     ramp = time.perf_counter() - start
-    print(orjson.dumps({"ready": opened, "ramp_s": ramp}).decode(), flush=True)
+    emit({"ready": opened, "ramp_s": ramp})
     chunks0, cpu0, t0 = counter.chunks, _cpu(), time.perf_counter()
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     chunks1, cpu1, t1 = counter.chunks, _cpu(), time.perf_counter()
@@ -381,6 +463,163 @@ async def run_hold(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[s
     }
 
 
+def _window_edge(edge: str) -> None:
+    emit({"window": edge})
+
+
+async def _tick_lag(window: Window, period: float = 0.01) -> list[float]:
+    """How late a `period` sleep wakes, each time, over the window (ms): this loop's lag."""
+    lags: list[float] = []
+    await asyncio.sleep(max(0.0, (window.start - time.time_ns()) / 1e9))
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(period)
+        late = (time.perf_counter() - before - period) * 1000
+        if time.time_ns() >= window.end:
+            return lags
+        lags.append(late)
+
+
+async def run_open(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[str, Any]:
+    """Open loop: `concurrency` paced streams, started evenly over `ramp`; each chunk's
+    latency (its arrival against the upstream's stamp) and count over the window."""
+    begin = time.time_ns()
+    window = Window(begin + int((args.ramp + args.warmup) * 1e9), 0)
+    window.end = window.start + int(args.duration * 1e9)
+    counter = Counter()
+    latencies: list[float] = []
+    clock = time.time_ns
+
+    def on_chunk(stamp: str) -> None:
+        now = clock()
+        if now in window:
+            counter.chunks += 1
+            if stamp:
+                latencies.append((now - int(stamp)) / 1e6)
+
+    open_stream: Callable[[], Awaitable[None]]
+    if args.mode == "open-direct":
+        direct = Direct(args.target, args.concurrency, scenario, args.http)
+        body = direct.body(stream=True)
+
+        async def open_stream() -> None:
+            await direct.stamps(body, on_chunk)
+
+        close: Callable[[], Awaitable[None]] = direct.aclose
+    else:
+        bridge = Bridge(args.target, args.channels, scenario, args.rpc)
+        await bridge.ready()
+        request = bridge.request()
+
+        async def open_stream() -> None:
+            await bridge.stamps(request, on_chunk)
+
+        close = bridge.aclose
+
+    async def one(index: int) -> None:
+        await asyncio.sleep(args.ramp * index / args.concurrency)
+        try:
+            await open_stream()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not counter.stop:  # ended by us after the window: not a failure
+                counter.error(exc)
+
+    # The window is wall-clock (the stamps' clock); begin + x s is loop time + x s.
+    tasks = [asyncio.create_task(one(index)) for index in range(args.concurrency)]
+    ticks = asyncio.create_task(_tick_lag(window))
+    await asyncio.sleep(max(0.0, (window.start - time.time_ns()) / 1e9))
+    cpu0 = _cpu()
+    _window_edge("start")
+    await asyncio.sleep(max(0.0, (window.end - time.time_ns()) / 1e9))
+    cpu1 = _cpu()
+    _window_edge("end")
+    counter.stop = True
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    lags = await ticks
+    await close()
+    return {
+        "count": counter.chunks,
+        "seconds": (window.end - window.start) / 1e9,
+        "cpu": cpu1 - cpu0,
+        "lat_ms": latencies,
+        "lag_ms": lags,
+        "errors": counter.errors,
+        "first_error": counter.first_error,
+    }
+
+
+async def run_unary_open(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[str, Any]:
+    """Open loop: calls at Poisson arrivals of `rate` per second; the first `warmup`
+    seconds' worth are not measured, then `count` are. Each call's latency runs from
+    the moment it starts; how late it started is its lag."""
+    call: Callable[[], Awaitable[None]]
+    if args.mode == "unary-open-direct":
+        direct = Direct(args.target, args.concurrency, scenario, args.http)
+        body = direct.body(stream=False)
+
+        async def call() -> None:
+            await direct.unary(body)
+
+        close: Callable[[], Awaitable[None]] = direct.aclose
+    else:
+        bridge = Bridge(args.target, args.channels, scenario)
+        await bridge.ready()
+        request = bridge.request()
+
+        async def call() -> None:
+            await bridge.unary(request)
+
+        close = bridge.aclose
+
+    warm = int(args.rate * args.warmup)
+    arrivals = poisson_arrivals(args.rate, warm + args.count, random.Random(args.seed))
+    counter = Counter()
+    latencies: list[float] = []
+    lags: list[float] = []
+
+    async def one(index: int, due: float) -> None:
+        start = time.perf_counter()
+        try:
+            await call()
+        except Exception as exc:
+            counter.error(exc)
+            return
+        if index >= warm:
+            latencies.append((time.perf_counter() - start) * 1000)
+            lags.append((start - due) * 1000)
+            counter.chunks += 1
+
+    begin = time.perf_counter()
+    tasks = []
+    cpu0 = t0 = 0.0
+    for index, at in enumerate(arrivals):
+        due = begin + at
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if index == warm:
+            cpu0, t0 = _cpu(), time.perf_counter()
+            _window_edge("start")
+        tasks.append(asyncio.create_task(one(index, due)))
+    await asyncio.gather(*tasks)
+    cpu1, t1 = _cpu(), time.perf_counter()
+    _window_edge("end")
+    await close()
+    return {
+        "count": counter.chunks,
+        "seconds": t1 - t0,
+        "cpu": cpu1 - cpu0,
+        "lat_ms": latencies,
+        "lag_ms": lags,
+        "errors": counter.errors,
+        "first_error": counter.first_error,
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -393,6 +632,10 @@ def _parser() -> argparse.ArgumentParser:
             "ttfc-direct",
             "ttfc-bridge",
             "hold-bridge",
+            "open-direct",
+            "open-bridge",
+            "unary-open-direct",
+            "unary-open-bridge",
         ],
     )
     parser.add_argument("--target", required=True, help="upstream base URL or bridge host:port")
@@ -402,13 +645,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument(
-        "--max-delay",
-        type=float,
-        default=None,
-        help="bridge modes but unary: call StreamChatCompletionBatches with this max_delay "
-        "in seconds (0: one message per upstream read) and count the chunks of each message; "
-        "unset: StreamChatCompletion, one message per chunk",
+        "--rpc", choices=sorted(RPCS), default="per_event", help="streaming RPC (bridge modes)"
     )
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="open: seconds over which the streams start"
+    )
+    parser.add_argument("--rate", type=float, default=100.0, help="unary-open: calls per second")
+    parser.add_argument("--count", type=int, default=1000, help="unary-open: calls measured")
+    parser.add_argument("--seed", type=int, default=1, help="unary-open: the arrivals' seed")
     parser.add_argument(
         "--http", choices=["aiohttp", "httpx"], default="aiohttp", help="direct modes' transport"
     )
@@ -425,8 +669,12 @@ def _parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = _parser().parse_args()
     scenario = orjson.loads(args.scenario)
-    if args.mode.startswith("unary"):
+    if args.mode.startswith("unary-open"):
+        coro = run_unary_open(args, scenario)
+    elif args.mode.startswith("unary"):
         coro = run_unary(args, scenario)
+    elif args.mode.startswith("open"):
+        coro = run_open(args, scenario)
     elif args.mode == "hold-bridge":
         coro = run_hold(args, scenario)
     else:
@@ -437,7 +685,7 @@ def main() -> int:
         result = uvloop.run(coro)
     else:
         result = asyncio.run(coro)
-    print(orjson.dumps(result).decode(), flush=True)
+    emit(result)
     return 0
 
 

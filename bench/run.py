@@ -7,12 +7,22 @@ Processes (all on this machine, loopback only):
   the bridge read byte-identical streams from the same server;
 * the bridge (``python -m bridge serve``), a separate process;
 * for each measurement, a fresh load-generator process (``bench/load.py``):
-  httpx against the upstream (direct) or grpc.aio against the bridge.
+  httpx against the upstream (direct) or grpc.aio against the bridge; or, where
+  a Python client would bound the figure, the compiled one (``bench/goload``,
+  Go, built here from Debian's packages; its rows are skipped, saying why, when
+  the toolchain is missing).
+
+Phases: the pairs (closed loop: unary latency and capacity, streaming chunks/s,
+time to first chunk, each direct / bridge / floor), unary latency in open loop at
+half the bridge's measured capacity, the saturation streams again with the
+compiled client, the open loop (thousands of streams paced by the upstream,
+latency per chunk from the upstream's stamps, the bridge's CPU per chunk over the
+steady window), capacity (RSS of 2,000 open streams) and scale (`--workers`).
 
 For every phase the harness records the CPU share of each process (client,
 bridge, upstream), so a reader can see which one bounded the figure and that
-the load generator was not the bottleneck. Prints one Markdown table and
-writes the same figures as JSON (``--json``, default ``bench/results.json``).
+the load generator was not the bottleneck. Prints Markdown tables and writes
+the same figures as JSON (``--json``, default ``bench/results.json``).
 """
 
 from __future__ import annotations
@@ -23,17 +33,20 @@ import dataclasses
 import functools
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import psutil
 
@@ -58,6 +71,136 @@ BRIDGE_SETTINGS = (
 )
 """The bridge's `serve` flags in every phase; the floor gets them too (same gRPC server)."""
 VERSIONS = ("grpcio", "protobuf", "httpx", "aiohttp", "orjson", "uvloop", "psutil")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One of the bridge's streaming RPCs, as the open-loop and saturation phases drive
+    it: `rpc` is the load clients' ``--rpc`` (`bench.load.RPCS`, and goload's `rpcs`),
+    `flags` any further client options (a caller-chosen delay, say), `cores_target`
+    the most bridge cores per 1,000 streams at 50 chunks/s it should need."""
+
+    name: str
+    rpc: str
+    flags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    cores_target: float | None = None
+
+
+VARIANTS: Final[tuple[Variant, ...]] = (Variant("per_event", "per_event", cores_target=1.25),)
+"""The bridge side of the open-loop and compiled-client saturation phases runs once per
+variant; each gets its own rows (a new RPC is one more entry, plus its ``--rpc`` in
+both clients)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenLoop:
+    """`streams` streams at once, each paced by the upstream at `rate` chunks/s."""
+
+    streams: int
+    rate: float
+    p99_target_ms: float | None = None
+    """The most latency per chunk the bridge may add at p99 (ms)."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.streams}x{self.rate:g}"
+
+    @classmethod
+    def parse(cls, text: str) -> OpenLoop:
+        """``"1000x20"``; a default shape's label keeps its target."""
+        for shape in OPEN_LOOPS:
+            if shape.label == text:
+                return shape
+        streams, _, rate = text.partition("x")
+        try:
+            shape = cls(int(streams), float(rate))
+        except ValueError:
+            shape = cls(0, 0.0)
+        if shape.streams < 1 or not (math.isfinite(shape.rate) and shape.rate > 0):
+            raise argparse.ArgumentTypeError(f"{text!r} is not STREAMSxRATE, e.g. 1000x20")
+        return shape
+
+    @property
+    def offered(self) -> float:
+        return self.streams * self.rate
+
+
+OPEN_LOOPS: Final[tuple[OpenLoop, ...]] = (
+    OpenLoop(1000, 20, p99_target_ms=5.0),
+    OpenLoop(2000, 10),
+)
+COST_RATE: Final = 50.0
+"""Chunks/s per stream of the sizing figure "bridge cores per 1,000 streams"."""
+KEPT_UP: Final = 0.98
+"""Delivered / offered chunks/s at or above which a side kept up with the open loop."""
+LAG_LIMIT_MS: Final = 5.0
+"""A client whose own lag (p99) exceeds this fell behind: its latencies are its own."""
+CLIENT_SATURATED: Final = 0.9
+"""Cores of CPU at or above which a client is the bound of what it received."""
+GOLOAD: Final = ROOT / "bench" / "goload"
+GO_TOOLS: Final = ("go", "protoc", "protoc-gen-go", "protoc-gen-go-grpc")
+GO_SOURCES: Final = (
+    "google.golang.org/grpc",
+    "google.golang.org/protobuf",
+    "github.com/golang/protobuf",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Client:
+    """A load generator's command, up to its mode: bench/load.py or bench/goload."""
+
+    name: str
+    command: tuple[str, ...]
+
+
+PYTHON_CLIENT: Final = Client("python", (PY, str(ROOT / "bench" / "load.py")))
+
+
+def client_argv(
+    client: Client, mode: str, target: str, scenario: Mapping[str, Any], **options: Any
+) -> list[str]:
+    """Both clients share one command line: MODE --target --scenario JSON --key value..."""
+    argv = [*client.command, mode, "--target", target, "--scenario", json.dumps(scenario)]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """The compiled client, or why there is none."""
+
+    client: Client | None
+    reason: str = ""
+
+
+def goload_missing() -> list[str]:
+    """What bench/goload/build.sh needs and this machine lacks (Debian's Go packages)."""
+    missing = [tool for tool in GO_TOOLS if shutil.which(tool) is None]
+    return missing + [
+        source for source in GO_SOURCES if not (Path("/usr/share/gocode/src") / source).is_dir()
+    ]
+
+
+def build_goload(build: Path = GOLOAD / "gen") -> Compiled:
+    """bench/goload/build.sh (seconds with a warm Go cache), or the reason it cannot run."""
+    missing = goload_missing()
+    if missing:
+        return Compiled(
+            None,
+            f"Go toolchain or sources missing ({', '.join(missing)}; .ci/run installs them)",
+        )
+    done = subprocess.run(
+        ["bash", str(GOLOAD / "build.sh"), str(build)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        return Compiled(None, f"bench/goload/build.sh failed: {done.stderr.strip()[-300:]}")
+    return Compiled(Client("go", (str(build / "bin" / "goload"),)))
 
 
 # --------------------------------------------------------------------------- #
@@ -227,12 +370,9 @@ def load(
     **options: Any,
 ) -> dict[str, Any]:
     """Run `clients` load-generator processes at once (concurrency split between them)."""
-    argv = [PY, str(ROOT / "bench" / "load.py"), mode, "--target", target]
-    argv += ["--scenario", json.dumps(scenario)]
-    for key, value in options.items():
-        if key == "concurrency":
-            value = max(1, int(value) // clients)
-        argv += [f"--{key}", str(value)]
+    if "concurrency" in options:
+        options["concurrency"] = max(1, int(options["concurrency"]) // clients)
+    argv = client_argv(PYTHON_CLIENT, mode, target, scenario, **options)
     procs = [
         subprocess.Popen(
             argv,
@@ -257,6 +397,87 @@ def load(
         merged["lat_ms"] = merged.get("lat_ms", []) + other.get("lat_ms", [])
         merged["seconds"] = max(merged["seconds"], other["seconds"])
     return merged
+
+
+def windowed(
+    client: Client,
+    mode: str,
+    target: str,
+    scenario: Mapping[str, Any],
+    servers: list[Server],
+    cpus: Cpus = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """One load-generator process that prints its window's edges (``{"window": "start"}``,
+    ``{"window": "end"}``): the servers' CPU is read at those moments, so a figure per
+    chunk covers the steady state only (no ramp, no warm-up, no teardown)."""
+    argv = client_argv(client, mode, target, scenario, **options)
+    edges: dict[str, tuple[float, dict[str, float]]] = {}
+    result: dict[str, Any] | None = None
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=stderr, env=ENV, cwd=ROOT, preexec_fn=_on(cpus)
+        )
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                message = json.loads(line)
+                if "window" in message:
+                    edges[message["window"]] = (
+                        time.perf_counter(),
+                        {server.name: server.cpu() for server in servers},
+                    )
+                else:
+                    result = message
+            process.wait(120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        stderr.seek(0)
+        errors = stderr.read().decode(errors="replace")
+    if process.returncode != 0 or result is None or set(edges) != {"start", "end"}:
+        raise RuntimeError(f"{client.name} {mode} failed ({process.returncode}): {errors[-2000:]}")
+    (t0, before), (t1, after) = edges["start"], edges["end"]
+    server_cpu = {name: after[name] - before[name] for name in before}
+    return summarize(result, server_cpu, t1 - t0)
+
+
+def summarize(
+    result: Mapping[str, Any], server_cpu: Mapping[str, float], wall: float
+) -> dict[str, Any]:
+    """A windowed client's result with the servers' CPU seconds over the same window:
+    rate, CPU shares (cores), latency and client-lag percentiles."""
+    seconds = float(result["seconds"])
+    count = int(result["count"])
+    out: dict[str, Any] = {
+        "count": count,
+        "seconds": seconds,
+        "rate": count / seconds if seconds > 0 else 0.0,
+        "errors": result["errors"],
+        "cpu_seconds": {"client": result["cpu"], **server_cpu},
+        "cpu": {
+            "client": result["cpu"] / seconds if seconds > 0 else 0.0,
+            **{name: cpu / wall if wall > 0 else 0.0 for name, cpu in server_cpu.items()},
+        },
+        "latency": latency_summary(result.get("lat_ms") or []),
+        "lag": latency_summary(result.get("lag_ms") or []),
+    }
+    if result["errors"]:
+        out["first_error"] = result["first_error"]
+    return out
+
+
+def latency_summary(values: list[float]) -> dict[str, float | int]:
+    """min, p50, p99, p99.9 and max (ms) of `values`, and how many there were."""
+    return {
+        "samples": len(values),
+        "min_ms": min(values) if values else float("nan"),
+        "p50_ms": percentile(values, 0.50),
+        "p99_ms": percentile(values, 0.99),
+        "p999_ms": percentile(values, 0.999),
+        "max_ms": max(values) if values else float("nan"),
+    }
 
 
 @contextlib.contextmanager
@@ -309,7 +530,8 @@ def measure(
     }
     if result["errors"]:
         out["first_error"] = result["first_error"]
-    if latencies:
+    if latencies or not mode.startswith(("stream", "hold")):
+        # A latency mode with no sample (no call answered in the window) reads nan.
         out["p50_ms"] = percentile(latencies, 0.50)
         out["p99_ms"] = percentile(latencies, 0.99)
         out["samples"] = len(latencies)
@@ -396,6 +618,244 @@ def run_pairs(
             **timing,
         )
     return results
+
+
+def _note(label: str, entry: Mapping[str, Any]) -> None:
+    """The progress line of a windowed phase (stderr)."""
+    latency, lag = entry["latency"], entry["lag"]
+    text = f"  {label:34} {entry['rate']:9.0f}/s"
+    if latency["samples"]:
+        text += f"  p50 {latency['p50_ms']:.3f} ms  p99 {latency['p99_ms']:.3f} ms"
+    if lag["samples"]:
+        text += f"  client lag p99 {lag['p99_ms']:.2f} ms"
+    cpu = "  ".join(f"{k} {v:.2f}" for k, v in entry["cpu"].items())
+    print(f"{text}  cpu[{cpu}]  errors {entry['errors']}", file=sys.stderr, flush=True)
+
+
+def cpu_per_chunk(cpu_seconds: float, chunks: int) -> float:
+    """CPU seconds per chunk relayed over a window (nan when none was)."""
+    return cpu_seconds / chunks if chunks > 0 else float("nan")
+
+
+def cores_per_thousand(seconds_per_chunk: float, rate: float = COST_RATE) -> float:
+    """Cores that 1,000 streams of `rate` chunks/s each take at that CPU per chunk."""
+    return seconds_per_chunk * 1000 * rate
+
+
+def stagger_ramp(streams: int, rate: float, target: float) -> float:
+    """How long (s) to spread the starts of `streams` streams over, near `target`, so
+    that their chunk times spread evenly over each 1/`rate` period.
+
+    Stream i starts i * ramp / streams seconds in; with ramp = k periods, its chunks
+    fall at the fraction i * k / streams (mod 1) of each period. With k coprime to
+    `streams` those are all distinct, i.e. every 1/(streams * rate) s one chunk is
+    due; with, say, 1,000 streams at 20/s over exactly 2 s (k = 40) they would fall
+    in 25 bursts of 40 per period.
+    """
+    k = max(1, round(target * rate))
+    while math.gcd(k, streams) != 1:
+        k += 1
+    return k / rate
+
+
+def open_loop_chunks(rate: float, ramp: float, warmup: float, duration: float) -> int:
+    """Content chunks per stream: the first stream opened still streams when the window
+    ends (one second to spare); the client cancels every stream then."""
+    return math.ceil(rate * (ramp + warmup + duration + 1.0))
+
+
+def fell_behind(direct: Mapping[str, Any], bridge: Mapping[str, Any], offered: float) -> str:
+    """Who did not keep up with an open-loop phase ("" when everyone did).
+
+    A client lagged when its own lag (p99) exceeds `LAG_LIMIT_MS`: that much of
+    what it measured is its own delay. It was saturated when it used
+    `CLIENT_SATURATED` of a core or more: then short delivery on its side is its
+    own. Otherwise short delivery direct (below `KEPT_UP` of the offered rate) is
+    the upstream's, and short delivery through the bridge, when the direct side
+    delivered, is the bridge's.
+    """
+    reasons = []
+    saturated = {}
+    for side, entry in (("direct", direct), ("bridge", bridge)):
+        lag = entry["lag"]["p99_ms"]
+        if lag > LAG_LIMIT_MS:
+            reasons.append(f"{side} client (lag p99 {lag:.1f} ms)")
+        cores = entry["cpu"]["client"]
+        saturated[side] = cores >= CLIENT_SATURATED
+        if saturated[side]:
+            reasons.append(f"{side} client (saturated, {cores:.2f} core)")
+    direct_share, bridge_share = direct["rate"] / offered, bridge["rate"] / offered
+    if direct_share < KEPT_UP and not saturated["direct"]:
+        reasons.append(f"upstream (direct delivered {direct_share:.0%})")
+    elif bridge_share < KEPT_UP and direct_share >= KEPT_UP and not saturated["bridge"]:
+        reasons.append(f"bridge (delivered {bridge_share:.0%})")
+    return "; ".join(reasons)
+
+
+def run_unary_open(
+    upstream: Server,
+    bridge: Server,
+    floor: Server,
+    capacity: float,
+    args: argparse.Namespace,
+    placement: Placement,
+) -> dict[str, Any]:
+    """Unary latency in open loop: Poisson arrivals at half the bridge's closed-loop
+    capacity (its calls/s at concurrency 64, measured just before), the same rate
+    direct, through the bridge and against the floor; `args.unary_count` calls each."""
+    rate = 0.5 * capacity
+    servers = [upstream, bridge, floor]
+    out: dict[str, Any] = {"rate": rate, "capacity": capacity}
+    sides = (
+        ("direct", "direct", upstream.address, placement.tested),
+        ("bridge", "bridge", bridge.address, placement.load),
+        ("floor", "bridge", floor.address, placement.load),
+    )
+    for side, client, target, cpus in sides:
+        entry = windowed(
+            PYTHON_CLIENT,
+            f"unary-open-{client}",
+            target,
+            UNARY_SCENARIO,
+            servers,
+            cpus,
+            rate=f"{rate:.1f}",
+            count=args.unary_count,
+            warmup=args.warmup,
+            concurrency=64,  # the direct client's connection pool: never a queue
+        )
+        _note(f"unary-open-{side} at {rate:.0f}/s", entry)
+        out[side] = entry
+    return out
+
+
+def run_streams_compiled(
+    upstream: Server,
+    bridge: Server,
+    floor: Server,
+    client: Client,
+    args: argparse.Namespace,
+    placement: Placement,
+) -> dict[str, Any]:
+    """The 16- and 256-stream saturation phases again, with the compiled client, against
+    each bridge variant and the floor: with a client that costs a few µs per message
+    the floor is no longer capped by its caller, so "bridge CPU per chunk against the
+    floor's" compares the two servers alone. `args.compiled_rounds` rounds, the sides
+    taking turns, each keeping its median run, as in the pairs."""
+    servers = [upstream, bridge, floor]
+    sides: list[tuple[str, str, Variant | None]] = [
+        (variant.name, bridge.address, variant) for variant in VARIANTS
+    ]
+    sides.append(("floor", floor.address, None))
+    out: dict[str, Any] = {}
+    for concurrency in (16, 256):
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in sides}
+        for _ in range(args.compiled_rounds):
+            for name, target, variant in sides:
+                options: dict[str, Any] = {
+                    "concurrency": concurrency,
+                    "channels": 4,
+                    "warmup": args.warmup,
+                    "duration": args.duration,
+                }
+                if variant is not None:
+                    options.update(rpc=variant.rpc, **variant.flags)
+                entry = windowed(
+                    client,
+                    "stream-bridge",
+                    target,
+                    STREAM_SCENARIO,
+                    servers,
+                    placement.load,
+                    **options,
+                )
+                server = "floor" if variant is None else "bridge"
+                entry["cpu_per_chunk_us"] = 1e6 * cpu_per_chunk(
+                    entry["cpu_seconds"][server], entry["count"]
+                )
+                _note(f"stream-{name} ({client.name}) x{concurrency}", entry)
+                runs[name].append(entry)
+        pair = {name: median_run(entries) for name, entries in runs.items()}
+        for variant in VARIANTS:
+            pair[variant.name]["vs_floor"] = (
+                pair[variant.name]["cpu_per_chunk_us"] / pair["floor"]["cpu_per_chunk_us"]
+            )
+        out[str(concurrency)] = pair
+    return out
+
+
+def run_open_loop(
+    upstream: Server,
+    bridge: Server,
+    client: Client,
+    shapes: tuple[OpenLoop, ...],
+    args: argparse.Namespace,
+    placement: Placement,
+) -> dict[str, Any]:
+    """Each shape (`OPEN_LOOPS` by default) direct, then through the bridge once per
+    `VARIANTS` entry.
+
+    The upstream paces every stream (scenario ``rate``) and stamps every event with
+    its send time; the client opens the streams evenly over the ramp and, over the
+    window after the warm-up, counts the chunks and their latency (arrival - stamp).
+    The bridge's CPU over that window divided by the chunks is its CPU per chunk.
+    Placement as in the pairs: the direct client, or the bridge, alone on its core.
+    """
+    out: dict[str, Any] = {}
+    for shape in shapes:
+        ramp = stagger_ramp(shape.streams, shape.rate, args.ramp)
+        scenario = {
+            "chunks": open_loop_chunks(shape.rate, ramp, args.open_warmup, args.open_duration),
+            "rate": shape.rate,
+            "stamp": True,
+        }
+        timing = {
+            "concurrency": shape.streams,
+            "ramp": ramp,
+            "warmup": args.open_warmup,
+            "duration": args.open_duration,
+        }
+        entry: dict[str, Any] = {
+            "streams": shape.streams,
+            "rate": shape.rate,
+            "offered": shape.offered,
+            "ramp": ramp,
+            "scenario": scenario,
+        }
+        direct = windowed(
+            client,
+            "open-direct",
+            upstream.address,
+            scenario,
+            [upstream],
+            placement.tested,
+            **timing,
+        )
+        _note(f"open-direct ({client.name}) {shape.label}", direct)
+        entry["direct"] = direct
+        for variant in VARIANTS:
+            side = windowed(
+                client,
+                "open-bridge",
+                bridge.address,
+                scenario,
+                [upstream, bridge],
+                placement.load,
+                rpc=variant.rpc,
+                channels=8,
+                **variant.flags,
+                **timing,
+            )
+            per_chunk = cpu_per_chunk(side["cpu_seconds"]["bridge"], side["count"])
+            side["cpu_per_chunk_us"] = 1e6 * per_chunk
+            side["cores_per_1000_at_50"] = cores_per_thousand(per_chunk)
+            for q in ("p50", "p99"):
+                side[f"added_{q}_ms"] = side["latency"][f"{q}_ms"] - direct["latency"][f"{q}_ms"]
+            side["fell_behind"] = fell_behind(direct, side, shape.offered)
+            _note(f"open-{variant.name} ({client.name}) {shape.label}", side)
+            entry[variant.name] = side
+        out[shape.label] = entry
+    return out
 
 
 def run_capacity(upstream: Server, args: argparse.Namespace) -> dict[str, Any]:
@@ -524,19 +984,36 @@ def table(results: dict[str, Any]) -> str:
         f = entry[key]
         return f"| {f:.2f} ms | {bridge - f:+.2f} ms |"
 
-    for concurrency, pair in results["unary"].items():
+    for concurrency, pair in results.get("unary", {}).items():
+        # Concurrency 64 saturates the bridge's core: its latency is queueing (the open
+        # loop below is the latency a caller meets); what it measures is capacity.
+        closed = ", closed loop (saturated: queueing)" if concurrency == "64" else ""
         for q in ("p50", "p99"):
             d, b = pair["direct"][f"{q}_ms"], pair["bridge"][f"{q}_ms"]
-            target, limit = "", None
-            if concurrency == "64":
-                limit = 0.5 if q == "p50" else 2.0
-                target = f"added <= {limit} ms"
-            met = _met(b - d <= limit) if limit is not None else ""
             rows.append(
-                f"| unary latency {q}, concurrency {concurrency} | {d:.2f} ms | {b:.2f} ms "
-                f"| {b - d:+.2f} ms | {target} | {met} " + floor_ms(pair.get("floor"), f"{q}_ms", b)
+                f"| unary latency {q}, concurrency {concurrency}{closed} | {d:.2f} ms "
+                f"| {b:.2f} ms | {b - d:+.2f} ms | | " + floor_ms(pair.get("floor"), f"{q}_ms", b)
             )
-    for concurrency, pair in results["stream"].items():
+        if concurrency == "64":
+            d, b = pair["direct"]["rate"], pair["bridge"]["rate"]
+            f = pair.get("floor")
+            tail = f"| {f['rate']:,.0f} | {b / f['rate']:.2f}x |" if f else "| |"
+            rows.append(
+                f"| unary capacity: calls/s at concurrency 64 | {d:,.0f} | {b:,.0f} "
+                f"| {b / d:.2f}x | | " + tail
+            )
+    unary_open = results.get("unary_open")
+    if unary_open is not None:
+        for q, limit in (("p50", 0.5), ("p99", 2.0)):
+            d = unary_open["direct"]["latency"][f"{q}_ms"]
+            b = unary_open["bridge"]["latency"][f"{q}_ms"]
+            f = unary_open["floor"]["latency"][f"{q}_ms"]
+            rows.append(
+                f"| unary latency {q}, open loop at {unary_open['rate']:,.0f} calls/s "
+                f"(50% of the bridge's capacity) | {d:.2f} ms | {b:.2f} ms | {b - d:+.2f} ms "
+                f"| added <= {limit} ms | {_met(b - d <= limit)} | {f:.2f} ms | {b - f:+.2f} ms |"
+            )
+    for concurrency, pair in results.get("stream", {}).items():
         d, b = pair["direct"]["rate"], pair["bridge"]["rate"]
         target = ">= 0.8x" if concurrency in ("16", "256") else ""
         met = _met(b >= 0.8 * d) if target else ""
@@ -550,8 +1027,8 @@ def table(results: dict[str, Any]) -> str:
             f"| stream chunks/s, {concurrency} streams | {d:,.0f} | {b:,.0f} | {b / d:.2f}x "
             f"| {target} | {met} " + tail
         )
-    ttfc = results["ttfc"]
-    for q in ("p50", "p99"):
+    ttfc = results.get("ttfc", {})
+    for q in ("p50", "p99") if ttfc else ():
         d, b = ttfc["direct"][f"{q}_ms"], ttfc["bridge"][f"{q}_ms"]
         target = "added <= 1 ms" if q == "p50" else ""
         met = _met(b - d <= 1.0) if target else ""
@@ -568,7 +1045,7 @@ def table(results: dict[str, Any]) -> str:
             f"| {_met(cap['rss_per_stream_kib'] <= 50 and cap['opened'] == cap['streams'])} | | |"
         )
     scale = results.get("scale", {})
-    best = max(pair["bridge"]["rate"] for pair in results["stream"].values())
+    best = max((pair["bridge"]["rate"] for pair in results.get("stream", {}).values()), default=0)
     if scale.get("available"):
         w1, w2 = scale["1"]["rate"], scale["2"]["rate"]
         best = max(best, w1, w2)
@@ -580,10 +1057,11 @@ def table(results: dict[str, Any]) -> str:
         rows.append(
             "| scale: `--workers` | | n/a: the bridge has no `--workers` option | | | | | |"
         )
-    rows.append(
-        f"| best aggregate chunks/s through the bridge | | {best:,.0f} | | >= 50,000 "
-        f"| {_met(best >= 50_000)} | | |"
-    )
+    if best:
+        rows.append(
+            f"| best aggregate chunks/s through the bridge | | {best:,.0f} | | >= 50,000 "
+            f"| {_met(best >= 50_000)} | | |"
+        )
     return "\n".join(rows)
 
 
@@ -601,13 +1079,25 @@ def cpu_table(results: dict[str, Any]) -> str:
         )
 
     for kind in ("unary", "stream"):
-        for concurrency, pair in results[kind].items():
+        for concurrency, pair in results.get(kind, {}).items():
             for side in ("direct", "bridge", "floor"):
                 if side in pair:
                     row(f"{kind} {side} x{concurrency}", pair[side])
     for side in ("direct", "bridge", "floor"):
-        if side in results["ttfc"]:
+        if side in results.get("ttfc", {}):
             row(f"ttfc {side}", results["ttfc"][side])
+    unary_open = results.get("unary_open", {})
+    for side in ("direct", "bridge", "floor"):
+        if side in unary_open:
+            row(f"unary open loop {side} at {unary_open['rate']:,.0f}/s", unary_open[side])
+    for concurrency, pair in results.get("stream_compiled", {}).items():
+        for side, entry in pair.items():
+            row(f"stream {side} x{concurrency}, compiled client", entry)
+    for client, shapes in results.get("open_loop", {}).items():
+        for label, shape in shapes.items():
+            for side in ("direct", *(variant.name for variant in VARIANTS)):
+                if side in shape:
+                    row(f"open loop {label} {side}, {client} client", shape[side])
     if "capacity" in results:
         row("capacity hold", results["capacity"])
     scale = results.get("scale", {})
@@ -617,6 +1107,94 @@ def cpu_table(results: dict[str, Any]) -> str:
                 row(
                     f"workers {workers}, 256 streams, {clients} client process(es)",
                     scale[f"{workers}x{clients}"],
+                )
+    return "\n".join(rows)
+
+
+def floor_table(results: Mapping[str, Any]) -> str:
+    """Bridge CPU per chunk against the floor's at 16 and 256 streams, with each client:
+    the grpc.aio client (what Python callers see; it caps the floor's rate) and the
+    compiled one (the servers' cost alone)."""
+    rows = [
+        "| streams | client | RPC | bridge: µs per chunk | floor: µs per chunk | bridge / floor "
+        "| target | met | bridge chunks/s | floor chunks/s | client cores (bridge / floor) |",
+        "| ---: | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+    ]
+
+    def row(concurrency: str, client: str, rpc: str, bridge: Mapping[str, Any], floor: Any) -> None:
+        b = 1e6 * float(bridge["cpu"]["bridge"]) / bridge["rate"]
+        f = 1e6 * float(floor["cpu"]["floor"]) / floor["rate"]
+        if "cpu_per_chunk_us" in bridge:  # windowed: CPU over the steady window only
+            b, f = bridge["cpu_per_chunk_us"], floor["cpu_per_chunk_us"]
+        target = "<= 1.25x" if rpc == "per_event" else ""
+        met = _met(b <= 1.25 * f) if target else ""
+        rows.append(
+            f"| {concurrency} | {client} | {rpc} | {b:.1f} | {f:.1f} | {b / f:.2f}x | {target} "
+            f"| {met} | {bridge['rate']:,.0f} | {floor['rate']:,.0f} "
+            f"| {bridge['cpu']['client']:.2f} / {floor['cpu']['client']:.2f} |"
+        )
+
+    for concurrency in ("16", "256"):
+        pair = results.get("stream", {}).get(concurrency)
+        if pair is not None and "floor" in pair:
+            row(concurrency, "grpc.aio (Python)", "per_event", pair["bridge"], pair["floor"])
+        compiled = results.get("stream_compiled", {}).get(concurrency)
+        if compiled is not None:
+            for variant in VARIANTS:
+                row(
+                    concurrency,
+                    "Go (grpc-go)",
+                    variant.name,
+                    compiled[variant.name],
+                    compiled["floor"],
+                )
+    return "\n".join(rows)
+
+
+def open_table(open_loop: Mapping[str, Any]) -> str:
+    """One row per client, shape and bridge variant: delivery, latency per chunk (direct,
+    bridge, added: the difference of the two percentiles), the bridge's CPU per chunk
+    and what it means for sizing, the clients' own lag, and who fell behind if any."""
+    rows = [
+        "| streams x chunks/s | client | RPC | delivered: direct / bridge "
+        "| latency p50: direct / bridge / added | latency p99: direct / bridge / added "
+        "| target | met | bridge µs per chunk | bridge cores per 1,000 streams at 50 chunks/s "
+        "| target | met | client lag p99: direct / bridge | fell behind |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | --- | --- "
+        "| ---: | --- |",
+    ]
+    shapes = {shape.label: shape for shape in OPEN_LOOPS}
+    for client, entries in open_loop.items():
+        for label, entry in entries.items():
+            shape = shapes.get(label)
+            direct = entry["direct"]
+            for variant in VARIANTS:
+                side = entry.get(variant.name)
+                if side is None:
+                    continue
+                d, b = direct["latency"], side["latency"]
+                p99_target = shape.p99_target_ms if shape is not None else None
+                cores = side["cores_per_1000_at_50"]
+                rows.append(
+                    f"| {entry['streams']:,} x {entry['rate']:g} | {client} | {variant.name} "
+                    f"| {direct['rate'] / entry['offered']:.0%} / "
+                    f"{side['rate'] / entry['offered']:.0%} of {entry['offered']:,.0f}/s "
+                    f"| {d['p50_ms']:.2f} / {b['p50_ms']:.2f} / {side['added_p50_ms']:+.2f} ms "
+                    f"| {d['p99_ms']:.2f} / {b['p99_ms']:.2f} / {side['added_p99_ms']:+.2f} ms "
+                    + (
+                        f"| added p99 <= {p99_target:g} ms "
+                        f"| {_met(side['added_p99_ms'] <= p99_target)} "
+                        if p99_target is not None
+                        else "| | "
+                    )
+                    + f"| {side['cpu_per_chunk_us']:.1f} | {cores:.2f} "
+                    + (
+                        f"| <= {variant.cores_target:g} | {_met(cores <= variant.cores_target)} "
+                        if variant.cores_target is not None
+                        else "| | "
+                    )
+                    + f"| {direct['lag']['p99_ms']:.2f} / {side['lag']['p99_ms']:.2f} ms "
+                    f"| {side['fell_behind'] or 'no one'} |"
                 )
     return "\n".join(rows)
 
@@ -684,11 +1262,56 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternating rounds of the 16- and 256-stream phases"
     )
+    parser.add_argument(
+        "--compiled-rounds",
+        type=int,
+        default=2,
+        help="rounds of the 16- and 256-stream phases with the compiled client",
+    )
+    parser.add_argument(
+        "--unary-count", type=int, default=3000, help="calls measured per side, unary open loop"
+    )
+    parser.add_argument(
+        "--open-duration", type=float, default=5.0, help="seconds measured per open-loop phase"
+    )
+    parser.add_argument(
+        "--open-warmup", type=float, default=1.5, help="open loop: seconds after the ramp"
+    )
+    parser.add_argument(
+        "--ramp", type=float, default=2.0, help="open loop: about how long the streams' starts take"
+    )
+    parser.add_argument(
+        "--open-client",
+        choices=["go", "python"],
+        action="append",
+        help="open loop's clients (default: both; go only when it builds)",
+    )
+    parser.add_argument(
+        "--compiled",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="build and use the compiled client (bench/goload)",
+    )
     parser.add_argument("--streams", type=int, default=2000, help="open streams (capacity)")
     parser.add_argument("--hold", type=float, default=3.0, help="seconds held before RSS")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--micro-json", type=Path, default=ROOT / "bench" / "micro.json")
-    parser.add_argument("--only", choices=["pairs", "capacity", "scale"], action="append")
+    parser.add_argument(
+        "--open-loop",
+        metavar="STREAMSxRATE",
+        type=OpenLoop.parse,
+        action="append",
+        help="an open-loop shape, e.g. 1000x20 (repeatable; default: "
+        + ", ".join(shape.label for shape in OPEN_LOOPS)
+        + ")",
+    )
+    parser.add_argument(
+        "--unary-rate",
+        type=float,
+        help="unary open loop's calls/s (default: half the bridge's capacity, measured)",
+    )
+    parser.add_argument("--goload-build", type=Path, default=GOLOAD / "gen", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=PHASES, action="append")
     args = parser.parse_args()
 
     compact_micro(args.micro_json)
@@ -701,17 +1324,35 @@ def main() -> int:
         name: sorted(cpus) if cpus is not None else None
         for name, cpus in dataclasses.asdict(placement).items()
     }
+    only = set(args.only or PHASES)
+    compiled = Compiled(None, "--no-compiled")
+    if args.compiled and only & {"compiled", "open"}:
+        compiled = build_goload(args.goload_build)
+    results["compiled_client"] = {
+        "available": compiled.client is not None,
+        "reason": compiled.reason,
+    }
+    if compiled.client is None:
+        print(f"compiled client: none: {compiled.reason}", file=sys.stderr)
     upstream = start_upstream(placement.load)
     try:
-        only = set(args.only or ("pairs", "capacity", "scale"))
-        if "pairs" in only:
+        if only & {"pairs", "unary-open", "compiled", "open"}:
             bridge = start_bridge(upstream, cpus=placement.tested)
             try:
-                floor = start_floor(upstream, cpus=placement.tested)
-                try:
-                    results.update(run_pairs(upstream, bridge, floor, args, placement))
-                finally:
-                    floor.stop()
+                if only & {"pairs", "unary-open", "compiled"}:
+                    floor = start_floor(upstream, cpus=placement.tested)
+                    try:
+                        run_with_floor(results, upstream, bridge, floor, compiled, only, args)
+                    finally:
+                        floor.stop()
+                if "open" in only:
+                    clients = {"go": compiled.client, "python": PYTHON_CLIENT}
+                    shapes = tuple(args.open_loop or OPEN_LOOPS)
+                    results["open_loop"] = {
+                        name: run_open_loop(upstream, bridge, client, shapes, args, placement)
+                        for name in args.open_client or ("go", "python")
+                        if (client := clients[name]) is not None
+                    }
             finally:
                 bridge.stop()
         if "capacity" in only:
@@ -724,36 +1365,90 @@ def main() -> int:
     results["seconds"] = time.time() - started
     results["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     args.json.write_text(json.dumps(results, indent=1) + "\n")
-
-    if "unary" in results:  # the pairs ran; capacity and scale rows appear when they ran
-        m = results["machine"]
-        print(f"\n## Results ({results['when']}, {results['seconds']:.0f} s)\n")
-        print(
-            f"Machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
-            + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-        )
-        placed = results["placement"]
-        if placed["tested"] is not None:
-            print(
-                f"Pairs pinned: the measured process (direct client, bridge or floor) on "
-                f"CPU {placed['tested']}, the upstream and the bridge's client on CPU "
-                f"{placed['load']} (`--no-pin` to leave placement to the scheduler)"
-            )
-        print(
-            f"Load average before/after: {', '.join(f'{x:.2f}' for x in results['load_before'])}"
-            f" / {', '.join(f'{x:.2f}' for x in results['load_after'])}\n"
-        )
-        print(table(results))
-        print("\nCPU microseconds per chunk, by process (streaming):\n")
-        print(cost_table(results))
-        print("\nCPU share of each process (cores; 1.00 = one core busy):\n")
-        print(cpu_table(results))
-        micro = micro_table(args.micro_json)
-        if micro:
-            print("\nHot-path micro-benchmarks (pytest-benchmark):\n")
-            print(micro)
-        print(f"\nJSON: {args.json}")
+    print(report(results, args.micro_json))
+    print(f"\nJSON: {args.json}")
     return 0
+
+
+PHASES: Final = ("pairs", "unary-open", "compiled", "open", "capacity", "scale")
+"""`--only`'s choices, in the order they run (all of them by default)."""
+
+
+def run_with_floor(
+    results: dict[str, Any],
+    upstream: Server,
+    bridge: Server,
+    floor: Server,
+    compiled: Compiled,
+    only: set[str],
+    args: argparse.Namespace,
+) -> None:
+    """The phases that compare the bridge with the floor: pairs, unary open loop, compiled."""
+    placement = Placement.for_machine(args.pin)
+    if "pairs" in only:
+        results.update(run_pairs(upstream, bridge, floor, args, placement))
+    if "unary-open" in only:
+        capacity = args.unary_rate * 2 if args.unary_rate else None
+        if capacity is None and "unary" in results:
+            capacity = results["unary"]["64"]["bridge"]["rate"]
+        if capacity is None:  # without the pairs: the closed loop that measures it
+            capacity = measure(
+                "unary-bridge",
+                bridge.address,
+                UNARY_SCENARIO,
+                [upstream, bridge, floor],
+                label="unary-capacity",
+                cpus=placement.load,
+                concurrency=64,
+                duration=args.duration,
+                warmup=args.warmup,
+            )["rate"]
+        results["unary_open"] = run_unary_open(upstream, bridge, floor, capacity, args, placement)
+    if "compiled" in only and compiled.client is not None:
+        results["stream_compiled"] = run_streams_compiled(
+            upstream, bridge, floor, compiled.client, args, placement
+        )
+
+
+def report(results: dict[str, Any], micro_json: Path | None = None) -> str:
+    """Every table whose phases ran, in Markdown, under a header naming the run."""
+    m = results["machine"]
+    lines = [
+        f"\n## Results ({results['when']}, {results['seconds']:.0f} s)\n",
+        f"Machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+    ]
+    placed = results["placement"]
+    if placed["tested"] is not None:
+        lines.append(
+            f"Pinned: the measured process (direct client, bridge or floor) on "
+            f"CPU {placed['tested']}, the upstream and the bridge's client on CPU "
+            f"{placed['load']} (`--no-pin` to leave placement to the scheduler)"
+        )
+    compiled = results.get("compiled_client", {})
+    if compiled and not compiled["available"]:
+        lines.append(f"Compiled-client rows skipped: {compiled['reason']}")
+    lines.append(
+        f"Load average before/after: {', '.join(f'{x:.2f}' for x in results['load_before'])}"
+        f" / {', '.join(f'{x:.2f}' for x in results['load_after'])}\n"
+    )
+    if results.keys() & {"unary", "unary_open", "stream", "ttfc", "capacity", "scale"}:
+        lines += [table(results)]
+    if "stream" in results:
+        lines += ["\nCPU microseconds per chunk, by process (streaming):\n", cost_table(results)]
+    if results.keys() & {"stream", "stream_compiled"}:
+        lines += ["\nBridge CPU per chunk against the floor's (saturation):\n"]
+        lines += [floor_table(results)]
+    if "open_loop" in results:
+        lines += ["\nOpen loop: streams paced by the upstream, latency per chunk:\n"]
+        lines += [open_table(results["open_loop"])]
+    if len(cpu_table(results).splitlines()) > 2:
+        lines += ["\nCPU share of each process (cores; 1.00 = one core busy):\n"]
+        lines += [cpu_table(results)]
+    micro = micro_table(micro_json) if micro_json is not None else ""
+    if micro:
+        lines += ["\nHot-path micro-benchmarks (pytest-benchmark):\n", micro]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

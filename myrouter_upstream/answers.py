@@ -33,6 +33,7 @@ __all__ = [
     "NOT_JSON_BODY",
     "REASONING_DELTA",
     "REASONING_DETAIL",
+    "STAMP_MEMBER",
     "Answer",
     "Envelope",
     "StreamPlan",
@@ -40,6 +41,7 @@ __all__ = [
     "render_completion",
     "render_error_event",
     "render_stream",
+    "stamped",
     "tokenize",
 ]
 
@@ -60,6 +62,10 @@ REASONING_DETAIL: Final[Mapping[str, Any]] = MappingProxyType(
 )
 """Sent once as ``delta.reasoning_details[0]`` (a read-only view; copy it to encode)."""
 TOOL_CALL_ID: Final = "call_0"
+STAMP_MEMBER: Final = "system_fingerprint"
+"""Where a ``stamp`` scenario puts each event's send time (see `stamped`)."""
+_STAMP_HEAD: Final = b"data: {"
+_STAMP_TAIL: Final = b"}\n\n"
 
 _WORD: Final = re.compile(r"\S+\s*")
 
@@ -283,6 +289,20 @@ def render_error_event(
         error={"code": code, "message": message, "metadata": metadata},
         choices=[{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
     )
+
+
+def stamped(event: bytes, nanoseconds: int) -> bytes:
+    """`event` with ``"system_fingerprint": "<nanoseconds>"`` appended to its JSON object.
+
+    Why bytes again: the events are rendered once per response, and the stamp is
+    only known right before each write. Anything but a JSON object event (``[DONE]``,
+    a keepalive comment, a malformed event) is returned as it is. The events never
+    carry ``system_fingerprint`` of their own, so the member is not duplicated.
+    """
+    if not (event.startswith(_STAMP_HEAD) and event.endswith(_STAMP_TAIL)):
+        return event
+    comma = b"" if event.endswith(b"{}\n\n") else b","
+    return b'%s%s"%s":"%d"}\n\n' % (event[:-3], comma, STAMP_MEMBER.encode(), nanoseconds)
 
 
 def _choice(delta: dict[str, Any]) -> dict[str, Any]:

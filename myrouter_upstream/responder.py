@@ -8,6 +8,8 @@ events, end a chunked body early, or drop the TCP connection mid-body.
 Why the stream writer has a plain fast path: benchmarks push tens of thousands
 of events through one stream with no delay, so in that mode each event costs
 one ``StreamResponse.write`` call (or one per ``batch`` events) and nothing else.
+Paced streams (``rate``) are the benchmark's other shape: thousands of them at
+once, each on a schedule, so each event costs one timer and one write.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -34,6 +37,7 @@ from .answers import (
     render_completion,
     render_error_event,
     render_stream,
+    stamped,
 )
 from .chat_request import ChatRequest
 from .errors import default_message, error_body
@@ -222,9 +226,17 @@ async def _stream(
     """Server-sent events, with the stall and the fault placed by content position."""
     delay = scenario.chunk_delay
     if delay is None:
-        delay = exchange.state.config.chunk_delay
+        # A schedule replaces the server's default gap (a scenario cannot give both).
+        delay = 0.0 if scenario.rate is not None else exchange.state.config.chunk_delay
     response = await exchange.begin(200, _SSE_HEADERS)
-    writer = _EventWriter(response, delay=delay, batch=scenario.batch, keepalive=scenario.keepalive)
+    writer = _EventWriter(
+        response,
+        delay=delay,
+        batch=scenario.batch,
+        keepalive=scenario.keepalive,
+        rate=scenario.rate,
+        stamp=scenario.stamp,
+    )
 
     content = plan.content
     actions: list[tuple[int, int, str]] = []
@@ -246,6 +258,7 @@ async def _stream(
         if action == "stall":
             await writer.flush()
             await asyncio.sleep(scenario.stall)
+            writer.restart_schedule()
         elif action == "malformed":
             await writer.event(MALFORMED_EVENT)
         elif action == "midstream_error":
@@ -285,15 +298,19 @@ def _error_event(envelope: Envelope, scenario: Scenario) -> bytes:
 
 
 class _EventWriter:
-    """Writes ``data:`` events with the delay, keepalive comments and batching asked for."""
+    """Writes ``data:`` events with the delay or rate, keepalive comments, batching and
+    stamps asked for."""
 
     __slots__ = (
         "_batch",
         "_delay",
+        "_due",
+        "_interval",
         "_keepalive",
         "_pending",
         "_response",
         "_sent",
+        "_stamp",
         "_unflushed",
     )
 
@@ -304,14 +321,26 @@ class _EventWriter:
         delay: float,
         batch: int,
         keepalive: int | None,
+        rate: float | None = None,
+        stamp: bool = False,
     ) -> None:
         self._response = response
         self._delay = delay
-        self._batch = batch if delay == 0 else 1  # batching only makes sense without delays
+        self._interval = 0.0 if rate is None else 1.0 / rate
+        self._due: float | None = None
+        """Loop time the next event is due at (a rate only); None: due now, the
+        schedule starts with it."""
+        self._stamp = stamp
+        # Batching only makes sense without delays.
+        self._batch = batch if delay == 0 and rate is None else 1
         self._keepalive = keepalive
         self._pending: list[bytes] = [] if keepalive is None else [KEEPALIVE_COMMENT]
         self._sent = 0
         self._unflushed = 0
+
+    def restart_schedule(self) -> None:
+        """After a stall: the next event is due now, not all those the stall skipped."""
+        self._due = None
 
     async def event(self, data: bytes) -> None:
         await self._pause()
@@ -327,7 +356,15 @@ class _EventWriter:
         await self.flush()
 
     async def _pause(self) -> None:
-        if self._delay > 0 and self._sent > 0:
+        if self._interval:
+            await self.flush()
+            now = asyncio.get_running_loop().time()
+            if self._due is None:
+                self._due = now
+            elif self._due > now:
+                await asyncio.sleep(self._due - now)
+            self._due += self._interval
+        elif self._delay > 0 and self._sent > 0:
             await self.flush()
             await asyncio.sleep(self._delay)
 
@@ -339,7 +376,14 @@ class _EventWriter:
         self._unflushed += 1
 
     async def events(self, events: Sequence[bytes]) -> None:
-        if self._batch == 1 and self._delay == 0 and self._keepalive is None and not self._pending:
+        if (
+            self._batch == 1
+            and self._delay == 0
+            and not self._interval
+            and not self._stamp
+            and self._keepalive is None
+            and not self._pending
+        ):
             write = self._response.write  # the benchmark path: one write per event
             for data in events:
                 await write(data)
@@ -350,6 +394,9 @@ class _EventWriter:
 
     async def flush(self) -> None:
         if self._pending:
+            if self._stamp:
+                now = time.time_ns()
+                self._pending[:] = [stamped(data, now) for data in self._pending]
             data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
             self._pending.clear()
             self._unflushed = 0

@@ -113,6 +113,19 @@ class Scenario:
     """Seconds to wait before the status line is sent."""
     chunk_delay: float | None = None
     """Seconds between two ``data:`` events; None = the server's configured default."""
+    rate: float | None = None
+    """Events per second on a fixed schedule, one event per write: event ``k`` of the
+    stream is due ``k / rate`` seconds after the first (after a stall the schedule
+    starts again). Unlike ``chunk_delay``, the time a write takes does not slow the
+    stream down, so N such streams offer the load of N live streams at that pace;
+    a stream that fell behind its schedule catches up without waiting. Excludes
+    ``chunk_delay``."""
+    stamp: bool = False
+    """Stream events: each JSON ``data:`` event carries the time it is written, as
+    ``system_fingerprint`` (wall-clock nanoseconds since the Unix epoch, decimal
+    text), read right before its write. A client on the same machine compares it
+    with its own clock on arrival: the latency of that event's whole path. A
+    modelled string member, so a relay maps it without extra work per event."""
     stall_after: int | None = None
     """Position (see above) at which to sleep ``stall`` seconds; 0 when only ``stall`` is set."""
     stall: float = 0.0
@@ -125,7 +138,7 @@ class Scenario:
     """With ``chunks``: append this many ``"x"`` to every token (big events, for
     backpressure tests that must outgrow every buffer on the way)."""
     batch: int = 1
-    """Events per socket write when no chunk delay applies."""
+    """Events per socket write when neither a chunk delay nor a rate applies."""
     dialect: Dialect = "myrouter"
     """``"openai"`` spells usage as prompt_tokens/completion_tokens/..."""
     reasoning: bool = False
@@ -150,6 +163,16 @@ class Scenario:
             0 <= self.size <= MAX_OVERSIZED_SIZE,
             "size",
             f"must be between 0 and {MAX_OVERSIZED_SIZE}",
+        )
+        _check(
+            self.rate is None or (math.isfinite(self.rate) and self.rate > 0),
+            "rate",
+            "must be a finite number > 0",
+        )
+        _check(
+            self.rate is None or self.chunk_delay is None,
+            "rate",
+            "excludes 'chunk_delay' (one paces the stream by a schedule, the other by gaps)",
         )
         for name in ("first_byte_delay", "chunk_delay", "stall"):
             delay = getattr(self, name)
@@ -273,6 +296,8 @@ _PARSERS: Final[Mapping[str, Callable[[str, object], object]]] = MappingProxyTyp
         "size": _int,
         "first_byte_delay": _float,
         "chunk_delay": _float,
+        "rate": _float,
+        "stamp": _bool,
         "stall_after": _int,
         "stall": _float,
         "keepalive": _int,

@@ -38,6 +38,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 MODEL = "myrouter/echo"
 CREATED = 1700000000
 ROOT = Path(__file__).resolve().parents[2]
+STAMP = "system_fingerprint"
 
 
 # -- fixtures and helpers ---------------------------------------------------------
@@ -720,6 +721,64 @@ def test_chunk_delay_and_stall(upstream: EmbeddedUpstream) -> None:
     assert arrivals[-1][0] >= 0.35 + 0.4
     stall_gap = max(b[0] - a[0] for a, b in itertools.pairwise(arrivals))
     assert stall_gap >= 0.4
+
+
+def _stamped_events(upstream: EmbeddedUpstream, scenario: dict[str, Any]) -> list[Any]:
+    """The stream's events, each JSON one with its arrival time (ns) under ``"_arrived"``."""
+    body = chat_body(stream=True, scenario=scenario)
+    events: list[Any] = []
+    with (
+        httpx.Client(headers=AUTH, timeout=10) as http,
+        http.stream("POST", upstream.base_url + "/chat/completions", json=body) as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                events.append({**json.loads(line[6:]), "_arrived": time.time_ns()})
+            elif line.startswith("data: "):
+                events.append(line[6:])
+    return events
+
+
+def test_rate_paces_events_on_a_schedule_and_stamp_carries_each_send_time(
+    client: httpx.Client, upstream: EmbeddedUpstream
+) -> None:
+    started = time.time_ns()
+    events = _stamped_events(upstream, {"chunks": 10, "rate": 50, "stamp": True})
+    assert events[-1] == "[DONE]"
+    stamped_events = events[:-1]
+    assert len(stamped_events) == 13  # role, 10 tokens, finish, usage
+    stamps = [int(event["system_fingerprint"]) for event in stamped_events]
+    # Sent on the upstream's clock, read on ours (one machine, one clock): each stamp
+    # is after the request and before its own arrival, and they go up.
+    assert started <= stamps[0]
+    arrived = [event["_arrived"] for event in stamped_events]
+    assert all(stamp <= at for stamp, at in zip(stamps, arrived, strict=True))
+    assert stamps == sorted(stamps)
+    # 13 events due 20 ms apart: the last is due 240 ms after the first, and none early.
+    assert stamps[-1] - stamps[0] >= 240_000_000 - 2_000_000
+    assert all(b - a >= 10_000_000 for a, b in itertools.pairwise(stamps))
+    # Apart from the stamp, the same events as an unpaced, unstamped stream.
+    plain = data_events(stream(client, chat_body(scenario={"chunks": 10})).content)
+    strip = [
+        {key: value for key, value in event.items() if key not in ("_arrived", "id", STAMP)}
+        for event in stamped_events
+    ]
+    assert strip == [{k: v for k, v in e.items() if k != "id"} for e in plain[:-1]]
+
+
+def test_stamp_without_rate_and_rate_after_a_stall(upstream: EmbeddedUpstream) -> None:
+    fast = _stamped_events(upstream, {"chunks": 5, "stamp": True, "batch": 3})
+    assert all(STAMP in event for event in fast[:-1]) and fast[-1] == "[DONE]"
+    # One write carries a whole batch, so its events share a stamp.
+    assert len({event[STAMP] for event in fast[:-1]}) < len(fast) - 1
+    # After a 0.3 s stall the schedule starts again: no burst of the events it skipped.
+    paced = _stamped_events(
+        upstream, {"chunks": 6, "rate": 20, "stamp": True, "stall_after": 2, "stall": 0.3}
+    )
+    stamps = [int(event[STAMP]) for event in paced[:-1]]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert max(gaps) >= 300_000_000  # the stall
+    assert min(gaps) >= 25_000_000  # 50 ms due; no two events back to back
 
 
 def test_server_chunk_delay_default() -> None:

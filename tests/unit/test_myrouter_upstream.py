@@ -10,10 +10,12 @@ import ast
 from importlib import metadata
 from pathlib import Path
 
+import orjson
 import pytest
 
 import myrouter_upstream
 from myrouter_upstream import Scenario, ScenarioError, parse_scenario, tokenize
+from myrouter_upstream.answers import STAMP_MEMBER, stamped
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -49,6 +51,12 @@ def test_parse_scenario() -> None:
         {"keepalive": 0},
         {"dialect": "anthropic"},
         {"chunk_delay": -1},
+        {"rate": 0},
+        {"rate": -5},
+        {"rate": float("inf")},
+        {"rate": True},
+        {"rate": 20, "chunk_delay": 0.05},
+        {"stamp": 1},
         {"metadata": []},
         [],
     ):
@@ -57,6 +65,35 @@ def test_parse_scenario() -> None:
     assert Scenario(kind="truncate").effective_after == 2
     assert Scenario(kind="malformed").effective_after == 1
     assert Scenario(stall=1).effective_stall_after == 0
+
+
+def test_rate_and_stamp_members() -> None:
+    paced = parse_scenario({"chunks": 10, "rate": 20.0, "stamp": True})
+    assert paced.rate == 20.0 and paced.stamp is True and paced.chunk_delay is None
+    assert parse_scenario({"rate": 7}).rate == 7.0  # Struct doubles and JSON ints alike
+    assert parse_scenario(paced.to_json()) == paced
+    assert Scenario().rate is None and Scenario().stamp is False
+    with pytest.raises(ScenarioError, match="'rate' excludes 'chunk_delay'"):
+        Scenario(rate=10, chunk_delay=0.1)
+    with pytest.raises(ScenarioError, match="'rate' must be a finite number > 0"):
+        Scenario(rate=float("nan"))
+
+
+def test_stamped_appends_the_send_time_to_json_events_only() -> None:
+    event = b'data: {"id":"gen-1","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+    out = stamped(event, 1_700_000_000_123_456_789)
+    assert out.startswith(b"data: ") and out.endswith(b"\n\n")
+    decoded = orjson.loads(out[len(b"data: ") : -2])
+    assert decoded == {**orjson.loads(event[6:-2]), STAMP_MEMBER: "1700000000123456789"}
+    assert list(decoded)[-1] == STAMP_MEMBER  # appended: the rest is byte-identical
+    assert out.startswith(event[:-3])
+    assert orjson.loads(stamped(b"data: {}\n\n", 5)[6:-2]) == {STAMP_MEMBER: "5"}
+    for untouched in (
+        b"data: [DONE]\n\n",
+        b": MYROUTER PROCESSING\n\n",
+        b'data: {"id": "broken", not json\n\n',
+    ):
+        assert stamped(untouched, 1) is untouched
 
 
 def test_the_upstream_never_imports_the_bridge() -> None:
