@@ -34,13 +34,15 @@ tell a slow client from a slow bridge. ``bench/goload`` (Go) has the same
 command line and output for its modes.
 
 The bridge modes that stream take ``--rpc``: which of the bridge's streaming RPCs
-to call (`RPCS`; today ``per_event``, StreamChatCompletion).
+to call (`RPCS`: ``per_event``, StreamChatCompletion; ``batches``,
+StreamChatCompletionBatches with ``--max-delay`` seconds, 0 by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import resource
@@ -131,7 +133,23 @@ async def _per_event(
         on_chunk(chunk.system_fingerprint)
 
 
-RPCS: Final[dict[str, RpcCall]] = {"per_event": _per_event}
+async def _batches(
+    stub: chat_pb2_grpc.ChatServiceStub,
+    request: chat_pb2.ChatCompletionRequest,
+    on_chunk: OnChunk,
+    max_delay: float = 0.0,
+) -> None:
+    """StreamChatCompletionBatches: one message per upstream read (or per `max_delay`);
+    every chunk of a message is handed over as the message arrives."""
+    batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
+    if max_delay > 0:
+        batches.max_delay.FromNanoseconds(int(max_delay * 1e9))
+    async for message in stub.StreamChatCompletionBatches(batches, metadata=METADATA):
+        for chunk in message.chunks:
+            on_chunk(chunk.system_fingerprint)
+
+
+RPCS: Final[dict[str, RpcCall]] = {"per_event": _per_event, "batches": _batches}
 """The bridge's streaming RPCs, by the name ``--rpc`` (and `bench.run.Variant.rpc`) gives
 them: a call streams one request and hands every chunk it carries to `on_chunk`, in
 order, however the RPC groups chunks into messages."""
@@ -250,9 +268,16 @@ class Bridge:
     """A grpc.aio client of the bridge, spreading calls over a few connections."""
 
     def __init__(
-        self, target: str, channels: int, scenario: dict[str, Any], rpc: str = "per_event"
+        self,
+        target: str,
+        channels: int,
+        scenario: dict[str, Any],
+        rpc: str = "per_event",
+        max_delay: float = 0.0,
     ) -> None:
-        self.rpc = RPCS[rpc]
+        self.rpc: RpcCall = (
+            functools.partial(_batches, max_delay=max_delay) if rpc == "batches" else RPCS[rpc]
+        )
         # Separate subchannel pools: each channel gets its own TCP connection, so
         # SO_REUSEPORT workers each get a share of the calls.
         self.channels = [
@@ -383,7 +408,7 @@ async def run_stream(args: argparse.Namespace, scenario: dict[str, Any]) -> dict
 
         close: Callable[[], Awaitable[None]] = direct.aclose
     else:
-        bridge = Bridge(args.target, args.channels, scenario, args.rpc)
+        bridge = Bridge(args.target, args.channels, scenario, args.rpc, args.max_delay)
         await bridge.ready()
         request = bridge.request()
 
@@ -507,7 +532,7 @@ async def run_open(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[s
 
         close: Callable[[], Awaitable[None]] = direct.aclose
     else:
-        bridge = Bridge(args.target, args.channels, scenario, args.rpc)
+        bridge = Bridge(args.target, args.channels, scenario, args.rpc, args.max_delay)
         await bridge.ready()
         request = bridge.request()
 
@@ -646,6 +671,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument(
         "--rpc", choices=sorted(RPCS), default="per_event", help="streaming RPC (bridge modes)"
+    )
+    parser.add_argument(
+        "--max-delay",
+        type=float,
+        default=0.0,
+        help="batches: the bridge's max_delay, seconds (0: one message per upstream read)",
     )
     parser.add_argument(
         "--ramp", type=float, default=0.0, help="open: seconds over which the streams start"

@@ -86,7 +86,11 @@ class Variant:
     cores_target: float | None = None
 
 
-VARIANTS: Final[tuple[Variant, ...]] = (Variant("per_event", "per_event", cores_target=1.25),)
+VARIANTS: Final[tuple[Variant, ...]] = (
+    Variant("per_event", "per_event", cores_target=1.25),
+    Variant("batches_0", "batches", {"max_delay": "0"}),
+    Variant("batches_100ms", "batches", {"max_delay": "0.1"}, cores_target=0.6),
+)
 """The bridge side of the open-loop and compiled-client saturation phases runs once per
 variant; each gets its own rows (a new RPC is one more entry, plus its ``--rpc`` in
 both clients)."""

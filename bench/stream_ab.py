@@ -145,7 +145,7 @@ def _measure(
     server = targets["floor" if variant == "floor" else tree]
     options: dict[str, Any] = {}
     if rpc.startswith("batches:"):
-        options["max-delay"] = float(rpc.split(":", 1)[1])
+        options.update(rpc="batches", max_delay=float(rpc.split(":", 1)[1]))
     entry = measure(
         "stream-bridge",
         server.address,

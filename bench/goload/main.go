@@ -13,7 +13,7 @@
 //	                               bench/load.py's stream modes
 //
 //	goload MODE --target ADDRESS --scenario JSON [--concurrency N] [--channels N]
-//	       [--rpc per_event] [--ramp S] [--warmup S] [--duration S]
+//	       [--rpc per_event|batches] [--max-delay S] [--ramp S] [--warmup S] [--duration S]
 //
 // (bench/load.py's command line, so one argv builder serves both.) The window is
 // --warmup seconds after the ramp, --duration long; when it ends the client cancels
@@ -46,6 +46,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	chat "myrouter.bench/goload/gen/myrouter/chat/v1"
@@ -73,7 +74,27 @@ var rpcs = map[string]func(context.Context, chat.ChatServiceClient, *chat.ChatCo
 			return []*chat.ChatCompletionChunk{chunk}, nil
 		}, nil
 	},
+	"batches": func(ctx context.Context, client chat.ChatServiceClient, request *chat.ChatCompletionRequest) (func() ([]*chat.ChatCompletionChunk, error), error) {
+		batches := &chat.StreamChatCompletionBatchesRequest{Request: request}
+		if maxDelay > 0 {
+			batches.MaxDelay = durationpb.New(time.Duration(maxDelay * float64(time.Second)))
+		}
+		stream, err := client.StreamChatCompletionBatches(ctx, batches)
+		if err != nil {
+			return nil, err
+		}
+		return func() ([]*chat.ChatCompletionChunk, error) {
+			message, err := stream.Recv()
+			if err != nil {
+				return nil, err
+			}
+			return message.GetChunks(), nil
+		}, nil
+	},
 }
+
+// maxDelay is -max-delay (seconds): the batches RPC's max_delay, 0 for none.
+var maxDelay float64
 
 type options struct {
 	mode, target, scenario, rpc string
@@ -142,6 +163,7 @@ func main() {
 	flag.StringVar(&o.target, "target", "", "the bridge's host:port, or the upstream's base URL")
 	flag.StringVar(&o.scenario, "scenario", "{}", "the upstream scenario, JSON")
 	flag.StringVar(&o.rpc, "rpc", "per_event", "the streaming RPC (bridge modes)")
+	flag.Float64Var(&maxDelay, "max-delay", 0, "the batches RPC's max_delay, seconds")
 	flag.IntVar(&o.concurrency, "concurrency", 1, "streams at once")
 	flag.IntVar(&o.channels, "channels", 8, "gRPC connections (bridge modes)")
 	flag.Float64Var(&o.ramp, "ramp", 0, "seconds over which the streams start (open modes)")
