@@ -364,24 +364,30 @@ async def _windowed(
     }
 
 
+async def _unary_caller(
+    args: argparse.Namespace, scenario: dict[str, Any], *, direct: bool
+) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """One unary call of the measured side (the API directly, or the bridge), and its close."""
+    if direct:
+        client = Direct(args.target, args.concurrency, scenario, args.http)
+        body = client.body(stream=False)
+
+        async def call_direct() -> None:
+            await client.unary(body)
+
+        return call_direct, client.aclose
+    bridge = Bridge(args.target, args.channels, scenario)
+    await bridge.ready()
+    request = bridge.request()
+
+    async def call_bridge() -> None:
+        await bridge.unary(request)
+
+    return call_bridge, bridge.aclose
+
+
 async def run_unary(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[str, Any]:
-    if args.mode == "unary-direct":
-        direct = Direct(args.target, args.concurrency, scenario, args.http)
-        body = direct.body(stream=False)
-
-        async def call() -> None:
-            await direct.unary(body)
-
-        close: Callable[[], Awaitable[None]] = direct.aclose
-    else:
-        bridge = Bridge(args.target, args.channels, scenario)
-        await bridge.ready()
-        request = bridge.request()
-
-        async def call() -> None:
-            await bridge.unary(request)
-
-        close = bridge.aclose
+    call, close = await _unary_caller(args, scenario, direct=args.mode == "unary-direct")
 
     async def worker(counter: Counter, latencies: list[float]) -> None:
         start = time.perf_counter()
@@ -581,24 +587,7 @@ async def run_unary_open(args: argparse.Namespace, scenario: dict[str, Any]) -> 
     """Open loop: calls at Poisson arrivals of `rate` per second; the first `warmup`
     seconds' worth are not measured, then `count` are. Each call's latency runs from
     the moment it starts; how late it started is its lag."""
-    call: Callable[[], Awaitable[None]]
-    if args.mode == "unary-open-direct":
-        direct = Direct(args.target, args.concurrency, scenario, args.http)
-        body = direct.body(stream=False)
-
-        async def call() -> None:
-            await direct.unary(body)
-
-        close: Callable[[], Awaitable[None]] = direct.aclose
-    else:
-        bridge = Bridge(args.target, args.channels, scenario)
-        await bridge.ready()
-        request = bridge.request()
-
-        async def call() -> None:
-            await bridge.unary(request)
-
-        close = bridge.aclose
+    call, close = await _unary_caller(args, scenario, direct=args.mode == "unary-open-direct")
 
     warm = int(args.rate * args.warmup)
     arrivals = poisson_arrivals(args.rate, warm + args.count, random.Random(args.seed))

@@ -1145,6 +1145,8 @@ def floor_table(results: Mapping[str, Any]) -> str:
         compiled = results.get("stream_compiled", {}).get(concurrency)
         if compiled is not None:
             for variant in VARIANTS:
+                if variant.name not in compiled:
+                    continue  # a results file from before that variant
                 row(
                     concurrency,
                     "Go (grpc-go)",

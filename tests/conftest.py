@@ -13,6 +13,9 @@ it and when the bridge let go of it.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,10 +24,11 @@ import grpc
 import pytest
 
 from bridge.config import BridgeConfig, Secret
+from bridge.logs import JSONFormatter
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2_grpc
 from myrouter_upstream import EmbeddedUpstream, UpstreamConfig
-from support import CALLER_TOKEN, SERVICE_KEY, Certs
+from support import CALLER_TOKEN, SERVICE_KEY, Certs, RawUpstream
 
 
 class BridgeThread:
@@ -133,3 +137,27 @@ def stub(channel: grpc.Channel) -> chat_pb2_grpc.ChatServiceStub:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return Certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def rpc_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The bridge's per-RPC log lines (logger bridge.rpc, JSON) written during a test."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger("bridge.rpc")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+@pytest.fixture(scope="module")
+def raw_upstream() -> Iterator[RawUpstream]:
+    """An HTTP upstream that answers every request with the bytes a test sets
+    (`answer`): any status, headers and body, or bytes that are no HTTP at all."""
+    server = RawUpstream().start()
+    yield server
+    server.stop()

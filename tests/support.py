@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,20 +72,60 @@ def read_stream(
     *,
     timeout: float | None = None,
 ) -> tuple[list[chat_pb2.ChatCompletionChunk], grpc.RpcError | None, Any]:
-    """Read a stream to its end: (chunks received, the error or None, the call).
+    """Read a StreamChatCompletion to its end: (chunks received, the error or None, the call).
 
     The caller's token is sent unless `metadata` says otherwise.
     """
     call = stub.StreamChatCompletion(
         request, metadata=CALLER_METADATA if metadata is None else metadata, timeout=timeout
     )
-    chunks: list[chat_pb2.ChatCompletionChunk] = []
+    return _read_to_end(call)
+
+
+def batches_request(
+    request: chat_pb2.ChatCompletionRequest, max_delay: float | None = None
+) -> chat_pb2.StreamChatCompletionBatchesRequest:
+    """`request` for StreamChatCompletionBatches, with `max_delay` seconds when given."""
+    batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
+    if max_delay is not None:
+        batches.max_delay.FromMilliseconds(round(max_delay * 1000))
+    return batches
+
+
+def read_batches(
+    stub: chat_pb2_grpc.ChatServiceStub,
+    request: chat_pb2.ChatCompletionRequest,
+    max_delay: float | None = None,
+    metadata: Any = None,
+) -> tuple[list[chat_pb2.StreamChatCompletionBatchesResponse], grpc.RpcError | None, Any]:
+    """Read a StreamChatCompletionBatches to its end: (messages, the error or None, the call)."""
+    call = stub.StreamChatCompletionBatches(
+        batches_request(request, max_delay),
+        metadata=CALLER_METADATA if metadata is None else metadata,
+    )
+    return _read_to_end(call)
+
+
+def _read_to_end(call: Any) -> tuple[list[Any], grpc.RpcError | None, Any]:
+    messages: list[Any] = []
     try:
-        for chunk in call:
-            chunks.append(chunk)
+        for message in call:
+            messages.append(message)
     except grpc.RpcError as exc:
-        return chunks, exc, call
-    return chunks, None, call
+        return messages, exc, call
+    return messages, None, call
+
+
+def cancel_closes_the_upstream(call: Any, upstream: Any) -> None:
+    """Cancel `call` once its upstream request arrived; the upstream must see the caller
+    leave within 2 s (its request closed) and the call must end CANCELLED."""
+    upstream.wait_for(lambda r: True, timeout=5)
+    cancelled_at = time.monotonic()
+    call.cancel()
+    record = upstream.wait_for(lambda r: r.ended_at is not None, timeout=5)
+    assert record.outcome == "disconnected"
+    assert record.ended_at - cancelled_at < 2
+    assert call.code() is grpc.StatusCode.CANCELLED
 
 
 def free_port() -> int:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import signal
 import threading
 
 import grpc
 import pytest
 
-from bridge.logs import JSONFormatter
 from support import (
     CALLER_METADATA,
     CALLER_TOKEN,
@@ -23,20 +20,6 @@ from support import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def rpc_lines():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JSONFormatter())
-    logger = logging.getLogger("bridge.rpc")
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 def test_one_line_per_rpc_with_model_status_times_and_tokens(stub, rpc_lines):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -26,16 +26,23 @@ pytestmark = pytest.mark.timeout(30)
 T = TypeVar("T")
 
 
-def _with_channel(target: str, use: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
+def _with_channel(
+    target: str,
+    use: Callable[[grpc.aio.Channel], Awaitable[T]],
+    interceptors: Sequence[Any] = (),
+) -> T:
     async def run() -> T:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with grpc.aio.insecure_channel(target, interceptors=list(interceptors)) as channel:
             return await use(channel)
 
     return asyncio.run(run())
 
 
 def _stream(
-    target: str, request: chat_pb2.ChatCompletionRequest, **options: Any
+    target: str,
+    request: chat_pb2.ChatCompletionRequest,
+    interceptors: Sequence[Any] = (),
+    **options: Any,
 ) -> tuple[list[chat_pb2.ChatCompletionChunk], ChatCallError | None]:
     chunks: list[chat_pb2.ChatCompletionChunk] = []
 
@@ -47,7 +54,7 @@ def _stream(
             return exc
         return None
 
-    return chunks, _with_channel(target, use)
+    return chunks, _with_channel(target, use, interceptors)
 
 
 def test_stream_chat_yields_chunks_and_sends_the_metadata(bridge, upstream):
@@ -145,18 +152,8 @@ def _stream_recorded(
     target: str, request: chat_pb2.ChatCompletionRequest, **options: Any
 ) -> tuple[list[chat_pb2.ChatCompletionChunk], ChatCallError | None, list[tuple[str, Any]]]:
     methods = _Methods()
-    chunks: list[chat_pb2.ChatCompletionChunk] = []
-
-    async def run() -> ChatCallError | None:
-        async with grpc.aio.insecure_channel(target, interceptors=[methods]) as channel:
-            try:
-                async for chunk in stream_chat(channel, request, token=CALLER_TOKEN, **options):
-                    chunks.append(chunk)
-            except ChatCallError as exc:
-                return exc
-        return None
-
-    return chunks, asyncio.run(run()), methods.calls
+    chunks, error = _stream(target, request, [methods], **options)
+    return chunks, error, methods.calls
 
 
 def test_stream_chat_uses_the_batched_rpc_and_yields_chunk_by_chunk(bridge, stub):

@@ -7,8 +7,6 @@ paced upstream, a bounded wait as fewer messages than chunks.
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import pytest
 from google.protobuf import duration_pb2
@@ -16,9 +14,13 @@ from google.protobuf import duration_pb2
 from myrouter.chat.v1 import chat_pb2
 from support import (
     CALLER_METADATA,
+    batches_request,
+    cancel_closes_the_upstream,
     chat_request,
     details_of,
     metadata_dict,
+    read_batches,
+    read_stream,
     stub_for,
     with_scenario,
 )
@@ -28,23 +30,9 @@ pytestmark = pytest.mark.timeout(30)
 FOREVER = 3600
 
 
-def batches_request(request, max_delay=None):
-    batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
-    if max_delay is not None:
-        batches.max_delay.FromMilliseconds(round(max_delay * 1000))
-    return batches
-
-
 def collect(stub, request, max_delay=None, metadata=CALLER_METADATA):
     """Read the batched stream to its end; return (messages, error or None, call)."""
-    call = stub.StreamChatCompletionBatches(batches_request(request, max_delay), metadata=metadata)
-    messages: list[chat_pb2.StreamChatCompletionBatchesResponse] = []
-    try:
-        for message in call:
-            messages.append(message)
-    except grpc.RpcError as exc:
-        return messages, exc, call
-    return messages, None, call
+    return read_batches(stub, request, max_delay, metadata)
 
 
 def chunks_of(messages):
@@ -53,14 +41,8 @@ def chunks_of(messages):
 
 def per_event(stub, request):
     """What StreamChatCompletion sends for `request`: (chunks, error or None)."""
-    call = stub.StreamChatCompletion(request, metadata=CALLER_METADATA)
-    chunks = []
-    try:
-        for chunk in call:
-            chunks.append(chunk)
-    except grpc.RpcError as exc:
-        return chunks, exc
-    return chunks, None
+    chunks, error, _ = read_stream(stub, request)
+    return chunks, error
 
 
 def without_ids(chunks):
@@ -311,13 +293,7 @@ def test_client_cancel_closes_the_upstream_request(stub, upstream, max_delay):
     )
     first = next(call)
     assert first.chunks
-    upstream.wait_for(lambda r: True, timeout=5)
-    cancelled_at = time.monotonic()
-    call.cancel()
-    record = _ended(upstream)
-    assert record.outcome == "disconnected"
-    assert record.ended_at - cancelled_at < 2
-    assert call.code() is grpc.StatusCode.CANCELLED
+    cancel_closes_the_upstream(call, upstream)
 
 
 def test_stream_idle_timeout_ends_a_stalled_batched_stream(make_bridge, upstream):

@@ -9,8 +9,6 @@ frame level.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -20,11 +18,9 @@ import grpc
 import pytest
 import raw_grpc
 
-from bridge.logs import JSONFormatter
 from myrouter.chat.v1 import chat_pb2_grpc
 from support import (
     CALLER_METADATA,
-    RawUpstream,
     chat_request,
     details_of,
     metadata_dict,
@@ -35,20 +31,6 @@ from support import (
 pytestmark = pytest.mark.timeout(60)
 
 Lines = Callable[[], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def rpc_lines() -> Iterator[Lines]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JSONFormatter())
-    logger = logging.getLogger("bridge.rpc")
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 @pytest.fixture
@@ -66,6 +48,16 @@ def tracebacks() -> Iterator[list[logging.LogRecord]]:
     root.addHandler(handler)
     yield found
     root.removeHandler(handler)
+
+
+def _failed_call(stub: Any, rpc: str, request: Any, metadata: Any) -> grpc.RpcError:
+    """Call `rpc` ("unary" or a stream read to its end), which must fail; its error."""
+    with pytest.raises(grpc.RpcError) as caught:
+        if rpc == "unary":
+            stub.CreateChatCompletion(request, metadata=metadata, timeout=10)
+        else:
+            list(stub.StreamChatCompletion(request, metadata=metadata, timeout=10))
+    return caught.value
 
 
 def line_for(rpc_lines: Lines, request_id: str) -> dict[str, Any]:
@@ -99,12 +91,7 @@ def test_extreme_retry_after_is_capped_not_unknown(bridge, stub, rpc_lines, retr
         chat_request(), kind="status", status=429, retry_after=retry_after, message="slow down"
     )
     metadata = (*CALLER_METADATA, ("x-request-id", request_id))
-    with pytest.raises(grpc.RpcError) as caught:
-        if rpc == "unary":
-            stub.CreateChatCompletion(request, metadata=metadata, timeout=10)
-        else:
-            list(stub.StreamChatCompletion(request, metadata=metadata, timeout=10))
-    error = caught.value
+    error = _failed_call(stub, rpc, request, metadata)
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.details() == "slow down"
     assert metadata_dict(error.trailing_metadata())["x-request-id"] == request_id
@@ -206,13 +193,6 @@ def test_undecodable_request_counts_in_the_metrics(bridge):
 
 
 @pytest.fixture(scope="module")
-def raw_upstream() -> Iterator[RawUpstream]:
-    server = RawUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def raw_stub(make_bridge, raw_upstream) -> Iterator[chat_pb2_grpc.ChatServiceStub]:
     channel, stub = stub_for(make_bridge(upstream_url=raw_upstream.base_url).target)
     with channel:
@@ -228,12 +208,7 @@ def test_redirect_and_no_content_answers_are_unavailable(raw_stub, raw_upstream,
     ).encode()
     request = chat_request()
     stub = raw_stub
-    with pytest.raises(grpc.RpcError) as caught:
-        if rpc == "unary":
-            stub.CreateChatCompletion(request, metadata=CALLER_METADATA, timeout=10)
-        else:
-            list(stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=10))
-    error = caught.value
+    error = _failed_call(stub, rpc, request, CALLER_METADATA)
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     info = details_of(error)["ErrorInfo"]
     assert info.reason == "UPSTREAM_HTTP_ERROR"

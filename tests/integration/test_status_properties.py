@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 from bridge.config import BridgeConfig, Secret
 from myrouter.chat.v1 import chat_pb2
-from support import SERVICE_KEY, RawUpstream, status_table_tokens
+from support import SERVICE_KEY, status_table_tokens
 
 EXAMPLES = int(os.environ.get("BRIDGE_PROPERTY_EXAMPLES", "300"))
 pytestmark = pytest.mark.timeout(max(600, EXAMPLES // 5))
@@ -84,13 +84,6 @@ class Recorder(logging.Handler):
         with self._lock:
             records, self.records = self.records, []
         return records
-
-
-@pytest.fixture(scope="module")
-def raw_upstream() -> Iterator[RawUpstream]:
-    server = RawUpstream().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
