@@ -307,8 +307,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_bridge(upstream: Server, *extra: str, workers: int = 1, cpus: Cpus = None) -> Server:
-    """A bridge process; one worker unless asked (the per-process figures need one)."""
+def start_bridge(
+    upstream: Server, *extra: str, workers: int = 1, cpus: Cpus = None, root: Path = ROOT
+) -> Server:
+    """A bridge process; one worker unless asked (the per-process figures need one).
+    Its code comes from `root`: this tree, or another one to compare with."""
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -324,8 +327,8 @@ def start_bridge(upstream: Server, *extra: str, workers: int = 1, cpus: Cpus = N
             *(["--workers", str(workers)] if bridge_has_workers() else []),
             *extra,
         ],
-        env=ENV,
-        cwd=ROOT,
+        env=ENV if root == ROOT else {**ENV, "PYTHONPATH": str(root)},
+        cwd=root,
         preexec_fn=_on(cpus),
     )
     deadline = time.monotonic() + 30
@@ -334,7 +337,8 @@ def start_bridge(upstream: Server, *extra: str, workers: int = 1, cpus: Cpus = N
             raise RuntimeError(f"bridge exited with {process.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             time.sleep(0.3)  # all workers up, not only the first
-            return Server("bridge", process, f"127.0.0.1:{port}")
+            name = "bridge" if root == ROOT else f"bridge@{root.name}"
+            return Server(name, process, f"127.0.0.1:{port}")
         time.sleep(0.1)
     process.kill()
     raise RuntimeError("bridge did not listen within 30 s")

@@ -22,29 +22,22 @@ the JSON goes to ``--json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import (  # bench/ is not a package
-    BRIDGE_SETTINGS,
-    ENV,
-    PY,
     ROOT,
     STREAM_SCENARIO,
     Placement,
     Server,
-    _on,
     measure,
+    start_bridge,
     start_floor,
     start_upstream,
 )
@@ -52,28 +45,7 @@ from run import (  # bench/ is not a package
 
 def start_bridge_at(root: Path, upstream: Server, cpus: frozenset[int] | None) -> Server:
     """A one-worker bridge whose code comes from `root` (this tree or an older one)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    process = subprocess.Popen(
-        [
-            *(PY, "-m", "bridge", "serve", "--listen", f"127.0.0.1:{port}", "--workers", "1"),
-            *("--upstream-url", upstream.address, *BRIDGE_SETTINGS),
-        ],
-        env={**ENV, "PYTHONPATH": str(root)},
-        cwd=root,
-        preexec_fn=_on(cpus),
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bridge from {root} exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            time.sleep(0.3)
-            return Server(f"bridge@{root.name}", process, f"127.0.0.1:{port}")
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("bridge did not listen within 30 s")
+    return start_bridge(upstream, cpus=cpus, root=root)
 
 
 def main() -> int:

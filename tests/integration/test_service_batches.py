@@ -184,14 +184,6 @@ def test_malformed_event_ends_with_an_error_after_what_came_before(stub, max_del
     assert len(chunks_of(messages)) == 2
 
 
-def test_non_event_stream_answer_is_an_error(stub):
-    messages, error, _ = collect(stub, with_scenario(chat_request("x"), kind="non_sse"))
-    assert error is not None
-    assert error.code() is grpc.StatusCode.UNAVAILABLE
-    assert details_of(error)["ErrorInfo"].reason == "UPSTREAM_NOT_AN_EVENT_STREAM"
-    assert messages == []
-
-
 def test_upstream_http_error_is_the_status_alone(stub):
     request = with_scenario(chat_request("x"), kind="status", status=429, retry_after="2")
     messages, error, call = collect(stub, request)

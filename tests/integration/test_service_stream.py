@@ -12,6 +12,7 @@ from support import (
     chat_request,
     details_of,
     metadata_dict,
+    read_batches,
     read_stream,
     with_scenario,
 )
@@ -189,8 +190,9 @@ def test_malformed_event_ends_the_stream_with_an_error(stub):
     assert len(chunks) == 2
 
 
-def test_non_event_stream_answer_is_an_error(stub):
-    chunks, error, _ = read_stream(stub, with_scenario(chat_request("x"), kind="non_sse"))
+@pytest.mark.parametrize("read", [read_stream, read_batches], ids=["per_event", "batches"])
+def test_non_event_stream_answer_is_an_error(stub, read):
+    chunks, error, _ = read(stub, with_scenario(chat_request("x"), kind="non_sse"))
     assert error is not None
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     assert details_of(error)["ErrorInfo"].reason == "UPSTREAM_NOT_AN_EVENT_STREAM"
