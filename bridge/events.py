@@ -22,7 +22,7 @@ message), and httpx's transport exceptions become the bridge's here once
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -43,7 +43,7 @@ from .errors import (
 )
 from .redaction import redact
 from .sse import DONE, SSEDecoder
-from .transport import raw_reads
+from .transport import BodyReads, body_reads, raw_reads
 
 __all__ = [
     "READING_BODY",
@@ -155,13 +155,14 @@ class EventStream:
     upstream generation running.
     """
 
-    __slots__ = ("_call", "_config", "_events", "_response")
+    __slots__ = ("_call", "_config", "_events", "_response", "_unfinished")
 
     def __init__(self, response: httpx.Response, call: UpstreamCall, config: BridgeConfig) -> None:
         self._response = response
         self._call = call
         self._config = config
         self._events: AsyncGenerator[Any, None] | None = None
+        self._unfinished = 0  # bytes read since the last complete event (see `_complete`)
 
     async def __aenter__(self) -> EventStream:
         return self
@@ -191,7 +192,7 @@ class EventStream:
         is iterated one way only, once.
         """
         if self._events is None:
-            self._events = self._batches() if max_delay <= 0 else self._gathered(max_delay)
+            self._events = self._batches(max_delay)
         return self._events
 
     async def _stream(self) -> AsyncGenerator[dict[str, Any], None]:
@@ -205,21 +206,13 @@ class EventStream:
         await self._check_stream()
         decoder = SSEDecoder()
         raw_chunks = raw_reads(self._response)
-        max_event = self._config.max_event_bytes
+        complete = self._complete
         judge = self._judge
-        unfinished = 0  # bytes read since the last dispatched event: what the decoder holds
         # A bare ``except``, not `TransportFailures`: a ``with`` block would keep its
         # manager and bound __exit__ (120 bytes) for the stream's whole life.
         try:
             async for raw in raw_chunks:
-                sse_events = decoder.feed_data(raw)
-                if not sse_events:
-                    unfinished += len(raw)
-                    if unfinished > max_event:
-                        raise _event_too_large(max_event)
-                    continue
-                unfinished = 0
-                for data in sse_events:
+                for data in complete(decoder, raw):
                     if data == DONE:
                         await _drain(raw_chunks)
                         return
@@ -232,102 +225,71 @@ class EventStream:
             raise transport_failure(exc, READING_STREAM, self._config) from None
         raise _truncated()
 
-    async def _batches(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """`batches` without a wait: one pass per network read, one list per pass."""
-        await self._check_stream()
-        decoder = SSEDecoder()
-        raw_chunks = raw_reads(self._response)
-        max_event = self._config.max_event_bytes
-        parse = self._parse
-        unfinished = 0
-        try:
-            async for raw in raw_chunks:
-                sse_events = decoder.feed_data(raw)
-                if not sse_events:
-                    unfinished += len(raw)
-                    if unfinished > max_event:
-                        raise _event_too_large(max_event)
-                    continue
-                unfinished = 0
-                events: list[dict[str, Any]] = []
-                end = parse(sse_events, events)
-                del sse_events
-                if events:
-                    yield events
-                    del events
-                if end:
-                    if isinstance(end, BridgeError):
-                        raise end
-                    await _drain(raw_chunks)
-                    return
-        except httpx.TransportError as exc:
-            raise transport_failure(exc, READING_STREAM, self._config) from None
-        raise _truncated()
+    async def _batches(self, max_delay: float) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """`batches`: each list is one read's events, or with a wait the reads within it.
 
-    async def _gathered(self, max_delay: float) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """`batches` with a wait: a list leaves `max_delay` after its first event, or at the end.
-
-        The next read runs as a task while a list is open, so that the wait can
-        end without cancelling a read (which would close the body). Off the
-        per-event hot path: only a caller that asked for a wait pays for it.
+        The wait is one ``asyncio.timeout`` around the reads of a list, which
+        cancels a read still waiting when it expires: `BodyReads` loses nothing
+        that way, so a wait costs one timer per list, nothing per read. Every
+        end leaves at once, with the events that came before it.
         """
         await self._check_stream()
+        body = body_reads(self._response)
         decoder = SSEDecoder()
-        reads = aiter(raw_reads(self._response))
-        max_event = self._config.max_event_bytes
-        loop = asyncio.get_running_loop()
-        unfinished = 0
         pending: list[dict[str, Any]] = []
-        leaves_at = 0.0  # when `pending` must leave
-        read: asyncio.Future[bytes] | None = None  # the next read, while a list is open
-        failure: BridgeError
         try:
             while True:
+                end = await self._read_into(pending, body, decoder)
+                if max_delay > 0 and pending and end is False:
+                    try:
+                        async with asyncio.timeout(max_delay):
+                            while end is False:
+                                end = await self._read_into(pending, body, decoder)
+                    except TimeoutError:  # only the wait's own: reads raise httpx's
+                        pass
                 if pending:
-                    if read is None:
-                        read = asyncio.ensure_future(anext(reads))
-                    await asyncio.wait((read,), timeout=leaves_at - loop.time())
-                    if not read.done():  # the wait is over: send what is there
-                        yield pending
-                        pending = []
-                        continue
-                next_read: Awaitable[bytes] = anext(reads) if read is None else read
-                read = None
-                try:
-                    raw = await next_read
-                except StopAsyncIteration:
-                    failure = _truncated()
-                    break
-                sse_events = decoder.feed_data(raw)
-                if not sse_events:
-                    unfinished += len(raw)
-                    if unfinished > max_event:
-                        failure = _event_too_large(max_event)
-                        break
-                    continue
-                unfinished = 0
-                opened = not pending
-                end = self._parse(sse_events, pending)
-                if isinstance(end, BridgeError):
-                    failure = end
-                    break
-                if end:
-                    if pending:
-                        yield pending
-                        pending = []
-                    await _drain(reads)
+                    yield pending
+                    pending = []
+                if end is True:
+                    await _drain(_each_read(body))
                     return
-                if opened and pending:
-                    leaves_at = loop.time() + max_delay
-        except httpx.TransportError as exc:
-            failure = transport_failure(exc, READING_STREAM, self._config)
+                if end:
+                    raise end
         finally:
-            if read is not None:
-                read.cancel()
-                await asyncio.wait((read,))
-        if pending:  # every end is sent at once, with what came before it
-            yield pending
-        raise failure
+            await body.aclose()
+
+    async def _read_into(
+        self, out: list[dict[str, Any]], body: BodyReads, decoder: SSEDecoder
+    ) -> BridgeError | bool:
+        """Append the objects of the events the next read completes to `out`; its end.
+
+        False: no end yet; True: ``[DONE]``; or the exception the read's end calls
+        for (a cut stream, a failed read, an oversized, invalid or ``error``
+        event), which the caller raises once it has delivered what came before.
+        """
+        try:
+            raw = await body.read()
+        except httpx.TransportError as exc:
+            return transport_failure(exc, READING_STREAM, self._config)
+        if not raw:
+            return _truncated()
+        try:
+            sse_events = self._complete(decoder, raw)
+        except BridgeError as too_large:
+            return too_large
+        return self._parse(sse_events, out)
+
+    def _complete(self, decoder: SSEDecoder, raw: bytes) -> list[bytes]:
+        """The data of the events `raw` completes; raise once an unfinished event outgrows
+        max_event_bytes (the bytes read since the last event are what the decoder holds)."""
+        sse_events = decoder.feed_data(raw)
+        if sse_events:
+            self._unfinished = 0
+        else:
+            self._unfinished += len(raw)
+            if self._unfinished > self._config.max_event_bytes:
+                raise _event_too_large(self._config.max_event_bytes)
+        return sse_events
 
     async def _check_stream(self) -> None:
         """Refuse an answer that is not a stream of events before reading any event."""
@@ -510,6 +472,11 @@ async def _drain(raw_chunks: AsyncIterator[bytes]) -> None:
                 pass
     except (TimeoutError, httpx.HTTPError):
         pass  # the response is closed by aclose, which drops the connection
+
+
+async def _each_read(body: BodyReads) -> AsyncGenerator[bytes, None]:
+    while raw := await body.read():
+        yield raw
 
 
 def _message_of(error: Mapping[str, Any], body: bytes) -> str:

@@ -27,11 +27,20 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Protocol
 
 import aiohttp
 import httpx
 
-__all__ = ["EXCEPTIONS", "RAW_READS", "AiohttpTransport", "httpx_exception", "raw_reads"]
+__all__ = [
+    "EXCEPTIONS",
+    "RAW_READS",
+    "AiohttpTransport",
+    "BodyReads",
+    "body_reads",
+    "httpx_exception",
+    "raw_reads",
+]
 
 RAW_READS = "bridge.raw_reads"
 """Response extension: the body's reads, straight from aiohttp (see `raw_reads`)."""
@@ -64,21 +73,50 @@ def httpx_exception(exc: BaseException) -> type[httpx.TransportError] | None:
     return None
 
 
+def _as_httpx(exc: Exception, request: httpx.Request) -> Exception:
+    """What to raise for `exc`: its httpx exception (`httpx_exception`), or `exc` itself."""
+    if isinstance(exc, httpx.HTTPError):
+        return exc
+    target = httpx_exception(exc)
+    if target is None:
+        return exc
+    return target(f"{type(exc).__name__}: {exc}", request=request)
+
+
 @contextlib.contextmanager
 def _translated(request: httpx.Request) -> Iterator[None]:
     try:
         yield
-    except httpx.HTTPError:
-        raise
     except Exception as exc:
-        target = httpx_exception(exc)
-        if target is None:
+        translated = _as_httpx(exc, request)
+        if translated is exc:
             raise
-        raise target(f"{type(exc).__name__}: {exc}", request=request) from exc
+        raise translated from exc
+
+
+class BodyReads(Protocol):
+    """A response body read by read, where a wait for a read can be given up safely.
+
+    `read` returns what arrived since the last read (everything buffered, at
+    least one byte), or ``b""`` at the end of the body. A `read` cancelled while
+    it waits loses nothing: the bytes it would have returned come with the next
+    one. That is what lets a caller bound a wait with ``asyncio.timeout``, as
+    `bridge.events` does for a batched stream's ``max_delay``, without closing
+    the body and with no task per read.
+    """
+
+    async def read(self) -> bytes: ...
+
+    async def aclose(self) -> None:
+        """Give up a read still in flight (the response itself is closed by its owner)."""
 
 
 class _ResponseStream(httpx.AsyncByteStream):
-    """The body of one aiohttp response, as whatever each network read brought."""
+    """The body of one aiohttp response, as whatever each network read brought.
+
+    Also `BodyReads`: aiohttp keeps what arrives in its buffer whether or not a
+    read waits for it, so a cancelled `read` loses nothing by construction.
+    """
 
     __slots__ = ("_request", "_response")
 
@@ -94,6 +132,12 @@ class _ResponseStream(httpx.AsyncByteStream):
                 if not data:
                     return
                 yield data
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.content.readany()
+        except Exception as exc:
+            raise _as_httpx(exc, self._request) from exc
 
     async def aclose(self) -> None:
         response = self._response
@@ -172,6 +216,39 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class _IteratedReads:
+    """`BodyReads` over any transport's body (a test's MockTransport, say): the read in
+    flight is a task, so a cancelled wait leaves it running for the next `read`."""
+
+    __slots__ = ("_chunks", "_next")
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._next: asyncio.Future[bytes] | None = None
+
+    async def read(self) -> bytes:
+        if self._next is None:
+            self._next = asyncio.ensure_future(anext(self._chunks, b""))
+        data = await asyncio.shield(self._next)
+        self._next = None
+        return data
+
+    async def aclose(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            await asyncio.wait((self._next,))
+            self._next = None
+
+
+def body_reads(response: httpx.Response) -> BodyReads:
+    """`response`'s body as `BodyReads`: aiohttp's buffer itself with this transport, any
+    other transport's ``aiter_raw()`` behind a task per read."""
+    stream = response.extensions.get(RAW_READS)
+    if isinstance(stream, _ResponseStream):
+        return stream
+    return _IteratedReads(response.aiter_raw())
 
 
 def raw_reads(response: httpx.Response) -> AsyncIterator[bytes]:
