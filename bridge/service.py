@@ -40,6 +40,7 @@ from .errors import (
     UpstreamTimeout,
     to_status,
 )
+from .events import EventStream
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
 from .upstream import UpstreamClient
@@ -104,25 +105,17 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         async with self._scope(context, "StreamChatCompletion", request) as rpc:
-            record = rpc.record
             call = self._calls.call_for(context, rpc.request_id)
             validate_chat_request(request, max_messages=self._config.max_messages)
-            body = _compact(orjson.dumps(request_body(request, stream=True)))
+            record = rpc.record
             decode = mapping.decode
             chunk_type = chat_pb2.ChatCompletionChunk
-            sent = False
-            record.upstream_at = time.perf_counter()
-            async with (
-                _deadline(call),
-                await self._upstream.stream_chat_completion(body, call) as events,
-            ):
+            async with self._relay(context, rpc, request, call) as relay:
                 try:
-                    async for event in events:
+                    async for event in relay.events:
                         chunk = decode(chunk_type, event)
-                        if not sent:
-                            record.first_chunk_at = time.perf_counter()
-                            await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
-                            sent = True
+                        if not relay.sent:
+                            await relay.send_metadata()
                         if "usage" in event:
                             record.answered(chunk)
                         record.chunks += 1
@@ -137,11 +130,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         # nothing of the last one meanwhile (~1 KiB per open stream).
                         del event, chunk
                 except UpstreamReportedError as reported:
-                    if sent:  # after chunks, the error is a chunk too; first, status only
+                    if relay.sent:  # after chunks, the error is a chunk too; first, status only
                         yield decode(chunk_type, reported.event)
                     raise
-            if not sent:  # [DONE] before any event: OK with no message, the id in the trailers
-                context.set_trailing_metadata(((REQUEST_ID_KEY, rpc.request_id),))
 
     async def StreamChatCompletionBatches(  # noqa: N802 - gRPC method name
         self,
@@ -155,26 +146,16 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         (a write, a system call, a loop wake-up) is paid once per read.
         """
         async with self._scope(context, "StreamChatCompletionBatches", request) as rpc:
-            chat = request.request
-            rpc.record.model = chat.model
-            record = rpc.record
             call = self._calls.call_for(context, rpc.request_id)
             max_delay = validate_batches_request(request, max_messages=self._config.max_messages)
-            body = _compact(orjson.dumps(request_body(chat, stream=True)))
+            record = rpc.record
             limit = self._config.max_send_bytes
-            sent = False
-            record.upstream_at = time.perf_counter()
-            async with (
-                _deadline(call),
-                await self._upstream.stream_chat_completion(body, call) as events,
-            ):
+            async with self._relay(context, rpc, request.request, call) as relay:
                 try:
-                    async for batch in events.batches(max_delay):
+                    async for batch in relay.events.batches(max_delay):
                         message = _decode_batch(batch)
-                        if not sent:
-                            record.first_chunk_at = time.perf_counter()
-                            await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
-                            sent = True
+                        if not relay.sent:
+                            await relay.send_metadata()
                         for index, event in enumerate(batch):
                             if "usage" in event:
                                 record.answered(message.chunks[index])
@@ -188,11 +169,20 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                                 yield part
                         del message
                 except UpstreamReportedError as reported:
-                    if sent:  # after chunks, the error is a chunk too; first, status only
+                    if relay.sent:  # after chunks, the error is a chunk too; first, status only
                         yield _decode_batch([reported.event])
                     raise
-            if not sent:  # [DONE] before any event: OK with no message, the id in the trailers
-                context.set_trailing_metadata(((REQUEST_ID_KEY, rpc.request_id),))
+
+    def _relay(
+        self,
+        context: grpc.aio.ServicerContext,
+        rpc: RpcScope,
+        request: chat_pb2.ChatCompletionRequest,
+        call: UpstreamCall,
+    ) -> _Relay:
+        """A streaming RPC's upstream side, once its credentials and request are checked."""
+        body = _compact(orjson.dumps(request_body(request, stream=True)))
+        return _Relay(self._upstream, call, body, context, rpc)
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -241,11 +231,8 @@ class RpcScope:
         self._method = method
         self._task: asyncio.Task[Any] | None = None
         self._undecodable = request if isinstance(request, Undecodable) else None
-        model = getattr(request, "model", "")
         self.request_id = request_id(context)
-        self.record: RpcRecord = observer.start(
-            method, self.request_id, model if isinstance(model, str) else ""
-        )
+        self.record: RpcRecord = observer.start(method, self.request_id, requested_model(request))
 
     async def __aenter__(self) -> RpcScope:
         try:
@@ -283,6 +270,15 @@ class RpcScope:
             if self._task is not None:
                 self._admission.release(self._task)
             self._observer.finish(record, _final_code(self._context, record))
+
+
+def requested_model(request: object) -> str:
+    """The model a request names, for its log line and metrics: the batched request's is
+    that of the request it wraps; "" for a request that names none (ListModels) or that
+    could not be decoded (read before the scope refuses it, so never a field of it)."""
+    if isinstance(request, chat_pb2.StreamChatCompletionBatchesRequest):
+        request = request.request
+    return request.model if isinstance(request, chat_pb2.ChatCompletionRequest) else ""
 
 
 class Undecodable:
@@ -376,6 +372,67 @@ def _compact(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
+class _Relay:
+    """What both streaming RPCs do around their loop: the upstream stream, open within
+    the call's time budget and closed on every path; the request id in the initial
+    metadata before the first message (`send_metadata`); and, when the answer ends
+    OK with no message at all (``[DONE]`` first), the request id in the trailers.
+
+    A slotted class rather than an ``asynccontextmanager``: an open stream keeps
+    it for its whole life (see `_deadline`).
+    """
+
+    __slots__ = ("_body", "_call", "_context", "_deadline", "_rpc", "_upstream", "events", "sent")
+
+    events: EventStream
+
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        call: UpstreamCall,
+        body: bytes,
+        context: grpc.aio.ServicerContext,
+        rpc: RpcScope,
+    ) -> None:
+        self._upstream = upstream
+        self._call = call
+        self._body = body
+        self._context = context
+        self._rpc = rpc
+        self._deadline = _deadline(call)
+        self.sent = False
+        """Whether a message has gone: an upstream error is then a chunk too."""
+
+    async def __aenter__(self) -> _Relay:
+        self._rpc.record.upstream_at = time.perf_counter()
+        await self._deadline.__aenter__()
+        try:
+            self.events = await self._upstream.stream_chat_completion(self._body, self._call)
+        except BaseException as failed:
+            await self._deadline.__aexit__(type(failed), failed, failed.__traceback__)
+            raise
+        return self
+
+    async def send_metadata(self) -> None:
+        """Before the first message: the request id, and the time to first chunk."""
+        self._rpc.record.first_chunk_at = time.perf_counter()
+        await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._rpc.request_id),))
+        self.sent = True
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self.events.aclose()
+        finally:
+            await self._deadline.__aexit__(exc_type, exc, traceback)
+        if exc is None and not self.sent:  # OK with no message: the id in the trailers
+            self._context.set_trailing_metadata(((REQUEST_ID_KEY, self._rpc.request_id),))
+
+
 class _deadline:  # noqa: N801 - used like the function it replaced
     """Bound the whole upstream exchange by the call's time budget.
 
@@ -439,4 +496,5 @@ __all__ = [
     "Undecodable",
     "request_body",
     "request_decoder",
+    "requested_model",
 ]

@@ -17,7 +17,8 @@ from bridge.admission import Admission
 from bridge.errors import UpstreamHTTPError
 from bridge.metrics import Metrics
 from bridge.observe import Observer
-from bridge.service import RpcScope, Undecodable
+from bridge.service import RpcScope, Undecodable, requested_model
+from myrouter.chat.v1 import chat_pb2
 
 
 class Context:
@@ -77,3 +78,30 @@ def test_an_error_whose_abort_fails_is_recorded_unknown_never_ok():
 def test_an_undecodable_request_is_refused_on_entry():
     metrics = run(Context(), None, Undecodable("myrouter.chat.v1.ChatCompletionRequest"))
     assert counted(metrics, "INVALID_ARGUMENT") == 1
+
+
+@pytest.mark.parametrize(
+    ("request_message", "model"),
+    [
+        (chat_pb2.ChatCompletionRequest(model="m/a"), "m/a"),
+        (
+            chat_pb2.StreamChatCompletionBatchesRequest(
+                request=chat_pb2.ChatCompletionRequest(model="m/b")
+            ),
+            "m/b",
+        ),
+        (chat_pb2.ListModelsRequest(), ""),
+        (Undecodable("myrouter.chat.v1.StreamChatCompletionBatchesRequest"), ""),
+        (None, ""),
+    ],
+)
+def test_the_recorded_model_is_the_one_the_request_names(request_message, model):
+    assert requested_model(request_message) == model
+    scope = RpcScope(
+        Admission(max_calls=4, shutdown_grace=1),
+        Observer(Metrics()),
+        Context(),
+        "M",
+        request_message,
+    )
+    assert scope.record.model == model
