@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import grpc
 import orjson
@@ -372,67 +372,6 @@ def _compact(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
-class _Relay:
-    """What both streaming RPCs do around their loop: the upstream stream, open within
-    the call's time budget and closed on every path; the request id in the initial
-    metadata before the first message (`send_metadata`); and, when the answer ends
-    OK with no message at all (``[DONE]`` first), the request id in the trailers.
-
-    A slotted class rather than an ``asynccontextmanager``: an open stream keeps
-    it for its whole life (see `_deadline`).
-    """
-
-    __slots__ = ("_body", "_call", "_context", "_deadline", "_rpc", "_upstream", "events", "sent")
-
-    events: EventStream
-
-    def __init__(
-        self,
-        upstream: UpstreamClient,
-        call: UpstreamCall,
-        body: bytes,
-        context: grpc.aio.ServicerContext,
-        rpc: RpcScope,
-    ) -> None:
-        self._upstream = upstream
-        self._call = call
-        self._body = body
-        self._context = context
-        self._rpc = rpc
-        self._deadline = _deadline(call)
-        self.sent = False
-        """Whether a message has gone: an upstream error is then a chunk too."""
-
-    async def __aenter__(self) -> _Relay:
-        self._rpc.record.upstream_at = time.perf_counter()
-        await self._deadline.__aenter__()
-        try:
-            self.events = await self._upstream.stream_chat_completion(self._body, self._call)
-        except BaseException as failed:
-            await self._deadline.__aexit__(type(failed), failed, failed.__traceback__)
-            raise
-        return self
-
-    async def send_metadata(self) -> None:
-        """Before the first message: the request id, and the time to first chunk."""
-        self._rpc.record.first_chunk_at = time.perf_counter()
-        await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._rpc.request_id),))
-        self.sent = True
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            await self.events.aclose()
-        finally:
-            await self._deadline.__aexit__(exc_type, exc, traceback)
-        if exc is None and not self.sent:  # OK with no message: the id in the trailers
-            self._context.set_trailing_metadata(((REQUEST_ID_KEY, self._rpc.request_id),))
-
-
 class _deadline:  # noqa: N801 - used like the function it replaced
     """Bound the whole upstream exchange by the call's time budget.
 
@@ -446,22 +385,73 @@ class _deadline:  # noqa: N801 - used like the function it replaced
         self._call = call
         self._timeout = asyncio.timeout(call.timeout)
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> Self:
         await self._timeout.__aenter__()
+        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         try:
-            await self._timeout.__aexit__(exc_type, exc, traceback)  # never suppresses
+            await self._timeout.__aexit__(*exc_info)  # never suppresses
         except TimeoutError:
             raise UpstreamTimeout(
                 "the upstream did not finish within the call's time budget "
                 f"({self._call.timeout:.3g} s)"
             ) from None
+
+
+class _Relay(_deadline):
+    """What both streaming RPCs do around their loop: the upstream stream, open within
+    the call's time budget and closed on every path; the request id in the initial
+    metadata before the first message (`send_metadata`); and, when the answer ends
+    OK with no message at all (``[DONE]`` first), the request id in the trailers.
+
+    A slotted class rather than an ``asynccontextmanager``: an open stream keeps
+    it for its whole life. The time budget is the `_deadline` it extends.
+    """
+
+    __slots__ = ("_body", "_context", "_rpc", "_upstream", "events", "sent")
+
+    events: EventStream
+
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        call: UpstreamCall,
+        body: bytes,
+        context: grpc.aio.ServicerContext,
+        rpc: RpcScope,
+    ) -> None:
+        super().__init__(call)
+        self._upstream = upstream
+        self._body = body
+        self._context = context
+        self._rpc = rpc
+        self.sent = False
+        """Whether a message has gone: an upstream error is then a chunk too."""
+
+    async def __aenter__(self) -> Self:
+        self._rpc.record.upstream_at = time.perf_counter()
+        await super().__aenter__()
+        try:
+            self.events = await self._upstream.stream_chat_completion(self._body, self._call)
+        except BaseException as failed:
+            await super().__aexit__(type(failed), failed, failed.__traceback__)
+            raise
+        return self
+
+    async def send_metadata(self) -> None:
+        """Before the first message: the request id, and the time to first chunk."""
+        self._rpc.record.first_chunk_at = time.perf_counter()
+        await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._rpc.request_id),))
+        self.sent = True
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await self.events.aclose()
+        finally:
+            await super().__aexit__(*exc_info)
+        if exc_info[1] is None and not self.sent:  # OK with no message: the id in the trailers
+            self._context.set_trailing_metadata(((REQUEST_ID_KEY, self._rpc.request_id),))
 
 
 async def _abort(
