@@ -620,12 +620,10 @@ def variant_sides(
 @dataclasses.dataclass(frozen=True)
 class StreamShape:
     """How the upstream writes the saturation streams' events: `key` names the pairs'
-    entry in the results, `rounds` the option that sets its rounds, `sides` the pairs'
-    sides it runs (None: all of them)."""
+    entry in the results, `sides` the pairs' sides it runs (None: all of them)."""
 
     key: str
     scenario: Mapping[str, Any]
-    rounds: str
     sides: tuple[str, ...] | None = None
 
     def runs(self, side: str) -> bool:
@@ -650,15 +648,27 @@ class StreamShape:
 
 
 STREAM_SHAPES: Final = (
-    StreamShape("stream", STREAM_SCENARIO, "rounds"),
+    StreamShape("stream", STREAM_SCENARIO),
     # The per-event RPC in bursts is left out for time (+5 runs, ~25 s): add "bridge".
-    StreamShape(
-        "stream_bursts", BURST_SCENARIO, "burst_rounds", ("direct", "batches_0", BATCHED_FLOOR)
-    ),
+    StreamShape("stream_bursts", BURST_SCENARIO, ("direct", "batches_0", BATCHED_FLOOR)),
 )
 """The pairs' saturation streams: the first shape holds the historical rows (direct,
 per-event bridge and floor, one event per upstream write) and the batched RPC beside
 them; the second the batched RPC in bursts."""
+HISTORICAL_SIDES: Final = ("direct", "bridge", "floor")
+"""The pairs' sides before the batched RPC: with one event per write they keep
+``--rounds``; every other streaming side runs ``--batch-rounds``."""
+
+
+def pair_rounds(args: argparse.Namespace, shape: StreamShape, side: str, concurrency: int) -> int:
+    """How many alternating rounds a streaming side of the pairs runs: one for one stream
+    (latency-bound, no target); `args.rounds` for the historical sides; for time,
+    `args.batch_rounds` (the first ones) for the sides added with the batched RPC."""
+    if concurrency == 1:
+        return 1
+    if not shape.suffix and side in HISTORICAL_SIDES:
+        return int(args.rounds)
+    return int(args.batch_rounds)
 
 
 def run_pairs(
@@ -700,12 +710,15 @@ def run_pairs(
         shaped = [side for side in streams if shape.runs(side.name)]
         for concurrency in (1, 16, 256):
             # Throughput on a shared 2-core machine moves by +-25% from one 3 s window to
-            # the next; the sides take turns, `rounds` times, and each keeps its median
-            # run. One stream is latency-bound and has no target: one round is enough.
-            rounds = getattr(args, shape.rounds) if concurrency > 1 else 1
+            # the next; the sides take turns, and each keeps its median run.
+            rounds = {
+                side.name: pair_rounds(args, shape, side.name, concurrency) for side in shaped
+            }
             runs: dict[str, list[dict[str, Any]]] = {side.name: [] for side in shaped}
-            for _ in range(rounds):
+            for round_ in range(max(rounds.values())):
                 for side in shaped:
+                    if round_ >= rounds[side.name]:
+                        continue
                     runs[side.name].append(
                         measure(
                             f"stream-{side.client}",
@@ -1425,10 +1438,11 @@ def main() -> int:
         "--rounds", type=int, default=3, help="alternating rounds of the 16- and 256-stream phases"
     )
     parser.add_argument(
-        "--burst-rounds",
+        "--batch-rounds",
         type=int,
         default=2,
-        help="alternating rounds of the 16- and 256-stream phases in bursts (BURST_SCENARIO)",
+        help="of those rounds, how many the sides added with the batched RPC run "
+        "(its own, its floor's, and every side in bursts)",
     )
     parser.add_argument(
         "--compiled-rounds",

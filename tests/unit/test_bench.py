@@ -344,6 +344,17 @@ def test_variant_sides_read_each_rpc_against_its_floor() -> None:
     assert [shape.batch for shape in run.STREAM_SHAPES] == [1, 16]
 
 
+def test_pair_rounds_keep_the_historical_sides_rounds() -> None:
+    args = argparse.Namespace(rounds=3, batch_rounds=2)
+    one_per_write, bursts = run.STREAM_SHAPES
+    historical = {run.pair_rounds(args, one_per_write, side, 256) for side in run.HISTORICAL_SIDES}
+    assert historical == {3}
+    assert run.pair_rounds(args, one_per_write, "batches_0", 16) == 2
+    assert run.pair_rounds(args, one_per_write, "floor_batches", 256) == 2
+    assert run.pair_rounds(args, bursts, "direct", 256) == 2
+    assert run.pair_rounds(args, bursts, "batches_0", 1) == 1
+
+
 def test_the_batched_floor_groups_chunks_as_the_upstream_writes_them() -> None:
     chunks = [chat_pb2.ChatCompletionChunk(id=f"c{i}") for i in range(5)]
     messages = floor.grouped(chunks, 2)
