@@ -13,11 +13,13 @@ Processes (all on this machine, loopback only):
   the toolchain is missing).
 
 Phases: the pairs (closed loop: unary latency and capacity, streaming chunks/s,
-time to first chunk, each direct / bridge / floor), unary latency in open loop at
-half the bridge's measured capacity, the saturation streams again with the
-compiled client, the open loop (thousands of streams paced by the upstream,
-latency per chunk from the upstream's stamps, the bridge's CPU per chunk over the
-steady window), capacity (RSS of 2,000 open streams) and scale (`--workers`).
+time to first chunk, each direct / bridge / floor; the streams also through the
+batched RPC against the batched floor, and in bursts of 16 events a write), unary
+latency in open loop at half the bridge's measured capacity, the saturation
+streams again with the compiled client (each variant against its RPC's floor),
+the open loop (thousands of streams paced by the upstream, latency per chunk from
+the upstream's stamps, the bridge's CPU per chunk over the steady window),
+capacity (RSS of 2,000 open streams) and scale (`--workers`).
 
 For every phase the harness records the CPU share of each process (client,
 bridge, upstream), so a reader can see which one bounded the figure and that
