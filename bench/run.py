@@ -691,7 +691,7 @@ def run_pairs(
     # the bridge / floor); the others share the second core.
     direct = Side("direct", "direct", upstream.address, placement.tested)
     streams = [direct, *variant_sides(bridge, floor, PAIR_VARIANTS, placement.load, "bridge")]
-    sides = [side for side in streams if side.name in ("direct", "bridge", "floor")]
+    sides = [side for side in streams if side.name in HISTORICAL_SIDES]
     for concurrency in (1, 64):
         pair = {}
         for side in sides:
@@ -893,7 +893,7 @@ def run_streams_compiled(
                     duration=args.duration,
                     **side.options,
                 )
-                server = "bridge" if side.target == bridge.address else "floor"
+                server = "floor" if side.name in FLOOR_SIDES.values() else "bridge"
                 entry["cpu_per_chunk_us"] = 1e6 * cpu_per_chunk(
                     entry["cpu_seconds"][server], entry["count"]
                 )
@@ -1187,11 +1187,10 @@ def stream_rows(results: Mapping[str, Any]) -> list[str]:
         for concurrency, pair in results.get(shape.key, {}).items():
             d = pair["direct"]["rate"]
             for name, entry in pair.items():
-                rpc = "per_event" if name == "bridge" else _rpc_of(name)
+                rpc = _rpc_of(name)
                 if rpc is None:
                     continue  # the direct side or a floor
-                label = f"stream chunks/s, {concurrency} streams"
-                label += shape.suffix
+                label = f"stream chunks/s, {concurrency} streams{shape.suffix}"
                 if name != "bridge":
                     label += f", {name}"
                 historical = not shape.suffix and name == "bridge"
@@ -1212,7 +1211,10 @@ def stream_rows(results: Mapping[str, Any]) -> list[str]:
 
 
 def _rpc_of(side: str) -> str | None:
-    """The RPC of a pairs side named for its variant (None: the direct side, a floor)."""
+    """The RPC of a side named for its variant, or ``bridge`` (the pairs' per-event side);
+    None for the direct side and the floors."""
+    if side == "bridge":
+        return "per_event"
     for variant in VARIANTS:
         if variant.name == side:
             return variant.rpc
@@ -1313,13 +1315,12 @@ def floor_table(results: Mapping[str, Any]) -> str:
 
     for concurrency in ("16", "256"):
         for shape in STREAM_SHAPES:
-            writes = shape.batch
             for name, entry in results.get(shape.key, {}).get(concurrency, {}).items():
-                rpc = "per_event" if name == "bridge" else _rpc_of(name)
+                rpc = _rpc_of(name)
                 floor = None if rpc is None else _floor_of(results, shape, concurrency, rpc)
                 if rpc is not None and floor is not None:
                     variant = "per_event" if name == "bridge" else name
-                    row(concurrency, "grpc.aio (Python)", variant, writes, entry, floor)
+                    row(concurrency, "grpc.aio (Python)", variant, shape.batch, entry, floor)
         compiled = results.get("stream_compiled", {}).get(concurrency, {})
         for variant in VARIANTS:
             floor = compiled.get(FLOOR_SIDES[variant.rpc])
