@@ -12,6 +12,11 @@ The bench's own request (`bench.load.bridge_request`) for each ``--prefetch``
 scenario is answered at start-up, before the floor listens, so no measured call
 ever waits for the upstream; any other request is fetched on its first call.
 
+StreamChatCompletionBatches replays the same chunks, grouped as the upstream
+writes its events (the scenario's ``batch``: one chunk a message for
+``batch=1``, 16 for ``batch=16``), so the batched RPC has a floor of its own
+shape: what grpc.aio costs to send those messages and nothing more.
+
 So "bridge vs floor" is what the bridge's own work costs (HTTP, parsing,
 mapping, bookkeeping), and the floor itself is what the gRPC layer costs on
 this machine: a bound no Python code in the handler can go below.
@@ -32,11 +37,12 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 import orjson
+from google.protobuf.json_format import MessageToDict
 
 from bench.load import bridge_request
 from bridge import loop, mapping
@@ -52,6 +58,8 @@ FETCH_AUTHORIZATION = "Bearer floor-fetch"
 (at start-up: when no service key is configured either)."""
 FETCH_TIMEOUT = 30.0
 
+Answer = TypeVar("Answer")
+
 
 class FloorService(chat_pb2_grpc.ChatServiceServicer):
     """ChatService that replays, per distinct request, the messages the bridge would send."""
@@ -60,37 +68,57 @@ class FloorService(chat_pb2_grpc.ChatServiceServicer):
         self._upstream = upstream
         self._completions: dict[bytes, chat_pb2.ChatCompletion] = {}
         self._streams: dict[bytes, tuple[chat_pb2.ChatCompletionChunk, ...]] = {}
+        self._batches: dict[bytes, tuple[chat_pb2.StreamChatCompletionBatchesResponse, ...]] = {}
 
     async def CreateChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
-        key = request.SerializeToString(deterministic=True)
-        completion = self._completions.get(key)
-        if completion is None:
-            completion = await self._fetch_completion(request, _call(context))
-            self._completions[key] = completion
-        await context.send_initial_metadata(((REQUEST_ID_KEY, uuid.uuid4().hex),))
-        return completion
+        return await self._replay(self._completions, request, context, self._fetch_completion)
 
     async def StreamChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        key = request.SerializeToString(deterministic=True)
-        chunks = self._streams.get(key)
-        if chunks is None:
-            chunks = await self._fetch_stream(request, _call(context))
-            self._streams[key] = chunks
-        await context.send_initial_metadata(((REQUEST_ID_KEY, uuid.uuid4().hex),))
-        for chunk in chunks:
+        for chunk in await self._replay(self._streams, request, context, self._fetch_stream):
             yield chunk
 
+    async def StreamChatCompletionBatches(  # noqa: N802 - gRPC method name
+        self,
+        request: chat_pb2.StreamChatCompletionBatchesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[chat_pb2.StreamChatCompletionBatchesResponse]:
+        """The per-event messages grouped as the upstream's writes group its events.
+
+        ``max_delay`` is ignored: the floor has no reads to wait for, so the
+        grouping is the upstream's (`write_size`), whatever the caller asked.
+        """
+        chat = request.request
+        for message in await self._replay(self._batches, chat, context, self._fetch_batches):
+            yield message
+
+    async def _replay(
+        self,
+        answers: dict[bytes, Answer],
+        request: chat_pb2.ChatCompletionRequest,
+        context: grpc.aio.ServicerContext,
+        fetch: Callable[[chat_pb2.ChatCompletionRequest, UpstreamCall], Awaitable[Answer]],
+    ) -> Answer:
+        """`request`'s pre-built answer (fetched, with the caller's credentials, on the
+        first call of a request no prefetch covered), after the bridge's initial metadata."""
+        key = request.SerializeToString(deterministic=True)
+        answer = answers.get(key)
+        if answer is None:
+            answer = answers[key] = await fetch(request, _call(context))
+        await context.send_initial_metadata(((REQUEST_ID_KEY, uuid.uuid4().hex),))
+        return answer
+
     async def prefetch(self, scenarios: Sequence[dict[str, Any]], call: UpstreamCall) -> None:
-        """Pre-build both answers to the bench's request for each scenario, before serving."""
+        """Pre-build every answer to the bench's request for each scenario, before serving."""
         for scenario in scenarios:
             request = bridge_request(scenario)
             key = request.SerializeToString(deterministic=True)
             self._completions[key] = await self._fetch_completion(request, call)
-            self._streams[key] = await self._fetch_stream(request, call)
+            chunks = self._streams[key] = await self._fetch_stream(request, call)
+            self._batches[key] = grouped(chunks, write_size(request))
 
     async def _fetch_completion(
         self, request: chat_pb2.ChatCompletionRequest, call: UpstreamCall
@@ -109,6 +137,36 @@ class FloorService(chat_pb2_grpc.ChatServiceServicer):
             async for event in events:
                 chunks.append(mapping.decode(chat_pb2.ChatCompletionChunk, event))
         return tuple(chunks)
+
+    async def _fetch_batches(
+        self, request: chat_pb2.ChatCompletionRequest, call: UpstreamCall
+    ) -> tuple[chat_pb2.StreamChatCompletionBatchesResponse, ...]:
+        return grouped(await self._fetch_stream(request, call), write_size(request))
+
+
+def write_size(request: chat_pb2.ChatCompletionRequest) -> int:
+    """Events per upstream socket write for `request`'s scenario: its ``batch``, unless a
+    ``chunk_delay`` or a ``rate`` paces the events (then one a write: myrouter_upstream's
+    rule; the bench's upstream has no default delay)."""
+    scenario = MessageToDict(request.extra).get("scenario") or {}
+    if scenario.get("chunk_delay") or scenario.get("rate") is not None:
+        return 1
+    return int(scenario.get("batch", 1))
+
+
+def grouped(
+    chunks: Sequence[chat_pb2.ChatCompletionChunk], size: int
+) -> tuple[chat_pb2.StreamChatCompletionBatchesResponse, ...]:
+    """`chunks` as batches messages of `size` chunks each (the last one the rest).
+
+    Grouped by the scenario rather than by the reads of one fetch: how a read
+    splits the bytes depends on timing, the upstream's writes do not, and those
+    are what a relay reading as fast as the upstream writes gets per read.
+    """
+    return tuple(
+        chat_pb2.StreamChatCompletionBatchesResponse(chunks=chunks[start : start + size])
+        for start in range(0, len(chunks), size)
+    )
 
 
 def _call(context: grpc.aio.ServicerContext) -> UpstreamCall:

@@ -13,11 +13,13 @@ Processes (all on this machine, loopback only):
   the toolchain is missing).
 
 Phases: the pairs (closed loop: unary latency and capacity, streaming chunks/s,
-time to first chunk, each direct / bridge / floor), unary latency in open loop at
-half the bridge's measured capacity, the saturation streams again with the
-compiled client, the open loop (thousands of streams paced by the upstream,
-latency per chunk from the upstream's stamps, the bridge's CPU per chunk over the
-steady window), capacity (RSS of 2,000 open streams) and scale (`--workers`).
+time to first chunk, each direct / bridge / floor; the streams also through the
+batched RPC against the batched floor, and in bursts of 16 events a write), unary
+latency in open loop at half the bridge's measured capacity, the saturation
+streams again with the compiled client (each variant against its RPC's floor),
+the open loop (thousands of streams paced by the upstream, latency per chunk from
+the upstream's stamps, the bridge's CPU per chunk over the steady window),
+capacity (RSS of 2,000 open streams) and scale (`--workers`).
 
 For every phase the harness records the CPU share of each process (client,
 bridge, upstream), so a reader can see which one bounded the figure and that
@@ -57,6 +59,13 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MYROUTER_API_KEY": "bench-service
 UNARY_SCENARIO = {"chunks": 16}
 STREAM_CHUNKS = 500
 STREAM_SCENARIO = {"chunks": STREAM_CHUNKS, "batch": 1}
+BURST_SCENARIO = {"chunks": STREAM_CHUNKS, "batch": 16}
+"""The same answer in bursts of 16 events a socket write (the last write the rest): what a
+relay reads from an upstream that flushes several tokens at once (a model emitting a few
+tokens per step, a proxy or CDN buffering a few KiB). 16 events (~2.5 KiB) fill no 16 KiB
+read, so every read still ends on whole writes; and at 16 chunks a message the batched
+RPC's cost per message (~20 µs of grpc.aio) falls below its cost per chunk (~3.5 µs of
+parsing and mapping), so larger bursts would change little."""
 TTFC_SCENARIO = {"chunks": 4, "batch": 1}
 HOLD_SCENARIO = {"chunks": 120, "chunk_delay": 1.0}
 """Two minutes of one chunk a second: the upstream renders a whole answer up front."""
@@ -94,6 +103,15 @@ VARIANTS: Final[tuple[Variant, ...]] = (
 """The bridge side of the open-loop and compiled-client saturation phases runs once per
 variant; each gets its own rows (a new RPC is one more entry, plus its ``--rpc`` in
 both clients)."""
+PAIR_VARIANTS: Final[tuple[Variant, ...]] = tuple(
+    variant for variant in VARIANTS if variant.name in ("per_event", "batches_0")
+)
+"""The variants the pairs' streaming phases run with the Python client (``batches_100ms``
+is left out for time: at these rates its wait changes little but what a message holds).
+The per-event one keeps the pairs' historical side name ``bridge``."""
+BATCHED_FLOOR: Final = "floor_batches"
+"""The side that calls the floor's StreamChatCompletionBatches: the floor of every
+variant whose RPC is ``batches``, replaying messages grouped as the upstream writes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,7 +367,7 @@ def floor_argv(upstream_url: str) -> list[str]:
     it listens, so no phase, even without warm-up, measures an upstream call through it."""
     prefetch = [
         arg
-        for scenario in (UNARY_SCENARIO, STREAM_SCENARIO, TTFC_SCENARIO)
+        for scenario in (UNARY_SCENARIO, STREAM_SCENARIO, BURST_SCENARIO, TTFC_SCENARIO)
         for arg in ("--prefetch", json.dumps(scenario))
     ]
     return [PY, str(ROOT / "bench" / "floor.py"), "--upstream-url", upstream_url, *prefetch]
@@ -558,6 +576,103 @@ def median_run(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[(len(ordered) - 1) // 2], "rounds": [entry["rate"] for entry in entries]}
 
 
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One side of a comparison: the load client's mode suffix (``direct`` or
+    ``bridge``: the bridge's and the floor's clients are one), whom it calls, on which
+    cores, and its further options (``--rpc`` and the variant's flags)."""
+
+    name: str
+    client: str
+    target: str
+    cpus: Cpus
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+FLOOR_SIDES: Final = {"per_event": "floor", "batches": BATCHED_FLOOR}
+"""The floor side each streaming RPC is read against: the per-event floor replays one
+chunk a message; the batched one (the floor's StreamChatCompletionBatches) replays the
+chunks grouped as the upstream writes them."""
+
+
+def variant_sides(
+    bridge: Server,
+    floor: Server,
+    variants: tuple[Variant, ...],
+    cpus: Cpus,
+    per_event: str = "per_event",
+) -> list[Side]:
+    """Each variant against the bridge (the per-event one named `per_event`), then the
+    floor of each RPC they use, every one called alike: the bridge's client."""
+    sides = [
+        Side(
+            per_event if variant.rpc == "per_event" else variant.name,
+            "bridge",
+            bridge.address,
+            cpus,
+            {"rpc": variant.rpc, **variant.flags},
+        )
+        for variant in variants
+    ]
+    for rpc in dict.fromkeys(variant.rpc for variant in variants):
+        sides.append(Side(FLOOR_SIDES[rpc], "bridge", floor.address, cpus, {"rpc": rpc}))
+    return sides
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamShape:
+    """How the upstream writes the saturation streams' events: `key` names the pairs'
+    entry in the results, `sides` the pairs' sides it runs (None: all of them)."""
+
+    key: str
+    scenario: Mapping[str, Any]
+    sides: tuple[str, ...] | None = None
+
+    def runs(self, side: str) -> bool:
+        return self.sides is None or side in self.sides
+
+    @property
+    def per_event_floor(self) -> bool:
+        """Whether this shape measures the per-event floor. It replays the same messages
+        whatever the upstream's writes, so the first shape's serves all of them."""
+        return self.runs("floor")
+
+    @property
+    def batch(self) -> int:
+        """Events per upstream write."""
+        return int(self.scenario.get("batch", 1))
+
+    @property
+    def suffix(self) -> str:
+        """What this shape adds to its rows' labels: nothing at one event a write (the
+        historical rows)."""
+        return "" if self.batch == 1 else f", {self.batch} events per upstream write"
+
+
+STREAM_SHAPES: Final = (
+    StreamShape("stream", STREAM_SCENARIO),
+    # The per-event RPC in bursts is left out for time (+5 runs, ~25 s): add "bridge".
+    StreamShape("stream_bursts", BURST_SCENARIO, ("direct", "batches_0", BATCHED_FLOOR)),
+)
+"""The pairs' saturation streams: the first shape holds the historical rows (direct,
+per-event bridge and floor, one event per upstream write) and the batched RPC beside
+them; the second the batched RPC in bursts."""
+HISTORICAL_SIDES: Final = ("direct", "bridge", "floor")
+"""The pairs' sides before the batched RPC: with one event per write they keep
+``--rounds``; every other streaming side runs ``--batch-rounds``."""
+
+
+def pair_rounds(args: argparse.Namespace, shape: StreamShape, side: str, concurrency: int) -> int:
+    """How many alternating rounds a streaming side of the pairs runs: one for one stream
+    (latency-bound, no target); `args.rounds` for the historical sides; for time,
+    `args.batch_rounds` (the first ones) for the sides added with the batched RPC."""
+    if concurrency == 1:
+        return 1
+    if not shape.suffix and side in HISTORICAL_SIDES:
+        return int(args.rounds)
+    return int(args.batch_rounds)
+
+
 def run_pairs(
     upstream: Server,
     bridge: Server,
@@ -565,63 +680,71 @@ def run_pairs(
     args: argparse.Namespace,
     placement: Placement,
 ) -> dict[str, Any]:
-    """Each figure three times: direct, through the bridge, and against the grpc.aio floor."""
+    """Each figure three times: direct, through the bridge, and against the grpc.aio floor;
+    the streaming ones also per `PAIR_VARIANTS` entry (each against its RPC's floor) and
+    per `STREAM_SHAPES` entry."""
     servers = [upstream, bridge, floor]
     timing = {"duration": args.duration, "warmup": args.warmup}
-    results: dict[str, Any] = {"unary": {}, "stream": {}, "ttfc": {}}
+    results: dict[str, Any] = {"unary": {}, "ttfc": {}}
     # The floor is called exactly like the bridge (same client mode, same requests).
     # Placement: the process under test has a core of its own (the direct client, or
     # the bridge / floor); the others share the second core.
-    sides = (
-        ("direct", "direct", upstream.address, placement.tested),
-        ("bridge", "bridge", bridge.address, placement.load),
-        ("floor", "bridge", floor.address, placement.load),
-    )
+    direct = Side("direct", "direct", upstream.address, placement.tested)
+    streams = [direct, *variant_sides(bridge, floor, PAIR_VARIANTS, placement.load, "bridge")]
+    sides = [side for side in streams if side.name in HISTORICAL_SIDES]
     for concurrency in (1, 64):
         pair = {}
-        for side, client, target, cpus in sides:
-            pair[side] = measure(
-                f"unary-{client}",
-                target,
+        for side in sides:
+            pair[side.name] = measure(
+                f"unary-{side.client}",
+                side.target,
                 UNARY_SCENARIO,
                 servers,
-                label=f"unary-{side}",
-                cpus=cpus,
+                label=f"unary-{side.name}",
+                cpus=side.cpus,
                 concurrency=concurrency,
                 **timing,
             )
         results["unary"][str(concurrency)] = pair
-    for concurrency in (1, 16, 256):
-        # Throughput on a shared 2-core machine moves by +-25% from one 3 s window to
-        # the next; the sides take turns, `rounds` times, and each keeps its median run.
-        # One stream is latency-bound and has no target: one round is enough.
-        rounds = args.rounds if concurrency > 1 else 1
-        runs: dict[str, list[dict[str, Any]]] = {side[0]: [] for side in sides}
-        for _ in range(rounds):
-            for side, client, target, cpus in sides:
-                runs[side].append(
-                    measure(
-                        f"stream-{client}",
-                        target,
-                        STREAM_SCENARIO,
-                        servers,
-                        label=f"stream-{side}",
-                        cpus=cpus,
-                        concurrency=concurrency,
-                        **timing,
+    results["scenarios"] = {shape.key: shape.scenario for shape in STREAM_SHAPES}
+    for shape in STREAM_SHAPES:
+        results[shape.key] = {}
+        shaped = [side for side in streams if shape.runs(side.name)]
+        for concurrency in (1, 16, 256):
+            # Throughput on a shared 2-core machine moves by +-25% from one 3 s window to
+            # the next; the sides take turns, and each keeps its median run.
+            rounds = {
+                side.name: pair_rounds(args, shape, side.name, concurrency) for side in shaped
+            }
+            runs: dict[str, list[dict[str, Any]]] = {side.name: [] for side in shaped}
+            for round_ in range(max(rounds.values())):
+                for side in shaped:
+                    if round_ >= rounds[side.name]:
+                        continue
+                    runs[side.name].append(
+                        measure(
+                            f"stream-{side.client}",
+                            side.target,
+                            dict(shape.scenario),
+                            servers,
+                            label=f"stream-{side.name}{shape.suffix}",
+                            cpus=side.cpus,
+                            concurrency=concurrency,
+                            **side.options,
+                            **timing,
+                        )
                     )
-                )
-        results["stream"][str(concurrency)] = {
-            side: median_run(entries) for side, entries in runs.items()
-        }
-    for side, client, target, cpus in sides:
-        results["ttfc"][side] = measure(
-            f"ttfc-{client}",
-            target,
+            results[shape.key][str(concurrency)] = {
+                name: median_run(entries) for name, entries in runs.items()
+            }
+    for side in sides:
+        results["ttfc"][side.name] = measure(
+            f"ttfc-{side.client}",
+            side.target,
             TTFC_SCENARIO,
             servers,
-            label=f"ttfc-{side}",
-            cpus=cpus,
+            label=f"ttfc-{side.name}",
+            cpus=side.cpus,
             concurrency=1,
             **timing,
         )
@@ -746,47 +869,41 @@ def run_streams_compiled(
     placement: Placement,
 ) -> dict[str, Any]:
     """The 16- and 256-stream saturation phases again, with the compiled client, against
-    each bridge variant and the floor: with a client that costs a few µs per message
-    the floor is no longer capped by its caller, so "bridge CPU per chunk against the
-    floor's" compares the two servers alone. `args.compiled_rounds` rounds, the sides
+    each bridge variant and the floor of its RPC: with a client that costs a few µs per
+    message the floor is no longer capped by its caller, so "bridge CPU per chunk against
+    the floor's" compares the two servers alone. `args.compiled_rounds` rounds, the sides
     taking turns, each keeping its median run, as in the pairs."""
     servers = [upstream, bridge, floor]
-    sides: list[tuple[str, str, Variant | None]] = [
-        (variant.name, bridge.address, variant) for variant in VARIANTS
-    ]
-    sides.append(("floor", floor.address, None))
+    sides = variant_sides(bridge, floor, VARIANTS, placement.load)
     out: dict[str, Any] = {}
     for concurrency in (16, 256):
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in sides}
+        runs: dict[str, list[dict[str, Any]]] = {side.name: [] for side in sides}
         for _ in range(args.compiled_rounds):
-            for name, target, variant in sides:
-                options: dict[str, Any] = {
-                    "concurrency": concurrency,
-                    "channels": 4,
-                    "warmup": args.warmup,
-                    "duration": args.duration,
-                }
-                if variant is not None:
-                    options.update(rpc=variant.rpc, **variant.flags)
+            for side in sides:
                 entry = windowed(
                     client,
                     "stream-bridge",
-                    target,
+                    side.target,
                     STREAM_SCENARIO,
                     servers,
-                    placement.load,
-                    **options,
+                    side.cpus,
+                    concurrency=concurrency,
+                    channels=4,
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    **side.options,
                 )
-                server = "floor" if variant is None else "bridge"
+                server = "floor" if side.name in FLOOR_SIDES.values() else "bridge"
                 entry["cpu_per_chunk_us"] = 1e6 * cpu_per_chunk(
                     entry["cpu_seconds"][server], entry["count"]
                 )
-                _note(f"stream-{name} ({client.name}) x{concurrency}", entry)
-                runs[name].append(entry)
+                _note(f"stream-{side.name} ({client.name}) x{concurrency}", entry)
+                runs[side.name].append(entry)
         pair = {name: median_run(entries) for name, entries in runs.items()}
         for variant in VARIANTS:
             pair[variant.name]["vs_floor"] = (
-                pair[variant.name]["cpu_per_chunk_us"] / pair["floor"]["cpu_per_chunk_us"]
+                pair[variant.name]["cpu_per_chunk_us"]
+                / pair[FLOOR_SIDES[variant.rpc]]["cpu_per_chunk_us"]
             )
         out[str(concurrency)] = pair
     return out
@@ -1021,20 +1138,7 @@ def table(results: dict[str, Any]) -> str:
                 f"(50% of the bridge's capacity) | {d:.2f} ms | {b:.2f} ms | {b - d:+.2f} ms "
                 f"| added <= {limit} ms | {_met(b - d <= limit)} | {f:.2f} ms | {b - f:+.2f} ms |"
             )
-    for concurrency, pair in results.get("stream", {}).items():
-        d, b = pair["direct"]["rate"], pair["bridge"]["rate"]
-        target = ">= 0.8x" if concurrency in ("16", "256") else ""
-        met = _met(b >= 0.8 * d) if target else ""
-        floor = pair.get("floor")
-        tail = (
-            f"| {floor['rate']:,.0f} ({floor['rate'] / d:.2f}x direct) | {b / floor['rate']:.2f}x |"
-            if floor
-            else "| |"
-        )
-        rows.append(
-            f"| stream chunks/s, {concurrency} streams | {d:,.0f} | {b:,.0f} | {b / d:.2f}x "
-            f"| {target} | {met} " + tail
-        )
+    rows += stream_rows(results)
     ttfc = results.get("ttfc", {})
     for q in ("p50", "p99") if ttfc else ():
         d, b = ttfc["direct"][f"{q}_ms"], ttfc["bridge"][f"{q}_ms"]
@@ -1073,6 +1177,62 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def stream_rows(results: Mapping[str, Any]) -> list[str]:
+    """The saturation rows of `table`: per shape, streams and side, chunks/s against
+    direct and against the floor of the side's RPC. The historical rows (one event per
+    write, per-event RPC) keep their label and target; the per-event floor, the same
+    messages whatever the writes, is measured with the first shape only."""
+    rows = []
+    for shape in STREAM_SHAPES:
+        for concurrency, pair in results.get(shape.key, {}).items():
+            d = pair["direct"]["rate"]
+            for name, entry in pair.items():
+                rpc = _rpc_of(name)
+                if rpc is None:
+                    continue  # the direct side or a floor
+                label = f"stream chunks/s, {concurrency} streams{shape.suffix}"
+                if name != "bridge":
+                    label += f", {name}"
+                historical = not shape.suffix and name == "bridge"
+                target = ">= 0.8x" if historical and concurrency in ("16", "256") else ""
+                b = entry["rate"]
+                met = _met(b >= 0.8 * d) if target else ""
+                floor = _floor_of(results, shape, concurrency, rpc)
+                tail = (
+                    f"| {floor['rate']:,.0f} ({floor['rate'] / d:.2f}x direct) "
+                    f"| {b / floor['rate']:.2f}x |"
+                    if floor
+                    else "| |"
+                )
+                rows.append(
+                    f"| {label} | {d:,.0f} | {b:,.0f} | {b / d:.2f}x | {target} | {met} " + tail
+                )
+    return rows
+
+
+def _rpc_of(side: str) -> str | None:
+    """The RPC of a side named for its variant, or ``bridge`` (the pairs' per-event side);
+    None for the direct side and the floors."""
+    if side == "bridge":
+        return "per_event"
+    for variant in VARIANTS:
+        if variant.name == side:
+            return variant.rpc
+    return None
+
+
+def _floor_of(
+    results: Mapping[str, Any], shape: StreamShape, concurrency: str, rpc: str
+) -> Mapping[str, Any] | None:
+    """The floor run an RPC's rows of `shape` read against (the per-event one: measured
+    with the shape that has it)."""
+    floor = FLOOR_SIDES[rpc]
+    if floor == "floor" and not shape.per_event_floor:
+        measured = next(other for other in STREAM_SHAPES if other.per_event_floor)
+        return results.get(measured.key, {}).get(concurrency, {}).get(floor)
+    return results[shape.key][concurrency].get(floor)
+
+
 def cpu_table(results: dict[str, Any]) -> str:
     rows = [
         "| phase | client | bridge | floor | upstream |",
@@ -1086,11 +1246,13 @@ def cpu_table(results: dict[str, Any]) -> str:
             f"| {cpu.get('floor', 0):.2f} | {cpu['upstream']:.2f} |"
         )
 
-    for kind in ("unary", "stream"):
-        for concurrency, pair in results.get(kind, {}).items():
-            for side in ("direct", "bridge", "floor"):
-                if side in pair:
-                    row(f"{kind} {side} x{concurrency}", pair[side])
+    for concurrency, pair in results.get("unary", {}).items():
+        for side, entry in pair.items():
+            row(f"unary {side} x{concurrency}", entry)
+    for shape in STREAM_SHAPES:
+        for concurrency, pair in results.get(shape.key, {}).items():
+            for side, entry in pair.items():
+                row(f"stream {side} x{concurrency}{shape.suffix}", entry)
     for side in ("direct", "bridge", "floor"):
         if side in results.get("ttfc", {}):
             row(f"ttfc {side}", results["ttfc"][side])
@@ -1122,14 +1284,23 @@ def cpu_table(results: dict[str, Any]) -> str:
 def floor_table(results: Mapping[str, Any]) -> str:
     """Bridge CPU per chunk against the floor's at 16 and 256 streams, with each client:
     the grpc.aio client (what Python callers see; it caps the floor's rate) and the
-    compiled one (the servers' cost alone)."""
+    compiled one (the servers' cost alone). Each RPC against its own floor, of the same
+    shape: the per-event floor, or the batched one grouped as the upstream writes."""
     rows = [
-        "| streams | client | RPC | bridge: µs per chunk | floor: µs per chunk | bridge / floor "
-        "| target | met | bridge chunks/s | floor chunks/s | client cores (bridge / floor) |",
-        "| ---: | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+        "| streams | client | RPC | events per upstream write | bridge: µs per chunk "
+        "| floor: µs per chunk | bridge / floor | target | met | bridge chunks/s "
+        "| floor chunks/s | client cores (bridge / floor) |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
     ]
 
-    def row(concurrency: str, client: str, rpc: str, bridge: Mapping[str, Any], floor: Any) -> None:
+    def row(
+        concurrency: str,
+        client: str,
+        rpc: str,
+        writes: int,
+        bridge: Mapping[str, Any],
+        floor: Mapping[str, Any],
+    ) -> None:
         b = 1e6 * float(bridge["cpu"]["bridge"]) / bridge["rate"]
         f = 1e6 * float(floor["cpu"]["floor"]) / floor["rate"]
         if "cpu_per_chunk_us" in bridge:  # windowed: CPU over the steady window only
@@ -1137,27 +1308,24 @@ def floor_table(results: Mapping[str, Any]) -> str:
         target = "<= 1.25x" if rpc == "per_event" else ""
         met = _met(b <= 1.25 * f) if target else ""
         rows.append(
-            f"| {concurrency} | {client} | {rpc} | {b:.1f} | {f:.1f} | {b / f:.2f}x | {target} "
-            f"| {met} | {bridge['rate']:,.0f} | {floor['rate']:,.0f} "
+            f"| {concurrency} | {client} | {rpc} | {writes} | {b:.1f} | {f:.1f} | {b / f:.2f}x "
+            f"| {target} | {met} | {bridge['rate']:,.0f} | {floor['rate']:,.0f} "
             f"| {bridge['cpu']['client']:.2f} / {floor['cpu']['client']:.2f} |"
         )
 
     for concurrency in ("16", "256"):
-        pair = results.get("stream", {}).get(concurrency)
-        if pair is not None and "floor" in pair:
-            row(concurrency, "grpc.aio (Python)", "per_event", pair["bridge"], pair["floor"])
-        compiled = results.get("stream_compiled", {}).get(concurrency)
-        if compiled is not None:
-            for variant in VARIANTS:
-                if variant.name not in compiled:
-                    continue  # a results file from before that variant
-                row(
-                    concurrency,
-                    "Go (grpc-go)",
-                    variant.name,
-                    compiled[variant.name],
-                    compiled["floor"],
-                )
+        for shape in STREAM_SHAPES:
+            for name, entry in results.get(shape.key, {}).get(concurrency, {}).items():
+                rpc = _rpc_of(name)
+                floor = None if rpc is None else _floor_of(results, shape, concurrency, rpc)
+                if rpc is not None and floor is not None:
+                    variant = "per_event" if name == "bridge" else name
+                    row(concurrency, "grpc.aio (Python)", variant, shape.batch, entry, floor)
+        compiled = results.get("stream_compiled", {}).get(concurrency, {})
+        for variant in VARIANTS:
+            floor = compiled.get(FLOOR_SIDES[variant.rpc])
+            if variant.name in compiled and floor is not None:  # else: an older results file
+                row(concurrency, "Go (grpc-go)", variant.name, 1, compiled[variant.name], floor)
     return "\n".join(rows)
 
 
@@ -1271,6 +1439,13 @@ def main() -> int:
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternating rounds of the 16- and 256-stream phases"
+    )
+    parser.add_argument(
+        "--batch-rounds",
+        type=int,
+        default=2,
+        help="of those rounds, how many the sides added with the batched RPC run "
+        "(its own, its floor's, and every side in bursts)",
     )
     parser.add_argument(
         "--compiled-rounds",

@@ -60,37 +60,39 @@ const (
 // RPCs are the bridge's streaming RPCs this client can drive; a variant of the
 // open-loop and saturation phases names one (-rpc). Each returns a receive
 // function giving the chunks of the next message (nil, io.EOF at the end).
-var rpcs = map[string]func(context.Context, chat.ChatServiceClient, *chat.ChatCompletionRequest) (func() ([]*chat.ChatCompletionChunk, error), error){
-	"per_event": func(ctx context.Context, client chat.ChatServiceClient, request *chat.ChatCompletionRequest) (func() ([]*chat.ChatCompletionChunk, error), error) {
+var rpcs = map[string]func(context.Context, chat.ChatServiceClient, *chat.ChatCompletionRequest) (receive, error){
+	"per_event": func(ctx context.Context, client chat.ChatServiceClient, request *chat.ChatCompletionRequest) (receive, error) {
 		stream, err := client.StreamChatCompletion(ctx, request)
-		if err != nil {
-			return nil, err
-		}
-		return func() ([]*chat.ChatCompletionChunk, error) {
-			chunk, err := stream.Recv()
-			if err != nil {
-				return nil, err
-			}
-			return []*chat.ChatCompletionChunk{chunk}, nil
-		}, nil
+		return receiver(stream, err, func(chunk *chat.ChatCompletionChunk) []*chat.ChatCompletionChunk {
+			return []*chat.ChatCompletionChunk{chunk}
+		})
 	},
-	"batches": func(ctx context.Context, client chat.ChatServiceClient, request *chat.ChatCompletionRequest) (func() ([]*chat.ChatCompletionChunk, error), error) {
+	"batches": func(ctx context.Context, client chat.ChatServiceClient, request *chat.ChatCompletionRequest) (receive, error) {
 		batches := &chat.StreamChatCompletionBatchesRequest{Request: request}
 		if maxDelay > 0 {
 			batches.MaxDelay = durationpb.New(time.Duration(maxDelay * float64(time.Second)))
 		}
 		stream, err := client.StreamChatCompletionBatches(ctx, batches)
+		return receiver(stream, err, (*chat.StreamChatCompletionBatchesResponse).GetChunks)
+	},
+}
+
+// receive gives the chunks of a call's next message (nil, io.EOF at its end).
+type receive func() ([]*chat.ChatCompletionChunk, error)
+
+// receiver is the receive function of a server stream (or the error that opening it
+// returned): each message's chunks, as `chunks` finds them in it.
+func receiver[M any, S interface{ Recv() (M, error) }](stream S, err error, chunks func(M) []*chat.ChatCompletionChunk) (receive, error) {
+	if err != nil {
+		return nil, err
+	}
+	return func() ([]*chat.ChatCompletionChunk, error) {
+		message, err := stream.Recv()
 		if err != nil {
 			return nil, err
 		}
-		return func() ([]*chat.ChatCompletionChunk, error) {
-			message, err := stream.Recv()
-			if err != nil {
-				return nil, err
-			}
-			return message.GetChunks(), nil
-		}, nil
-	},
+		return chunks(message), nil
+	}, nil
 }
 
 // maxDelay is -max-delay (seconds): the batches RPC's max_delay, 0 for none.
@@ -303,7 +305,7 @@ func tickLag(w window) []float64 {
 	}
 }
 
-func bridgeStreams(o options, scenario map[string]interface{}, call func(context.Context, chat.ChatServiceClient, *chat.ChatCompletionRequest) (func() ([]*chat.ChatCompletionChunk, error), error)) (streamFunc, func(), error) {
+func bridgeStreams(o options, scenario map[string]interface{}, call func(context.Context, chat.ChatServiceClient, *chat.ChatCompletionRequest) (receive, error)) (streamFunc, func(), error) {
 	extra, err := structpb.NewStruct(map[string]interface{}{"scenario": scenario})
 	if err != nil {
 		return nil, nil, err

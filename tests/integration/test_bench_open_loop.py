@@ -119,14 +119,22 @@ def test_open_loop_and_saturation_with_the_compiled_client(tmp_path: Path) -> No
     _check_open_loop(results["open_loop"]["go"][SHAPE])
     for concurrency in ("16", "256"):
         pair = results["stream_compiled"][concurrency]
-        for side, server in (("per_event", "bridge"), ("floor", "floor")):
+        for side, server in (
+            ("per_event", "bridge"),
+            ("batches_0", "bridge"),
+            ("floor", "floor"),
+            ("floor_batches", "floor"),
+        ):
             entry = pair[side]
             assert entry["errors"] == 0, entry.get("first_error")
             assert entry["count"] > 0 and entry["latency"]["samples"] == 0  # not stamped
             assert entry["cpu_per_chunk_us"] == pytest.approx(
                 1e6 * entry["cpu_seconds"][server] / entry["count"]
             )
-        ratio = pair["per_event"]["cpu_per_chunk_us"] / pair["floor"]["cpu_per_chunk_us"]
-        assert pair["per_event"]["vs_floor"] == pytest.approx(ratio)
+        # Each RPC against its own floor: the batched one against the batched floor.
+        for variant, floor in (("per_event", "floor"), ("batches_0", "floor_batches")):
+            ratio = pair[variant]["cpu_per_chunk_us"] / pair[floor]["cpu_per_chunk_us"]
+            assert pair[variant]["vs_floor"] == pytest.approx(ratio)
     assert f"| {STREAMS:,} x {RATE:g} | go | per_event |" in report
-    assert "| 256 | Go (grpc-go) | per_event |" in report
+    assert "| 256 | Go (grpc-go) | per_event | 1 |" in report
+    assert "| 256 | Go (grpc-go) | batches_0 | 1 |" in report

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from bench import load, run
+from bench import floor, load, run
+from myrouter.chat.v1 import chat_pb2
 
 
 def test_percentile_is_nearest_rank_on_the_sorted_values() -> None:
@@ -246,27 +247,130 @@ def test_open_table_reports_against_the_targets() -> None:
     assert row["fell behind"] == "no one"
 
 
-def test_floor_table_compares_cpu_per_chunk() -> None:
-    def entry(name: str, share: float, rate: float, **extra: Any) -> dict[str, Any]:
-        return {"rate": rate, "cpu": {name: share, "client": 0.9}, **extra}
+def _entry(name: str, share: float, rate: float, **extra: Any) -> dict[str, Any]:
+    return {"rate": rate, "cpu": {name: share, "client": 0.9}, **extra}
 
+
+def test_floor_table_compares_cpu_per_chunk() -> None:
     results = {
         "stream": {
-            "16": {"bridge": entry("bridge", 0.9, 20_000), "floor": entry("floor", 0.9, 30_000)}
+            "16": {
+                "direct": _entry("client", 1.0, 100_000),
+                "bridge": _entry("bridge", 0.9, 20_000),
+                "floor": _entry("floor", 0.9, 30_000),
+                "batches_0": _entry("bridge", 0.9, 90_000),
+                "floor_batches": _entry("floor", 0.9, 45_000),
+            }
+        },
+        "stream_bursts": {
+            "16": {
+                "direct": _entry("client", 1.0, 200_000),
+                "batches_0": _entry("bridge", 0.9, 100_000),
+                "floor_batches": _entry("floor", 0.6, 200_000),
+            }
         },
         "stream_compiled": {
             "16": {
-                "per_event": entry("bridge", 0.95, 25_000, cpu_per_chunk_us=36.0),
-                "floor": entry("floor", 1.0, 40_000, cpu_per_chunk_us=25.0),
+                "per_event": _entry("bridge", 0.95, 25_000, cpu_per_chunk_us=36.0),
+                "batches_0": _entry("bridge", 0.95, 90_000, cpu_per_chunk_us=9.0),
+                "floor": _entry("floor", 1.0, 40_000, cpu_per_chunk_us=25.0),
+                "floor_batches": _entry("floor", 1.0, 60_000, cpu_per_chunk_us=18.0),
             }
         },
     }
     rows = run.floor_table(results).splitlines()
-    assert len(rows) == 4
-    python, go = rows[2], rows[3]
-    assert "| 45.0 | 30.0 | 1.50x | <= 1.25x | **no** |" in python  # 0.9/20k, 0.9/30k
-    assert "| 36.0 | 25.0 | 1.44x | <= 1.25x | **no** |" in go
+    assert len(rows) == 2 + 5
+    python, python_batches, bursts, go, go_batches = rows[2:]
+    assert "| per_event | 1 | 45.0 | 30.0 | 1.50x | <= 1.25x | **no** |" in python  # 0.9/20k...
+    assert "| batches_0 | 1 | 10.0 | 20.0 | 0.50x |  |  |" in python_batches  # its own floor
+    assert "| batches_0 | 16 | 9.0 | 3.0 | 3.00x |  |  |" in bursts  # the floor in bursts
+    assert "| per_event | 1 | 36.0 | 25.0 | 1.44x | <= 1.25x | **no** |" in go
+    assert "| batches_0 | 1 | 9.0 | 18.0 | 0.50x |" in go_batches  # the batched floor
     assert "Go (grpc-go)" in go and "grpc.aio (Python)" in python
+    # A results file from before the batched floor: no row without its floor.
+    del results["stream_compiled"]["16"]["floor_batches"]
+    assert len(run.floor_table(results).splitlines()) == 2 + 4
+
+
+def test_stream_rows_read_each_rpc_against_its_floor() -> None:
+    pair = {
+        "direct": _entry("client", 1.0, 100_000),
+        "bridge": _entry("bridge", 0.9, 20_000),
+        "floor": _entry("floor", 0.9, 40_000),
+        "batches_0": _entry("bridge", 0.9, 50_000),
+        "floor_batches": _entry("floor", 0.9, 25_000),
+    }
+    bursts = {
+        "direct": _entry("client", 1.0, 200_000),
+        "bridge": _entry("bridge", 0.9, 30_000),
+        "batches_0": _entry("bridge", 0.9, 100_000),
+        "floor_batches": _entry("floor", 0.9, 200_000),
+    }
+    rows = run.stream_rows({"stream": {"256": pair}, "stream_bursts": {"256": bursts}})
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert cells == [
+        # The historical row: its label and target as before.
+        ["stream chunks/s, 256 streams", "100,000", "20,000", "0.20x", ">= 0.8x", "**no**",
+         "40,000 (0.40x direct)", "0.50x"],
+        ["stream chunks/s, 256 streams, batches_0", "100,000", "50,000", "0.50x", "", "",
+         "25,000 (0.25x direct)", "2.00x"],
+        # In bursts the per-event RPC reads the first shape's per-event floor (the same
+        # messages), the batched one the floor in bursts.
+        ["stream chunks/s, 256 streams, 16 events per upstream write", "200,000", "30,000",
+         "0.15x", "", "", "40,000 (0.20x direct)", "0.75x"],
+        ["stream chunks/s, 256 streams, 16 events per upstream write, batches_0", "200,000",
+         "100,000", "0.50x", "", "", "200,000 (1.00x direct)", "0.50x"],
+    ]  # fmt: skip
+
+
+def test_variant_sides_read_each_rpc_against_its_floor() -> None:
+    bridge = run.Server("bridge", None, "b:1")  # type: ignore[arg-type]
+    floor_server = run.Server("floor", None, "f:2")  # type: ignore[arg-type]
+    sides = run.variant_sides(bridge, floor_server, run.VARIANTS, frozenset({1}), "bridge")
+    assert [(side.name, side.target, dict(side.options)) for side in sides] == [
+        ("bridge", "b:1", {"rpc": "per_event"}),
+        ("batches_0", "b:1", {"rpc": "batches", "max_delay": "0"}),
+        ("batches_100ms", "b:1", {"rpc": "batches", "max_delay": "0.1"}),
+        ("floor", "f:2", {"rpc": "per_event"}),
+        ("floor_batches", "f:2", {"rpc": "batches"}),
+    ]
+    assert {side.client for side in sides} == {"bridge"}
+    assert {variant.rpc for variant in run.VARIANTS} <= set(run.FLOOR_SIDES)
+    # The pairs run the bursts' sides, and the per-event floor in one shape only.
+    names = {"direct", *(side.name for side in sides)}
+    for shape in run.STREAM_SHAPES:
+        assert shape.sides is None or set(shape.sides) <= names
+    assert [shape.per_event_floor for shape in run.STREAM_SHAPES] == [True, False]
+    assert [shape.batch for shape in run.STREAM_SHAPES] == [1, 16]
+
+
+def test_pair_rounds_keep_the_historical_sides_rounds() -> None:
+    args = argparse.Namespace(rounds=3, batch_rounds=2)
+    one_per_write, bursts = run.STREAM_SHAPES
+    historical = {run.pair_rounds(args, one_per_write, side, 256) for side in run.HISTORICAL_SIDES}
+    assert historical == {3}
+    assert run.pair_rounds(args, one_per_write, "batches_0", 16) == 2
+    assert run.pair_rounds(args, one_per_write, "floor_batches", 256) == 2
+    assert run.pair_rounds(args, bursts, "direct", 256) == 2
+    assert run.pair_rounds(args, bursts, "batches_0", 1) == 1
+
+
+def test_the_batched_floor_groups_chunks_as_the_upstream_writes_them() -> None:
+    chunks = [chat_pb2.ChatCompletionChunk(id=f"c{i}") for i in range(5)]
+    messages = floor.grouped(chunks, 2)
+    assert [[chunk.id for chunk in message.chunks] for message in messages] == [
+        ["c0", "c1"],
+        ["c2", "c3"],
+        ["c4"],
+    ]
+    assert [len(message.chunks) for message in floor.grouped(chunks, 1)] == [1] * 5
+    assert floor.write_size(load.bridge_request(run.BURST_SCENARIO)) == 16
+    assert floor.write_size(load.bridge_request(run.STREAM_SCENARIO)) == 1
+    assert floor.write_size(load.bridge_request({"chunks": 3})) == 1
+    assert floor.write_size(chat_pb2.ChatCompletionRequest()) == 1
+    # Paced events go one a write, whatever the batch (myrouter_upstream's rule).
+    assert floor.write_size(load.bridge_request({"batch": 8, "rate": 20.0})) == 1
+    assert floor.write_size(load.bridge_request({"batch": 8, "chunk_delay": 0.1})) == 1
 
 
 def test_emit_writes_every_byte_through_partial_writes(monkeypatch: pytest.MonkeyPatch) -> None:
