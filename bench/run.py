@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -393,36 +393,56 @@ def load(
     scenario: dict[str, Any],
     clients: int = 1,
     cpus: Cpus = None,
+    servers: Sequence[Server] = (),
     **options: Any,
-) -> dict[str, Any]:
-    """Run `clients` load-generator processes at once (concurrency split between them)."""
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run `clients` load-generator processes at once (concurrency split between them);
+    their merged result, and each of `servers`' CPU share (cores) over the window.
+
+    The processes start together with the same warm-up and duration, so the first
+    one's window edges (``{"window": ...}`` lines) stand for all of them: the
+    servers' CPU is read at those moments, without the start-up, the warm-up or
+    the teardown (the clients cancel what is in flight when the window ends).
+    """
     if "concurrency" in options:
         options["concurrency"] = max(1, int(options["concurrency"]) // clients)
     argv = client_argv(PYTHON_CLIENT, mode, target, scenario, **options)
-    procs = [
-        subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=ENV,
-            cwd=ROOT,
-            preexec_fn=_on(cpus),
-        )
-        for _ in range(clients)
-    ]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=180)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{mode} failed: {err.decode()[-2000:]}")
-        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    with contextlib.ExitStack() as files:
+        errs = [files.enter_context(tempfile.TemporaryFile()) for _ in range(clients)]
+        procs = [
+            subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=err, env=ENV, cwd=ROOT, preexec_fn=_on(cpus)
+            )
+            for err in errs
+        ]
+        edges: dict[str, tuple[float, dict[str, float]]] = {}
+        outputs: list[list[str]] = []
+        for index, proc in enumerate(procs):
+            assert proc.stdout is not None
+            lines: list[str] = []
+            for line in proc.stdout:
+                lines.append(line)
+                if index == 0 and '"window"' in line:
+                    edge = json.loads(line)["window"]
+                    edges[edge] = (time.perf_counter(), {s.name: s.cpu() for s in servers})
+            proc.wait(180)
+            if proc.returncode != 0:
+                errs[index].seek(0)
+                tail = errs[index].read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"{mode} failed: {tail}")
+            outputs.append(lines)
+    results = [json.loads(lines[-1]) for lines in outputs]
     merged = dict(results[0])
     for other in results[1:]:
         for key in ("count", "cpu", "errors"):
             merged[key] += other[key]
         merged["lat_ms"] = merged.get("lat_ms", []) + other.get("lat_ms", [])
         merged["seconds"] = max(merged["seconds"], other["seconds"])
-    return merged
+    shares: dict[str, float] = {}
+    if set(edges) == {"start", "end"}:
+        (t0, before), (t1, after) = edges["start"], edges["end"]
+        shares = {name: (after[name] - before[name]) / (t1 - t0) for name in before}
+    return merged, shares
 
 
 def windowed(
@@ -542,8 +562,7 @@ def measure(
     **options: Any,
 ) -> dict[str, Any]:
     """One load phase; `label` names it in the progress line (default: the client mode)."""
-    with cpu_window(servers) as shares:
-        result = load(mode, target, scenario, clients, cpus, **options)
+    result, shares = load(mode, target, scenario, clients, cpus, servers, **options)
     latencies = result.pop("lat_ms", [])
     out: dict[str, Any] = {
         "mode": mode,
