@@ -85,13 +85,18 @@ COMPLETION_WITH_TOOL_CALLS: JSON = {
     },
 }
 
+# The members every chunk of one streamed answer repeats.
+TOOL_CALL_STREAM_HEAD: JSON = {
+    "id": "gen-1732512001-XyZ",
+    "provider": "Anthropic",
+    "model": "anthropic/claude-3.5-sonnet",
+    "object": "chat.completion.chunk",
+    "created": 1732512001,
+}
+
 TOOL_CALL_CHUNKS: list[JSON] = [
     {
-        "id": "gen-1732512001-XyZ",
-        "provider": "Anthropic",
-        "model": "anthropic/claude-3.5-sonnet",
-        "object": "chat.completion.chunk",
-        "created": 1732512001,
+        **TOOL_CALL_STREAM_HEAD,
         "choices": [
             {
                 "index": 0,
@@ -114,11 +119,7 @@ TOOL_CALL_CHUNKS: list[JSON] = [
         ],
     },
     {
-        "id": "gen-1732512001-XyZ",
-        "provider": "Anthropic",
-        "model": "anthropic/claude-3.5-sonnet",
-        "object": "chat.completion.chunk",
-        "created": 1732512001,
+        **TOOL_CALL_STREAM_HEAD,
         "choices": [
             {
                 "index": 0,
@@ -128,11 +129,7 @@ TOOL_CALL_CHUNKS: list[JSON] = [
         ],
     },
     {
-        "id": "gen-1732512001-XyZ",
-        "provider": "Anthropic",
-        "model": "anthropic/claude-3.5-sonnet",
-        "object": "chat.completion.chunk",
-        "created": 1732512001,
+        **TOOL_CALL_STREAM_HEAD,
         "choices": [
             {
                 "index": 0,
@@ -145,11 +142,7 @@ TOOL_CALL_CHUNKS: list[JSON] = [
 ]
 
 USAGE_CHUNK: JSON = {
-    "id": "gen-1732512001-XyZ",
-    "provider": "Anthropic",
-    "model": "anthropic/claude-3.5-sonnet",
-    "object": "chat.completion.chunk",
-    "created": 1732512001,
+    **TOOL_CALL_STREAM_HEAD,
     "choices": [],
     "usage": {
         "prompt_tokens": 1200,
