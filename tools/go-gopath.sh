@@ -1,7 +1,8 @@
 # Sourced (never run) by examples/go/build.sh and bench/goload/build.sh: the GOPATH
 # workspace both build in, offline, from Debian's packaged Go sources.
 #
-#   here=<the script's folder>; . tools/go-gopath.sh "${1:-}"; ...; gopath_build OUT PACKAGE
+#   here=<the script's folder>; . tools/go-gopath.sh "${1:-}"
+#   gopath_package IMPORT_PATH; <generate the stubs>; gopath_build OUT IMPORT_PATH
 #
 # Why GOPATH mode: Debian ships grpc-go, protobuf and genproto as sources under
 # /usr/share/gocode (what its own packages build with), not as a module cache, and there
@@ -25,7 +26,15 @@ fi
 mkdir -p "$build"
 build="$(cd "$build" && pwd)"
 
-# gopath_build OUT PACKAGE: `go build -o OUT PACKAGE` in that workspace; GOCACHE is the
+# gopath_package IMPORT_PATH: the package's folder in the workspace, BUILD_DIR/src/IMPORT_PATH,
+# made, with the calling script's main.go copied in; sets `app` to it.
+gopath_package() {
+    app="$build/src/$1"
+    mkdir -p "$app"
+    cp "$here/main.go" "$app/"
+}
+
+# gopath_build OUT IMPORT_PATH: `go build -o OUT IMPORT_PATH` in that workspace; GOCACHE is the
 # caller's when set, else one inside BUILD_DIR (HOME may be unwritable).
 gopath_build() {
     GO111MODULE=off GOPROXY=off GOFLAGS= \

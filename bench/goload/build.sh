@@ -9,9 +9,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../../tools/go-gopath.sh" "${1:-}"
-app="$build/src/myrouter.bench/goload"
+gopath_package myrouter.bench/goload
 mkdir -p "$app/gen"
-cp "$here/main.go" "$app/"
 protoc -I "$protos" --go_out="$app/gen" --go_opt=paths=source_relative \
     --go_opt=Mmyrouter/chat/v1/chat.proto=myrouter.bench/goload/gen/myrouter/chat/v1 \
     --go-grpc_out="$app/gen" --go-grpc_opt=paths=source_relative \

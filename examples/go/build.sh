@@ -10,10 +10,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../../tools/go-gopath.sh" "${1:-}"
-app="$build/src/example.com/yourapp"
-
-mkdir -p "$app"
-cp "$here/main.go" "$app/"
+gopath_package example.com/yourapp
 cd "$app"
 
 # The protoc command of docs/clients.md as written, after the folder it writes to (protoc does not
