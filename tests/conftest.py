@@ -13,6 +13,7 @@ it and when the bridge let go of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -28,7 +29,7 @@ from bridge.logs import JSONFormatter
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2_grpc
 from myrouter_upstream import EmbeddedUpstream, UpstreamConfig
-from support import CALLER_TOKEN, SERVICE_KEY, Certs, RawUpstream
+from support import CALLER_TOKEN, SERVICE_KEY, BridgeProcess, Certs, RawUpstream
 
 
 class BridgeThread:
@@ -132,6 +133,28 @@ def channel(bridge: BridgeThread) -> Iterator[grpc.Channel]:
 @pytest.fixture(scope="session")
 def stub(channel: grpc.Channel) -> chat_pb2_grpc.ChatServiceStub:
     return chat_pb2_grpc.ChatServiceStub(channel)
+
+
+@pytest.fixture
+def start_bridge_process(upstream: EmbeddedUpstream) -> Iterator[Callable[..., BridgeProcess]]:
+    """Start `myrouter-bridge serve` as a child process with the service key, towards the
+    embedded upstream unless `upstream_url` names another; each is killed after the test."""
+    with contextlib.ExitStack() as started:
+
+        def start(
+            *flags: str, upstream_url: str | None = None, log_level: str = "INFO"
+        ) -> BridgeProcess:
+            process = BridgeProcess(
+                "--upstream-url",
+                upstream_url or upstream.base_url,
+                *flags,
+                env={"MYROUTER_API_KEY": SERVICE_KEY},
+                log_level=log_level,
+            )
+            started.callback(process.kill)
+            return process
+
+        yield start
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from support import CALLER_TOKEN, SERVICE_KEY, BridgeProcess
+from support import CALLER_TOKEN
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,14 +26,11 @@ def _run(*args: str, stdin: str | None = None, **env: str) -> subprocess.Complet
 
 
 @pytest.fixture
-def bridge_process(upstream):
-    proc = BridgeProcess("--upstream-url", upstream.base_url, env={"MYROUTER_API_KEY": SERVICE_KEY})
-    try:
-        yield proc.target
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
-    finally:
-        proc.kill()
+def bridge_process(start_bridge_process):
+    proc = start_bridge_process()
+    yield proc.target
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
 
 
 def test_help_lists_the_commands_and_settings():

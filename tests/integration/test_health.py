@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridge.server import CHAT_SERVICE_NAME
 from myrouter.chat.v1 import chat_pb2_grpc
-from support import CALLER_METADATA, SERVICE_KEY, BridgeProcess, chat_request, with_scenario
+from support import CALLER_METADATA, chat_request, with_scenario
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,27 +62,24 @@ def test_stop_turns_not_serving_before_the_listener_goes(make_bridge):
             stopper.join(10)
 
 
-def test_sigterm_not_serving_while_an_inflight_stream_completes(upstream):
-    proc = BridgeProcess("--upstream-url", upstream.base_url, env={"MYROUTER_API_KEY": SERVICE_KEY})
-    try:
-        with grpc.insecure_channel(proc.target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
-            assert next(watch).status == SERVING
+def test_sigterm_not_serving_while_an_inflight_stream_completes(start_bridge_process):
+    proc = start_bridge_process()
+    with grpc.insecure_channel(proc.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
+        assert next(watch).status == SERVING
 
-            chat = chat_pb2_grpc.ChatServiceStub(channel)
-            request = with_scenario(chat_request(), chunks=8, chunk_delay=0.15)
-            stream = chat.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=20)
-            first = next(stream)
-            assert first.choices
+        chat = chat_pb2_grpc.ChatServiceStub(channel)
+        request = with_scenario(chat_request(), chunks=8, chunk_delay=0.15)
+        stream = chat.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=20)
+        first = next(stream)
+        assert first.choices
 
-            proc.send_signal(signal.SIGTERM)
-            assert next(watch).status == NOT_SERVING
-            rest = list(stream)  # the in-flight stream still completes, OK
-            assert stream.code() == grpc.StatusCode.OK
-            text = "".join(c.delta.content for chunk in [first, *rest] for c in chunk.choices)
-            assert text.count("tok") == 8
-            assert list(watch) == []  # the watch ends so it cannot hold the drain
-        assert proc.wait(timeout=15) == 0
-    finally:
-        proc.kill()
+        proc.send_signal(signal.SIGTERM)
+        assert next(watch).status == NOT_SERVING
+        rest = list(stream)  # the in-flight stream still completes, OK
+        assert stream.code() == grpc.StatusCode.OK
+        text = "".join(c.delta.content for chunk in [first, *rest] for c in chunk.choices)
+        assert text.count("tok") == 8
+        assert list(watch) == []  # the watch ends so it cannot hold the drain
+    assert proc.wait(timeout=15) == 0

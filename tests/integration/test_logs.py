@@ -13,7 +13,6 @@ from support import (
     CALLER_METADATA,
     CALLER_TOKEN,
     SERVICE_KEY,
-    BridgeProcess,
     chat_request,
     stub_for,
     with_scenario,
@@ -57,22 +56,13 @@ def test_failed_rpc_line_has_code_and_reason(stub, rpc_lines):
     assert line["reason"] == "UPSTREAM_HTTP_ERROR"
 
 
-def test_serve_writes_json_lines_without_the_token(upstream):
-    proc = BridgeProcess(
-        "--upstream-url",
-        upstream.base_url,
-        "--log-format",
-        "json",
-        env={"MYROUTER_API_KEY": SERVICE_KEY},
-    )
-    try:
-        channel, stub = stub_for(proc.target)
-        with channel:
-            stub.CreateChatCompletion(chat_request(), metadata=CALLER_METADATA, timeout=10)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
-    finally:
-        proc.kill()
+def test_serve_writes_json_lines_without_the_token(start_bridge_process):
+    proc = start_bridge_process("--log-format", "json")
+    channel, stub = stub_for(proc.target)
+    with channel:
+        stub.CreateChatCompletion(chat_request(), metadata=CALLER_METADATA, timeout=10)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
     rest = proc.output()
     entries = [json.loads(line) for line in rest.splitlines() if line.strip()]
     assert any(e.get("method") == "CreateChatCompletion" and e["status"] == "OK" for e in entries)

@@ -104,6 +104,13 @@ def head(gen_id: str, model: str = MODEL) -> dict[str, Any]:
     }
 
 
+def chunk_choice(
+    delta: dict[str, Any], finish_reason: str | None = None, **members: Any
+) -> dict[str, Any]:
+    """The one choice of a streamed chunk, as the upstream writes it."""
+    return {"index": 0, "delta": delta, "finish_reason": finish_reason, **members}
+
+
 def usage(prompt: int, completion: int) -> dict[str, Any]:
     return {
         "input_tokens": prompt,
@@ -259,26 +266,11 @@ def test_stream_exact_event_sequence(client: httpx.Client) -> None:
     gen_id = events[0]["id"]
     h = head(gen_id)
     assert events == [
-        {
-            **h,
-            "choices": [
-                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-            ],
-        },
-        {**h, "choices": [{"index": 0, "delta": {"content": "You "}, "finish_reason": None}]},
-        {**h, "choices": [{"index": 0, "delta": {"content": "said: "}, "finish_reason": None}]},
-        {**h, "choices": [{"index": 0, "delta": {"content": "hello"}, "finish_reason": None}]},
-        {
-            **h,
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {},
-                    "finish_reason": "stop",
-                    "native_finish_reason": "stop",
-                }
-            ],
-        },
+        {**h, "choices": [chunk_choice({"role": "assistant", "content": ""})]},
+        {**h, "choices": [chunk_choice({"content": "You "})]},
+        {**h, "choices": [chunk_choice({"content": "said: "})]},
+        {**h, "choices": [chunk_choice({"content": "hello"})]},
+        {**h, "choices": [chunk_choice({}, "stop", native_finish_reason="stop")]},
         {**h, "choices": [], "usage": usage(1, 3)},
         "[DONE]",
     ]
@@ -328,25 +320,16 @@ def test_tool_call_unary(client: httpx.Client) -> None:
 def test_tool_call_stream(client: httpx.Client) -> None:
     events = data_events(stream(client, chat_body("what is up", tools=TOOLS)).content)
     h = head(events[0]["id"])
+    first_call = {
+        "index": 0,
+        "id": "call_0",
+        "type": "function",
+        "function": {"name": "search", "arguments": ""},
+    }
     assert events[0] == {
         **h,
         "choices": [
-            {
-                "index": 0,
-                "delta": {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "index": 0,
-                            "id": "call_0",
-                            "type": "function",
-                            "function": {"name": "search", "arguments": ""},
-                        }
-                    ],
-                },
-                "finish_reason": None,
-            }
+            chunk_choice({"role": "assistant", "content": None, "tool_calls": [first_call]})
         ],
     }
     pieces = events[1:-3]
@@ -359,12 +342,7 @@ def test_tool_call_stream(client: httpx.Client) -> None:
         arguments += calls[0]["function"]["arguments"]
     assert json.loads(arguments) == {"query": "what is up"}
     assert events[-3]["choices"] == [
-        {
-            "index": 0,
-            "delta": {},
-            "finish_reason": "tool_calls",
-            "native_finish_reason": "tool_calls",
-        }
+        chunk_choice({}, "tool_calls", native_finish_reason="tool_calls")
     ]
     assert events[-2]["usage"]["output_tokens"] == 1 + len(pieces)
     assert events[-1] == "[DONE]"
@@ -513,7 +491,7 @@ def test_midstream_error(client: httpx.Client, code: Any, expected: Any) -> None
             "message": "Provider disconnected",
             "metadata": {"provider_name": "embedded"},
         },
-        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+        "choices": [chunk_choice({"content": ""}, "error")],
     }
 
 

@@ -9,7 +9,6 @@ were told and its metrics page are captured and searched.
 from __future__ import annotations
 
 import signal
-import socket
 
 import grpc
 import httpx
@@ -19,9 +18,9 @@ from myrouter.chat.v1 import chat_pb2
 from support import (
     CALLER_TOKEN,
     SERVICE_KEY,
-    BridgeProcess,
     chat_request,
     details_of,
+    free_port,
     stub_for,
     with_scenario,
 )
@@ -101,27 +100,17 @@ def _exercise(target: str) -> list[str]:
     return told
 
 
-def test_no_secret_in_any_output_of_a_process_at_debug_level(upstream):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        metrics_port = probe.getsockname()[1]
-    process = BridgeProcess(
-        "--upstream-url",
-        upstream.base_url,
-        "--metrics-listen",
-        f"127.0.0.1:{metrics_port}",
-        env={"MYROUTER_API_KEY": SERVICE_KEY},
-        log_level="DEBUG",
+def test_no_secret_in_any_output_of_a_process_at_debug_level(start_bridge_process):
+    metrics_port = free_port()
+    process = start_bridge_process(
+        "--metrics-listen", f"127.0.0.1:{metrics_port}", log_level="DEBUG"
     )
-    try:
-        told = _exercise(process.target)
-        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-        assert "bridge_rpcs_total" in metrics
-        told.append(metrics)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(15) == 0
-    finally:
-        process.kill()
+    told = _exercise(process.target)
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    assert "bridge_rpcs_total" in metrics
+    told.append(metrics)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(15) == 0
     output = process.output()
     assert "DEBUG" in output  # the capture really was at DEBUG level
     assert "failed" in output  # and it logged the failures
@@ -132,26 +121,18 @@ def test_no_secret_in_any_output_of_a_process_at_debug_level(upstream):
     assert len(told) == 8  # 7 failed calls and the metrics page
 
 
-def test_no_secret_in_connection_failure_logs_and_status():
-    with socket.socket() as probe:  # a port with nobody listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_no_secret_in_connection_failure_logs_and_status(start_bridge_process):
     # userinfo in the URL is the classic way a credential ends up in an exception text
-    url = f"http://user:{SERVICE_KEY}@127.0.0.1:{port}/api/v1"
-    process = BridgeProcess(
-        "--upstream-url", url, env={"MYROUTER_API_KEY": SERVICE_KEY}, log_level="DEBUG"
-    )
-    try:
-        channel, stub = stub_for(process.target)
-        with channel, pytest.raises(grpc.RpcError) as caught:
-            stub.CreateChatCompletion(
-                chat_request(), metadata=(("authorization", f"Bearer {CALLER_TOKEN}"),)
-            )
-        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(15) == 0
-    finally:
-        process.kill()
+    url = f"http://user:{SERVICE_KEY}@127.0.0.1:{free_port()}/api/v1"
+    process = start_bridge_process(upstream_url=url, log_level="DEBUG")
+    channel, stub = stub_for(process.target)
+    with channel, pytest.raises(grpc.RpcError) as caught:
+        stub.CreateChatCompletion(
+            chat_request(), metadata=(("authorization", f"Bearer {CALLER_TOKEN}"),)
+        )
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(15) == 0
     output = process.output()
     for secret in SECRETS:
         assert secret not in output

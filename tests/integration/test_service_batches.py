@@ -126,29 +126,6 @@ def test_a_wait_longer_than_the_cap_is_cut_not_refused(stub):
 
 
 @pytest.mark.parametrize("max_delay", [None, 1.0])
-def test_midstream_error_is_the_last_chunk_then_the_status(stub, max_delay):
-    request = with_scenario(
-        chat_request("one two three four"),
-        kind="midstream_error",
-        after=2,
-        error_code="rate_limit_exceeded",
-        message="slow down",
-        chunk_delay=0.01,
-    )
-    messages, error, _ = collect(stub, request, max_delay)
-
-    assert error is not None
-    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "slow down" in error.details()
-    chunks = chunks_of(messages)
-    assert len(chunks) == 4  # role chunk + 2 content chunks + the error event
-    assert [chunk.HasField("error") for chunk in chunks] == [False, False, False, True]
-    assert chunks[-1].error.code == "rate_limit_exceeded"
-    assert chunks[-1].choices[0].finish_reason == "error"
-    assert details_of(error)["ErrorInfo"].reason == "UPSTREAM_REPORTED_ERROR"
-
-
-@pytest.mark.parametrize("max_delay", [None, 1.0])
 def test_error_as_first_event_is_the_status_alone(stub, max_delay):
     request = with_scenario(chat_request("a b"), kind="midstream_error", after=0)
     messages, error, call = collect(stub, request, max_delay)

@@ -10,6 +10,7 @@ from support import (
     CALLER_METADATA,
     chat_request,
     details_of,
+    free_port,
     metadata_dict,
     stub_for,
     with_scenario,
@@ -118,12 +119,7 @@ def test_early_error_returns_request_id_in_trailers_only(stub):
 
 
 def test_connection_refused_is_unavailable(make_bridge):
-    import socket
-
-    with socket.socket() as probe:  # a port with nobody listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    bridge = make_bridge(upstream_url=f"http://127.0.0.1:{port}/api/v1")
+    bridge = make_bridge(upstream_url=f"http://127.0.0.1:{free_port()}/api/v1")
     channel, stub = stub_for(bridge.target)
     with channel, pytest.raises(grpc.RpcError) as caught:
         stub.CreateChatCompletion(chat_request(), metadata=CALLER_METADATA)

@@ -106,25 +106,41 @@ def test_request_id_is_generated_when_absent(stub, upstream):
     assert upstream.requests()[0].headers["x-request-id"] == generated
 
 
-def test_midstream_error_after_chunks_ends_with_its_status(stub):
+def _batched(max_delay: float | None):
+    """`read_stream` over StreamChatCompletionBatches: the chunks of all its messages."""
+
+    def read(stub, request):
+        messages, error, call = read_batches(stub, request, max_delay)
+        return [chunk for message in messages for chunk in message.chunks], error, call
+
+    return read
+
+
+@pytest.mark.parametrize(
+    "read",
+    [read_stream, _batched(None), _batched(1.0)],
+    ids=["per_event", "batches", "batches_max_delay_1s"],
+)
+def test_midstream_error_after_chunks_ends_with_its_status(stub, read):
     request = with_scenario(
         chat_request("one two three four"),
         kind="midstream_error",
         after=2,
         error_code="rate_limit_exceeded",
         message="slow down",
+        chunk_delay=0.01,  # paced, so a bounded wait may gather events into one message
     )
-    chunks, error, _call = read_stream(stub, request)
+    chunks, error, _call = read(stub, request)
 
     assert error is not None
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "slow down" in error.details()
     # role chunk + 2 content chunks, then the error event itself as a message
-    assert chunks[-1].HasField("error")
+    assert len(chunks) == 4
+    assert [chunk.HasField("error") for chunk in chunks] == [False, False, False, True]
     assert chunks[-1].error.code == "rate_limit_exceeded"
     assert chunks[-1].error.message == "slow down"
     assert chunks[-1].choices[0].finish_reason == "error"
-    assert len(chunks) == 4
     info = details_of(error)["ErrorInfo"]
     assert info.reason == "UPSTREAM_REPORTED_ERROR"
     assert info.metadata["code"] == "rate_limit_exceeded"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -17,7 +16,6 @@ import pytest
 from bridge.server import EXIT_FORCED
 from support import (
     CALLER_METADATA,
-    SERVICE_KEY,
     BridgeProcess,
     chat_request,
     details_of,
@@ -28,22 +26,6 @@ from support import (
 pytestmark = pytest.mark.timeout(60)
 
 FOREVER = 3600
-
-
-@pytest.fixture
-def start_bridge(upstream) -> Iterator[Callable[..., BridgeProcess]]:
-    started: list[BridgeProcess] = []
-
-    def start(*flags: str) -> BridgeProcess:
-        process = BridgeProcess(
-            "--upstream-url", upstream.base_url, *flags, env={"MYROUTER_API_KEY": SERVICE_KEY}
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
 
 
 def _assert_clean_exit(process: BridgeProcess, timeout: float = 15) -> str:
@@ -70,8 +52,8 @@ def _stalled_stream(stub):
     return stub.StreamChatCompletion(request, metadata=CALLER_METADATA, timeout=30)
 
 
-def test_stream_in_flight_finishes_within_the_grace_period(start_bridge, upstream):
-    process = start_bridge("--shutdown-grace", "20")
+def test_stream_in_flight_finishes_within_the_grace_period(start_bridge_process, upstream):
+    process = start_bridge_process("--shutdown-grace", "20")
     channel, stub = stub_for(process.target)
     with channel:
         request = with_scenario(chat_request("one two three four five"), chunk_delay=0.15)
@@ -91,8 +73,10 @@ def test_stream_in_flight_finishes_within_the_grace_period(start_bridge, upstrea
     assert record.outcome == "completed"
 
 
-def test_stream_still_running_after_the_grace_period_is_aborted_unavailable(start_bridge, upstream):
-    process = start_bridge("--shutdown-grace", "0.5")
+def test_stream_still_running_after_the_grace_period_is_aborted_unavailable(
+    start_bridge_process, upstream
+):
+    process = start_bridge_process("--shutdown-grace", "0.5")
     channel, stub = stub_for(process.target)
     with channel:
         call = _stalled_stream(stub)
@@ -114,8 +98,10 @@ def test_stream_still_running_after_the_grace_period_is_aborted_unavailable(star
     assert "aborting 1 call(s)" in output
 
 
-def test_stream_blocked_on_a_caller_that_stopped_reading_is_aborted_too(start_bridge, upstream):
-    process = start_bridge("--shutdown-grace", "0.5")
+def test_stream_blocked_on_a_caller_that_stopped_reading_is_aborted_too(
+    start_bridge_process, upstream
+):
+    process = start_bridge_process("--shutdown-grace", "0.5")
     channel, stub = stub_for(process.target)
     with channel:
         request = with_scenario(chat_request(), chunks=2000, pad=16 * 1024)
@@ -132,8 +118,8 @@ def test_stream_blocked_on_a_caller_that_stopped_reading_is_aborted_too(start_br
     _assert_clean_exit(process)
 
 
-def test_unary_call_still_running_after_the_grace_period_is_aborted(start_bridge, upstream):
-    process = start_bridge("--shutdown-grace", "0.3")
+def test_unary_call_still_running_after_the_grace_period_is_aborted(start_bridge_process, upstream):
+    process = start_bridge_process("--shutdown-grace", "0.3")
     channel, stub = stub_for(process.target)
     with channel:
         future = stub.CreateChatCompletion.future(
@@ -149,15 +135,15 @@ def test_unary_call_still_running_after_the_grace_period_is_aborted(start_bridge
     _assert_clean_exit(process)
 
 
-def test_idle_bridge_exits_zero_on_sigterm_and_sigint(start_bridge):
+def test_idle_bridge_exits_zero_on_sigterm_and_sigint(start_bridge_process):
     for sig in (signal.SIGTERM, signal.SIGINT):
-        process = start_bridge()
+        process = start_bridge_process()
         process.send_signal(sig)
         _assert_clean_exit(process)
 
 
-def test_second_signal_forces_exit_at_once(start_bridge, upstream):
-    process = start_bridge("--shutdown-grace", "60")
+def test_second_signal_forces_exit_at_once(start_bridge_process, upstream):
+    process = start_bridge_process("--shutdown-grace", "60")
     channel, stub = stub_for(process.target)
     with channel:
         call = _stalled_stream(stub)

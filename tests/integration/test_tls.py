@@ -127,11 +127,6 @@ def tls_upstream(certs: Certs) -> Iterator[str]:
     thread.join(10)
 
 
-def _serve(*args: str) -> BridgeProcess:
-    """A bridge process (TLS towards the upstream is kept out of the test process's threads)."""
-    return BridgeProcess(*args, env={"MYROUTER_API_KEY": SERVICE_KEY})
-
-
 def _stop(proc: BridgeProcess) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -140,16 +135,17 @@ def _stop(proc: BridgeProcess) -> None:
         proc.kill()
 
 
-def test_upstream_with_a_private_ca(certs, tls_upstream):
-    trusted = _serve(
-        "--upstream-url", tls_upstream, "--upstream-ca-file", str(certs.server_ca_file)
+def test_upstream_with_a_private_ca(certs, tls_upstream, start_bridge_process):
+    # Bridge processes: TLS towards the upstream is kept out of the test process's threads.
+    trusted = start_bridge_process(
+        "--upstream-ca-file", str(certs.server_ca_file), upstream_url=tls_upstream
     )
     try:
         with grpc.insecure_channel(trusted.target) as channel:
             assert _call(chat_pb2_grpc.ChatServiceStub(channel)).choices
     finally:
         _stop(trusted)
-    untrusted = _serve("--upstream-url", tls_upstream)  # the system store only
+    untrusted = start_bridge_process(upstream_url=tls_upstream)  # the system store only
     try:
         with grpc.insecure_channel(untrusted.target) as channel:
             with pytest.raises(grpc.RpcError) as caught:

@@ -48,21 +48,22 @@ def test_defaults_with_no_flags_and_no_environment() -> None:
 
 # The flag and the variable of each setting come from its row in bridge.config.SETTINGS;
 # here only what to feed them: config field, flag value, env value, expected from flag, from env
+
+
+def _as_given(field: str, flag_value: str, env_value: str) -> tuple[str, str, str, str, str]:
+    """The sample of a setting whose value is its text as given."""
+    return (field, flag_value, env_value, flag_value, env_value)
+
+
 SAMPLES = [
-    ("listen", "127.0.0.1:1", "[::]:2", "127.0.0.1:1", "[::]:2"),
-    (
-        "upstream_url",
-        "http://localhost:8080/v1",
-        "https://env.example/api",
-        "http://localhost:8080/v1",
-        "https://env.example/api",
-    ),
+    _as_given("listen", "127.0.0.1:1", "[::]:2"),
+    _as_given("upstream_url", "http://localhost:8080/v1", "https://env.example/api"),
     ("connect_timeout", "1.5", "2.5", 1.5, 2.5),
     ("request_timeout", "30", "45", 30.0, 45.0),
     ("stream_idle_timeout", "10", "20", 10.0, 20.0),
     ("max_upstream_connections", "8", "16", 8, 16),
-    ("log_level", "DEBUG", "ERROR", "DEBUG", "ERROR"),
-    ("event_loop", "asyncio", "uvloop", "asyncio", "uvloop"),
+    _as_given("log_level", "DEBUG", "ERROR"),
+    _as_given("event_loop", "asyncio", "uvloop"),
     # reliability limits (issue 3)
     *[
         (field, "4096", "8192", 4096, 8192)
@@ -82,10 +83,10 @@ SAMPLES = [
 SAMPLES += [
     ("reflection", "false", "off", False, False),
     ("shutdown_delay", "2", "3.5", 2.0, 3.5),
-    ("metrics_listen", "127.0.0.1:9464", "[::]:9090", "127.0.0.1:9464", "[::]:9090"),
-    ("log_format", "json", "text", "json", "text"),
+    _as_given("metrics_listen", "127.0.0.1:9464", "[::]:9090"),
+    _as_given("log_format", "json", "text"),
     ("workers", "4", "3", 4, 3),
-    ("opentelemetry", "on", "off", "on", "off"),
+    _as_given("opentelemetry", "on", "off"),
     ("keepalive_time", "30", "45", 30.0, 45.0),
     ("keepalive_timeout", "5", "7", 5.0, 7.0),
     ("keepalive_permit_without_calls", "false", "no", False, False),

@@ -10,7 +10,7 @@ test_faults.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -72,6 +72,25 @@ def client_for(status: int, headers: dict[str, str], body: Body, **settings: Any
     return UpstreamClient(config, transport=httpx.MockTransport(handler))
 
 
+def relay(
+    client: UpstreamClient, call: UpstreamCall, collect: Callable[[Any], Awaitable[None]]
+) -> BaseException | None:
+    """Open `client`'s stream, hand it to `collect`, close the client: the exception it ended
+    with (None when it ended well)."""
+
+    async def main() -> BaseException | None:
+        try:
+            async with await client.stream_chat_completion(b"{}", call) as answer:
+                await collect(answer)
+        except Exception as exc:
+            return exc
+        finally:
+            await client.aclose()
+        return None
+
+    return asyncio.run(main())
+
+
 def stream(
     reads: Sequence[bytes | float],
     *,
@@ -86,18 +105,11 @@ def stream(
     client = client_for(status, headers, body, **settings)
     events: list[dict[str, Any]] = []
 
-    async def main() -> BaseException | None:
-        try:
-            async with await client.stream_chat_completion(b"{}", call) as answer:
-                async for event in answer:
-                    events.append(event)
-        except Exception as exc:
-            return exc
-        finally:
-            await client.aclose()
-        return None
+    async def collect(answer: AsyncIterator[dict[str, Any]]) -> None:
+        async for event in answer:
+            events.append(event)
 
-    return events, asyncio.run(main()), body
+    return events, relay(client, call, collect), body
 
 
 def unary(
@@ -273,18 +285,11 @@ def batched(
     client = client_for(200, SSE, body, **settings)
     batches: list[list[dict[str, Any]]] = []
 
-    async def main() -> BaseException | None:
-        try:
-            async with await client.stream_chat_completion(b"{}", CALL) as answer:
-                async for batch in answer.batches(max_delay):
-                    batches.append(list(batch))
-        except Exception as exc:
-            return exc
-        finally:
-            await client.aclose()
-        return None
+    async def collect(answer: Any) -> None:
+        async for batch in answer.batches(max_delay):
+            batches.append(list(batch))
 
-    return batches, asyncio.run(main()), body
+    return batches, relay(client, CALL, collect), body
 
 
 def _event(n: int) -> bytes:

@@ -85,13 +85,18 @@ COMPLETION_WITH_TOOL_CALLS: JSON = {
     },
 }
 
+# The members every chunk of one streamed answer repeats.
+TOOL_CALL_STREAM_HEAD: JSON = {
+    "id": "gen-1732512001-XyZ",
+    "provider": "Anthropic",
+    "model": "anthropic/claude-3.5-sonnet",
+    "object": "chat.completion.chunk",
+    "created": 1732512001,
+}
+
 TOOL_CALL_CHUNKS: list[JSON] = [
     {
-        "id": "gen-1732512001-XyZ",
-        "provider": "Anthropic",
-        "model": "anthropic/claude-3.5-sonnet",
-        "object": "chat.completion.chunk",
-        "created": 1732512001,
+        **TOOL_CALL_STREAM_HEAD,
         "choices": [
             {
                 "index": 0,
@@ -114,11 +119,7 @@ TOOL_CALL_CHUNKS: list[JSON] = [
         ],
     },
     {
-        "id": "gen-1732512001-XyZ",
-        "provider": "Anthropic",
-        "model": "anthropic/claude-3.5-sonnet",
-        "object": "chat.completion.chunk",
-        "created": 1732512001,
+        **TOOL_CALL_STREAM_HEAD,
         "choices": [
             {
                 "index": 0,
@@ -128,11 +129,7 @@ TOOL_CALL_CHUNKS: list[JSON] = [
         ],
     },
     {
-        "id": "gen-1732512001-XyZ",
-        "provider": "Anthropic",
-        "model": "anthropic/claude-3.5-sonnet",
-        "object": "chat.completion.chunk",
-        "created": 1732512001,
+        **TOOL_CALL_STREAM_HEAD,
         "choices": [
             {
                 "index": 0,
@@ -144,22 +141,18 @@ TOOL_CALL_CHUNKS: list[JSON] = [
     },
 ]
 
+# The members of USAGE_CHUNK's usage that Usage does not model: kept in `extra`, as sent.
+USAGE_EXTRA: JSON = {
+    "cost": 0.00855,
+    "is_byok": False,
+    "prompt_tokens_details": {"cached_tokens": 1024},
+    "completion_tokens_details": {"reasoning_tokens": 128},
+}
+
 USAGE_CHUNK: JSON = {
-    "id": "gen-1732512001-XyZ",
-    "provider": "Anthropic",
-    "model": "anthropic/claude-3.5-sonnet",
-    "object": "chat.completion.chunk",
-    "created": 1732512001,
+    **TOOL_CALL_STREAM_HEAD,
     "choices": [],
-    "usage": {
-        "prompt_tokens": 1200,
-        "completion_tokens": 300,
-        "total_tokens": 1500,
-        "cost": 0.00855,
-        "is_byok": False,
-        "prompt_tokens_details": {"cached_tokens": 1024},
-        "completion_tokens_details": {"reasoning_tokens": 128},
-    },
+    "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500, **USAGE_EXTRA},
 }
 
 REASONING_CHUNK: JSON = {
@@ -391,12 +384,7 @@ def test_usage_chunk_decodes_usage_and_keeps_cost_in_extra() -> None:
     assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (1200, 300, 1500)
     assert usage.cache_read_tokens == 1024
     assert usage.reasoning_tokens == 128
-    assert extra_of(usage) == {
-        "cost": 0.00855,
-        "is_byok": False,
-        "prompt_tokens_details": {"cached_tokens": 1024},
-        "completion_tokens_details": {"reasoning_tokens": 128},
-    }
+    assert extra_of(usage) == USAGE_EXTRA
 
 
 def test_usage_chunk_encodes_usage_in_the_myrouter_dialect() -> None:
@@ -408,10 +396,7 @@ def test_usage_chunk_encodes_usage_in_the_myrouter_dialect() -> None:
         "total_tokens": 1500,
         "cache_read_tokens": 1024,
         "reasoning_tokens": 128,
-        "cost": 0.00855,
-        "is_byok": False,
-        "prompt_tokens_details": {"cached_tokens": 1024},
-        "completion_tokens_details": {"reasoning_tokens": 128},
+        **USAGE_EXTRA,
     }
     assert encoded["id"] == "gen-1732512001-XyZ"
 
@@ -1272,29 +1257,40 @@ REASONING_DETAILS = with_unknowns(
         "signature": TEXT,
     },
 )
+REASONING_AND_REFUSAL = {  # a delta and a whole message carry them alike
+    "reasoning": TEXT,
+    "refusal": TEXT,
+    "reasoning_details": st.lists(REASONING_DETAILS, min_size=1, max_size=2),
+}
 DELTAS = with_unknowns(
     pb.Delta,
     {},
     {
         "role": st.sampled_from(["assistant", "tool", ""]),
         "content": TEXT,
-        "reasoning": TEXT,
-        "refusal": TEXT,
         "tool_calls": st.lists(TOOL_CALL_DELTAS, min_size=1, max_size=2),
-        "reasoning_details": st.lists(REASONING_DETAILS, min_size=1, max_size=2),
+        **REASONING_AND_REFUSAL,
     },
 )
 FINISH_REASONS = st.sampled_from(["stop", "length", "tool_calls", "content_filter", "error"])
-CHOICE_OPTIONAL = {  # a streamed choice and a whole one end alike
-    "finish_reason": FINISH_REASONS,
-    "native_finish_reason": NON_EMPTY_TEXT,
-    "logprobs": json_objects(),
-}
-CHUNK_CHOICES = with_unknowns(
-    pb.ChunkChoice,
-    {"index": INDEX, "delta": DELTAS},
-    CHOICE_OPTIONAL,
-)
+
+
+def choices(
+    cls: type[Message], body: str, bodies: st.SearchStrategy[JSON]
+) -> st.SearchStrategy[JSON]:
+    """Choices of a chunk (`body` "delta") or of a completion ("message"): they end alike."""
+    return with_unknowns(
+        cls,
+        {"index": INDEX, body: bodies},
+        {
+            "finish_reason": FINISH_REASONS,
+            "native_finish_reason": NON_EMPTY_TEXT,
+            "logprobs": json_objects(),
+        },
+    )
+
+
+CHUNK_CHOICES = choices(pb.ChunkChoice, "delta", DELTAS)
 USAGES = with_unknowns(
     pb.Usage,
     {},
@@ -1368,16 +1364,10 @@ MESSAGES = with_unknowns(
         "name": NON_EMPTY_TEXT,
         "tool_call_id": NON_EMPTY_TEXT,
         "tool_calls": st.lists(TOOL_CALLS, min_size=1, max_size=2),
-        "reasoning": TEXT,
-        "refusal": TEXT,
-        "reasoning_details": st.lists(REASONING_DETAILS, min_size=1, max_size=2),
+        **REASONING_AND_REFUSAL,
     },
 )
-CHOICES = with_unknowns(
-    pb.Choice,
-    {"index": INDEX, "message": MESSAGES},
-    CHOICE_OPTIONAL,
-)
+CHOICES = choices(pb.Choice, "message", MESSAGES)
 COMPLETIONS = with_unknowns(
     pb.ChatCompletion,
     {
