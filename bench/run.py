@@ -422,7 +422,7 @@ def load(
             lines: list[str] = []
             for line in proc.stdout:
                 lines.append(line)
-                if index == 0 and '"window"' in line:
+                if index == 0 and b'"window"' in line:
                     edge = json.loads(line)["window"]
                     edges[edge] = (time.perf_counter(), {s.name: s.cpu() for s in servers})
             proc.wait(180)

@@ -138,3 +138,29 @@ def test_open_loop_and_saturation_with_the_compiled_client(tmp_path: Path) -> No
     assert f"| {STREAMS:,} x {RATE:g} | go | per_event |" in report
     assert "| 256 | Go (grpc-go) | per_event | 1 |" in report
     assert "| 256 | Go (grpc-go) | batches_0 | 1 |" in report
+
+
+def test_a_closed_loop_phase_reads_the_servers_cpu_over_its_window() -> None:
+    # The pairs' closed loops (`run.measure`): the client prints its window's edges and
+    # cancels what is in flight at the end, so 4 streams of 500 chunks end with the window.
+    upstream = run.start_upstream()
+    try:
+        bridge = run.start_bridge(upstream)
+        try:
+            entry = run.measure(
+                "stream-bridge",
+                bridge.address,
+                run.STREAM_SCENARIO,
+                [upstream, bridge],
+                concurrency=4,
+                warmup=0.2,
+                duration=0.5,
+            )
+        finally:
+            bridge.stop()
+    finally:
+        upstream.stop()
+    assert entry["errors"] == 0, entry.get("first_error")
+    assert entry["count"] > 0
+    assert set(entry["cpu"]) == {"client", "upstream", "bridge"}
+    assert 0 < entry["cpu"]["bridge"] < 2 and 0 < entry["cpu"]["upstream"] < 2
