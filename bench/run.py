@@ -122,6 +122,8 @@ class OpenLoop:
     rate: float
     p99_target_ms: float | None = None
     """The most latency per chunk the bridge may add at p99 (ms)."""
+    clients: tuple[str, ...] = ("go", "python")
+    """The load clients that run it by default (a shape given by --open-loop runs with all)."""
 
     @property
     def label(self) -> str:
@@ -149,8 +151,21 @@ class OpenLoop:
 
 OPEN_LOOPS: Final[tuple[OpenLoop, ...]] = (
     OpenLoop(1000, 20, p99_target_ms=5.0),
-    OpenLoop(2000, 10),
+    OpenLoop(2000, 10, clients=("go",)),
+    OpenLoop(200, 50, clients=("go",)),
 )
+"""The issue's two shapes, and the sizing figure's own rate: at 50 chunks/s per stream a
+bounded wait gathers what it would in production (5 chunks per 100 ms), and 10,000
+chunks/s leaves the bridge's core room, so its CPU per chunk is a cost, not a capacity.
+The Python client runs the first alone (its rows are what Python callers see; past
+20,000 chunks/s it lags by itself, see "fell behind")."""
+
+
+def open_loops_of(client: str) -> tuple[OpenLoop, ...]:
+    """The default open-loop shapes `client` runs."""
+    return tuple(shape for shape in OPEN_LOOPS if client in shape.clients)
+
+
 COST_RATE: Final = 50.0
 """Chunks/s per stream of the sizing figure "bridge cores per 1,000 streams"."""
 KEPT_UP: Final = 0.98
@@ -1551,9 +1566,15 @@ def main() -> int:
                         floor.stop()
                 if "open" in only:
                     clients = {"go": compiled.client, "python": PYTHON_CLIENT}
-                    shapes = tuple(args.open_loop or OPEN_LOOPS)
                     results["open_loop"] = {
-                        name: run_open_loop(upstream, bridge, client, shapes, args, placement)
+                        name: run_open_loop(
+                            upstream,
+                            bridge,
+                            client,
+                            tuple(args.open_loop or open_loops_of(name)),
+                            args,
+                            placement,
+                        )
                         for name in args.open_client or ("go", "python")
                         if (client := clients[name]) is not None
                     }
