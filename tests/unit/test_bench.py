@@ -173,7 +173,7 @@ def test_each_client_runs_its_default_shapes() -> None:
     # The compiled client runs every shape, the sizing one at 50 chunks/s included; the
     # Python client the first shape only (it lags by itself beyond it).
     go = [shape.label for shape in run.open_loops_of("go")]
-    assert go == ["1000x20", "2000x10", "200x50"]
+    assert go == ["1000x20", "2000x10", "400x50"]
     assert [shape.label for shape in run.open_loops_of("python")] == ["1000x20"]
     assert any(shape.rate == run.COST_RATE for shape in run.open_loops_of("go"))
 
