@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_keys=frozenset(args.api_key) if args.api_key else None,
             default_scenario=scenario,
             chunk_delay=args.chunk_delay,
+            max_records=args.max_records,
         )
     except (orjson.JSONDecodeError, ScenarioError, ValueError) as exc:
         print(f"embedded upstream: {exc}", file=sys.stderr, flush=True)
@@ -64,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         help="accepted bearer token (repeatable); any token when absent",
     )
     parser.add_argument("--scenario", default=None, help="default scenario, as a JSON object")
+    parser.add_argument(
+        "--max-records",
+        type=int,
+        default=10_000,
+        help="latest requests kept for /_control/requests (10000); older ones are dropped",
+    )
     return parser
 
 

@@ -26,6 +26,10 @@ class UpstreamConfig:
     """Seconds between stream events unless a scenario says otherwise; 0 never sleeps."""
     base_path: str = "/api/v1"
     """Prefix of the API routes (``/models``, ``/chat/completions``)."""
+    max_records: int = 10_000
+    """How many of the latest requests the recorder keeps (older ones are dropped), so a
+    long-lived upstream (a demo, a benchmark serving millions of requests) holds bounded
+    memory, and its garbage collector a bounded heap to scan."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -34,5 +38,7 @@ class UpstreamConfig:
             raise ValueError("chunk_delay must be a finite number >= 0")
         if not self.base_path.startswith("/") or self.base_path.endswith("/"):
             raise ValueError("base_path must start with '/' and not end with '/'")
+        if self.max_records < 1:
+            raise ValueError("max_records must be at least 1")
         if self.api_keys is not None and not isinstance(self.api_keys, frozenset):
             raise TypeError("api_keys must be a frozenset or None")

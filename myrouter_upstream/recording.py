@@ -13,6 +13,7 @@ snapshot never changes under the test that holds it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -79,11 +80,11 @@ class RecordedRequest:
 
 
 class Recorder:
-    """Thread-safe store of `RecordedRequest` records."""
+    """Thread-safe store of the latest `max_records` `RecordedRequest` records."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_records: int = 10_000) -> None:
         self._changed = threading.Condition(threading.Lock())
-        self._records: list[RecordedRequest] = []
+        self._records: collections.deque[RecordedRequest] = collections.deque(maxlen=max_records)
         self._seq = 0
         self._version = 0
         """Bumped on every change, so waiters never miss one."""
@@ -126,7 +127,7 @@ class Recorder:
         self._changed.notify_all()
 
     def snapshot(self) -> list[RecordedRequest]:
-        """Copies of all records, oldest first."""
+        """Copies of all records kept, oldest first."""
         with self._changed:
             return [_copy(record) for record in self._records]
 

@@ -26,7 +26,7 @@ class UpstreamState:
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
-        self.recorder = Recorder()
+        self.recorder = Recorder(config.max_records)
         self._lock = threading.Lock()
         self._scenario = config.default_scenario
         self._ids = itertools.count(1)

@@ -14,8 +14,10 @@ import orjson
 import pytest
 
 import myrouter_upstream
-from myrouter_upstream import Scenario, ScenarioError, parse_scenario, tokenize
+from myrouter_upstream import Scenario, ScenarioError, cli, parse_scenario, tokenize
 from myrouter_upstream.answers import STAMP_MEMBER, stamped
+from myrouter_upstream.config import UpstreamConfig
+from myrouter_upstream.recording import Recorder
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -119,3 +121,25 @@ def test_the_console_scripts_name_the_upstreams_cli() -> None:
     scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
     assert scripts["myrouter-upstream"] == "myrouter_upstream.cli:main"
     assert scripts["myrouter-bridge"] == "bridge.cli:main"  # whose `upstream` delegates to it
+
+
+def test_the_recorder_keeps_the_latest_requests_only() -> None:
+    # A long-lived upstream (a demo, a benchmark) must not grow without bound.
+    recorder = Recorder(max_records=3)
+    for n in range(5):
+        recorder.start("POST", f"/r{n}", {}, None, b"")
+    kept = recorder.snapshot()
+    assert [record.path for record in kept] == ["/r2", "/r3", "/r4"]
+    assert [record.seq for record in kept] == [3, 4, 5]  # seq still counts every request
+    assert recorder.wait_for(lambda record: record.path == "/r4", timeout=0).seq == 5
+
+
+def test_max_records_is_a_setting_of_the_config_and_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert UpstreamConfig().max_records == 10_000
+    with pytest.raises(ValueError, match="max_records"):
+        UpstreamConfig(max_records=0)
+    # The flag reaches the config: an invalid value is refused before anything listens.
+    assert cli.main(["--max-records", "0"]) == 2
+    assert "max_records must be at least 1" in capsys.readouterr().err
