@@ -451,8 +451,9 @@ async def run_stream(args: argparse.Namespace, scenario: dict[str, Any]) -> dict
 
 
 async def run_hold(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[str, Any]:
-    """Open `concurrency` slow streams, say READY when each has a chunk, hold until stdin ends."""
-    bridge = Bridge(args.target, args.channels, scenario)
+    """Open `concurrency` slow streams (of `--rpc`), say READY when each has a chunk, hold
+    until stdin ends."""
+    bridge = Bridge(args.target, args.channels, scenario, args.rpc, args.max_delay)
     await bridge.ready()
     request = bridge.request()
     counter = Counter()
@@ -460,17 +461,19 @@ async def run_hold(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[s
     all_open = asyncio.Event()
 
     async def one() -> None:
-        nonlocal opened
-        first: list[float] = []
+        seen = False
+
+        def on_chunk(_stamp: str) -> None:
+            nonlocal opened, seen
+            counter.chunks += 1
+            if not seen:
+                seen = True
+                opened += 1
+                if opened == args.concurrency:
+                    all_open.set()
+
         try:
-            call = bridge.stub().StreamChatCompletion(request, metadata=METADATA)
-            async for _chunk in call:
-                counter.chunks += 1
-                if not first:
-                    first.append(0.0)
-                    opened += 1
-                    if opened == args.concurrency:
-                        all_open.set()
+            await bridge.rpc(bridge.stub(), request, on_chunk)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
