@@ -157,7 +157,7 @@ OPEN_LOOPS: Final[tuple[OpenLoop, ...]] = (
 """The issue's two shapes, and the sizing figure's own rate: at 50 chunks/s per stream a
 bounded wait gathers what it would in production (5 chunks per 100 ms); 20,000 chunks/s
 in all, as the other two offer, since CPU per chunk depends on the load (an idle loop
-pays its wake-ups per event: 77-83 µs per chunk at 200 x 50 against 52 at 400 x 50).
+pays its wake-ups per event: 77-83 µs per chunk at 200 x 50 against ~50 at 400 x 50).
 The Python client runs the first alone (its rows are what Python callers see; past
 20,000 chunks/s it lags by itself, see "fell behind")."""
 
