@@ -195,7 +195,7 @@ release-contract: $(TOOLS)
 
 clean:
 	rm -rf $(VENV) myrouter build $(CLIENT)/build $(UPSTREAM)/build dist *.egg-info .pytest_cache tools/node_modules \
-		examples/node/node_modules examples/ruby/gen bench/goload/gen
+		examples/node/node_modules examples/ruby/gen examples/go/gen bench/goload/gen
 
 # The container image (Dockerfile; docs/image.md): built with podman, or docker when
 # podman is absent, from wheels built here; tagged $(IMAGE_NAME):latest and
