@@ -108,7 +108,9 @@ class BodyReads(Protocol):
     async def read(self) -> bytes: ...
 
     async def aclose(self) -> None:
-        """Give up a read still in flight (the response itself is closed by its owner)."""
+        """Give up a read still in flight. It may close the body too (the aiohttp stream
+        does: it is the body); the response's owner closes it anyway, and closing twice is
+        harmless."""
 
 
 class _ResponseStream(httpx.AsyncByteStream):
