@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from .config import UpstreamConfig
+from .config import DEFAULT_MAX_RECORDS, UpstreamConfig
 from .runner import serve
 from .scenario import Scenario, ScenarioError, parse_scenario
 
@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-records",
         type=int,
-        default=10_000,
-        help="latest requests kept for /_control/requests (10000); older ones are dropped",
+        default=DEFAULT_MAX_RECORDS,
+        help=f"latest requests kept for /_control/requests ({DEFAULT_MAX_RECORDS}); "
+        "older ones are dropped",
     )
     return parser
 

@@ -7,7 +7,10 @@ import math
 
 from .scenario import Scenario
 
-__all__ = ["UpstreamConfig"]
+__all__ = ["DEFAULT_MAX_RECORDS", "UpstreamConfig"]
+
+DEFAULT_MAX_RECORDS = 10_000
+"""`UpstreamConfig.max_records` unless set (the command line's default too)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -26,7 +29,7 @@ class UpstreamConfig:
     """Seconds between stream events unless a scenario says otherwise; 0 never sleeps."""
     base_path: str = "/api/v1"
     """Prefix of the API routes (``/models``, ``/chat/completions``)."""
-    max_records: int = 10_000
+    max_records: int = DEFAULT_MAX_RECORDS
     """How many of the latest requests the recorder keeps (older ones are dropped), so a
     long-lived upstream (a demo, a benchmark serving millions of requests) holds bounded
     memory, and its garbage collector a bounded heap to scan."""

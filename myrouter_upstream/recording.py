@@ -82,7 +82,7 @@ class RecordedRequest:
 class Recorder:
     """Thread-safe store of the latest `max_records` `RecordedRequest` records."""
 
-    def __init__(self, max_records: int = 10_000) -> None:
+    def __init__(self, max_records: int) -> None:
         self._changed = threading.Condition(threading.Lock())
         self._records: collections.deque[RecordedRequest] = collections.deque(maxlen=max_records)
         self._seq = 0
