@@ -55,7 +55,7 @@ class AsyncClient:
             channel = grpc.aio.secure_channel(target, credentials, every, interceptors=interceptors)
         self.target = target
         self._channel = channel
-        self._stub = chat_pb2_grpc.ChatServiceStub(channel)
+        self._stub = _async_stub(channel)
         self._token = token
         self._deadline = deadline
         self._retries = retries
@@ -213,7 +213,7 @@ async def stream_chat(
     closing the channel) cancels the call, so the bridge stops the upstream
     request and no more tokens are generated or billed.
     """
-    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    stub = _async_stub(channel)
     metadata = tuple(call_metadata(token, request_id))
     chunks = _chunks(stub, request, metadata, Deadline.after(deadline), max_delay, None, _ignore)
     try:
@@ -232,13 +232,18 @@ async def create_chat(
     deadline: float | None = None,
 ) -> chat_pb2.ChatCompletion:
     """The whole completion in one answer; raise ChatCallError on failure."""
-    stub = chat_pb2_grpc.ChatServiceStub(channel)
+    stub = _async_stub(channel)
     metadata = tuple(call_metadata(token, request_id))
     completion: chat_pb2.ChatCompletion
     completion, _ = await _unary(
         stub.CreateChatCompletion, request, metadata, Deadline.after(deadline), None
     )
     return completion
+
+
+def _async_stub(channel: grpc.aio.Channel) -> chat_pb2_grpc.ChatServiceAsyncStub:
+    """The stub, typed for grpc.aio (the .pyi's overload sees that only with types-grpcio)."""
+    return chat_pb2_grpc.ChatServiceStub(channel)  # type: ignore[return-value, unused-ignore]
 
 
 def _ignore(request_id: str | None) -> None:
