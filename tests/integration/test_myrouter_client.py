@@ -275,7 +275,8 @@ def test_each_upstream_status_raises_its_exception_class_from_both_clients(bridg
         async with AsyncClient(bridge.target, token=CALLER_TOKEN) as client:
             with pytest.raises(kind) as caught:
                 await client.create(request)
-            return caught.value
+            error: ChatCallError = caught.value
+            return error
 
     for error in (unary.value, streamed.value, asyncio.run(use())):
         assert isinstance(error, ChatCallError)
@@ -455,7 +456,8 @@ def test_a_stream_that_has_yielded_is_never_retried(bridge, upstream, error_code
             with pytest.raises(kind) as caught:
                 async for chunk in client.stream(request, request_id="rq-y"):
                     chunks.append(chunk)
-            return caught.value
+            error: ChatCallError = caught.value
+            return error
 
     error = asyncio.run(use())
     assert error.request_id == "rq-y"
