@@ -1,8 +1,9 @@
 """Channel options and the retry policy: small frozen values, checked when built.
 
-Retries are off by default. The bridge may retry upstream itself (a setting of
-its own), and two layers that each retry multiply the attempts a failing API
-sees; turn them on here only where the bridge does not.
+Retries are off by default: each layer that retries multiplies the attempts a
+failing API sees (every one a new generation request), and a mesh in front of
+the bridge (deploy/istio/) or the bridge itself may already retry. Turn them on
+where nothing else does.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -480,3 +481,17 @@ def test_the_client_accepts_answers_over_grpcs_4_mib_default(bridge):
     with Client(bridge.target, token=CALLER_TOKEN) as client:
         completion = client.create(request)
     assert len(completion.choices[0].message.content) == size
+
+
+def test_the_example_in_docs_clients_md_runs_against_the_bridge(bridge, upstream, capsys):
+    text = (Path(__file__).resolve().parents[2] / "docs" / "clients.md").read_text()
+    example = text.split("```python\nfrom myrouter_client import AsyncClient", 1)[1]
+    source = "from myrouter_client import AsyncClient" + example.split("```", 1)[0]
+    source = source.replace("127.0.0.1:50051", bridge.target).replace("<key>", CALLER_TOKEN)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "docs/clients.md", "exec"), namespace)
+    asyncio.run(namespace["main"]())
+    assert namespace["request_id"]
+    assert len(upstream.requests()) == 3
+    assert upstream.requests()[0].body["tools"][0]["function"]["name"] == "now"
+    assert upstream.requests()[1].headers["x-request-id"] == "abc-123"
