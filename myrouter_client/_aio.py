@@ -33,7 +33,7 @@ class AsyncClient:
     Every failure raises a ChatCallError subclass. ``deadline`` (seconds) bounds
     each call, retries and their waits included, and travels with the call so the
     bridge bounds its upstream request by it too. ``retries`` is off by default
-    (see Retries). ``options`` add to or override `channel_options`.
+    (see Retries). ``options`` override `channel_options` of the same name.
     """
 
     def __init__(
@@ -47,8 +47,7 @@ class AsyncClient:
         options: Sequence[tuple[str, Any]] = (),
         interceptors: Sequence[Any] = (),
     ) -> None:
-        given = {key for key, _ in options}
-        every = [*options, *(o for o in channel_options(retries=retries) if o[0] not in given)]
+        every = channel_options(retries=retries, overrides=options)
         if credentials is None:
             channel = grpc.aio.insecure_channel(target, every, interceptors=interceptors)
         else:

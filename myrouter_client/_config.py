@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["MAX_RECEIVE_BYTES", "MAX_SEND_BYTES", "SERVICE", "Retries", "channel_options"]
@@ -82,12 +83,14 @@ def channel_options(
     retries: Retries | None = None,
     max_send_bytes: int = MAX_SEND_BYTES,
     max_receive_bytes: int = MAX_RECEIVE_BYTES,
+    overrides: Sequence[tuple[str, Any]] = (),
 ) -> list[tuple[str, Any]]:
     """Options for ``grpc.insecure_channel`` / ``secure_channel`` (sync or aio) to the bridge.
 
     The message limits match the bridge's defaults; a bridge configured otherwise
     needs the same values here. Without ``retries`` the channel makes none of
     its own beyond gRPC's transparent ones (a call that never left this process).
+    ``overrides`` (a caller's own options) replace those of the same name.
     """
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", max_send_bytes),
@@ -95,4 +98,5 @@ def channel_options(
     ]
     if retries is not None:
         options += [("grpc.enable_retries", 1), ("grpc.service_config", retries.service_config())]
-    return options
+    given = {name for name, _ in overrides}
+    return [*overrides, *(option for option in options if option[0] not in given)]

@@ -46,8 +46,7 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
         interceptors: Sequence[Any] = (),
     ) -> None:
-        given = {key for key, _ in options}
-        every = [*options, *(o for o in channel_options(retries=retries) if o[0] not in given)]
+        every = channel_options(retries=retries, overrides=options)
         if credentials is None:
             channel = grpc.insecure_channel(target, every)
         else:

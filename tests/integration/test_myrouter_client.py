@@ -316,6 +316,7 @@ def test_sync_client_calls_and_their_request_ids(bridge, upstream):
         with client.stream(request, request_id="rq-s2") as stream:
             chunks = list(stream)
         models = client.list_models()
+        assert CALLER_TOKEN not in repr(client)
     assert completion.choices[0].message.content == "You said: a b"
     assert answered_id == "rq-s1"
     assert generated and generated != "rq-s1"  # the bridge made one and returned it
@@ -365,6 +366,20 @@ def test_leaving_an_async_client_stream_early_cancels_the_upstream_request(bridg
         return record
 
     assert asyncio.run(use()).outcome == "disconnected"
+
+
+def test_leaving_a_sync_client_stream_early_cancels_the_upstream_request(bridge, upstream):
+    request = build_request(
+        "myrouter/echo",
+        [("user", "a b c d")],
+        extra={"scenario": {"stall_after": 2, "stall": 3600}},
+    )
+    with Client(bridge.target, token=CALLER_TOKEN) as client:
+        with client.stream(request) as stream:
+            next(stream)
+        # The client's channel is still open: only the stream's own cleanup ended the call.
+        record = upstream.wait_for(lambda r: r.ended_at is not None, timeout=5)
+    assert record.outcome == "disconnected"
 
 
 def test_without_retries_a_rate_limit_is_raised_after_one_request(bridge, upstream):

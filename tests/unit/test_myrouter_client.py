@@ -190,6 +190,12 @@ def test_channel_options_match_the_bridges_limits_and_carry_retries_only_when_as
     assert MAX_SEND_BYTES == 8 * 1024 * 1024  # the bridge's default --max-request-bytes
     with_retries = dict(channel_options(retries=Retries()))
     assert with_retries["grpc.service_config"] == Retries().service_config()
+    overridden = channel_options(overrides=[("grpc.max_receive_message_length", 1), ("x", 2)])
+    assert overridden == [
+        ("grpc.max_receive_message_length", 1),
+        ("x", 2),
+        ("grpc.max_send_message_length", MAX_SEND_BYTES),
+    ]
 
 
 def _rate_limited(seconds: float | None) -> ChatCallError:
