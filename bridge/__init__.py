@@ -14,19 +14,19 @@ The modules, each owning one thing:
 * ``loop``       which event loop runs the process (uvloop by default)
 * ``otel``       optional OpenTelemetry server spans and upstream context
 * ``propagation`` which caller metadata (trace headers) goes upstream
-* ``calls``      what an RPC asks of the upstream: credentials, time budget, request id
+* ``upstream_call`` what an RPC asks of the upstream: credentials, time budget, request id
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle
 * ``admission``  how many calls run at once, and the drain at shutdown
 * ``workers``    ``--workers N``: N processes on one port (SO_REUSEPORT)
-* ``connections`` gRPC keepalive, connection age and size options
+* ``server_options`` the grpc.aio server's options: keepalive, connection age, sizes
 * ``tls``        TLS/mTLS credentials of the listener; the upstream's CA bundle
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)
 * ``metrics``    Prometheus metrics and the /metrics endpoint
 * ``observe``    the per-RPC record: one metrics update and one log line
 * ``logs``       the logging set-up: JSON / text format and redaction, installed together
 * ``redaction``  credentials out of every text that leaves: statuses, details, log lines
-* ``client``     the small human client (``chat``, ``models``)
+* ``chat_cli``   the small human chat client (the ``chat`` and ``models`` commands)
 * ``cli``        ``myrouter-bridge`` / ``python -m bridge``
 
 The embedded upstream (a deterministic local MyRouter API for demos and tests)

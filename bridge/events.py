@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
-from .calls import UpstreamCall
+from .upstream_call import UpstreamCall
 from .config import BridgeConfig
 from .errors import (
     BridgeError,

@@ -24,7 +24,7 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from . import otel
 from .admission import Admission
 from .config import BridgeConfig
-from .connections import server_options
+from .server_options import server_options
 from .health import HEALTH_SERVICE_NAME, Health
 from .logs import quiet_grpc_metadata_decoding
 from .metrics import Metrics, MetricsServer

@@ -31,7 +31,7 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from . import mapping
 from .admission import Admission
-from .calls import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
+from .upstream_call import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
 from .config import BridgeConfig
 from .errors import (
     BridgeError,

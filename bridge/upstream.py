@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from . import __version__
-from .calls import UpstreamCall
+from .upstream_call import UpstreamCall
 from .config import BridgeConfig
 from .events import SENDING, EventStream, TransportFailures
 from .tls import upstream_ssl_context

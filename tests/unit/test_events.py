@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from bridge import errors
-from bridge.calls import UpstreamCall
+from bridge.upstream_call import UpstreamCall
 from bridge.config import BridgeConfig
 from bridge.events import (
     READING_BODY,
