@@ -28,7 +28,6 @@ from typing import Any
 import httpx
 import orjson
 
-from .upstream_call import UpstreamCall
 from .config import BridgeConfig
 from .errors import (
     BridgeError,
@@ -44,6 +43,7 @@ from .errors import (
 from .redaction import redact
 from .sse import DONE, SSEDecoder
 from .transport import BodyReads, body_reads, raw_reads
+from .upstream_call import UpstreamCall
 
 __all__ = [
     "READING_BODY",

@@ -24,11 +24,11 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from . import otel
 from .admission import Admission
 from .config import BridgeConfig
-from .server_options import server_options
 from .health import HEALTH_SERVICE_NAME, Health
 from .logs import quiet_grpc_metadata_decoding
 from .metrics import Metrics, MetricsServer
 from .observe import Observer
+from .server_options import server_options
 from .service import ChatService, request_decoder
 from .tls import server_credentials
 from .upstream import UpstreamClient

@@ -31,7 +31,6 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from . import mapping
 from .admission import Admission
-from .upstream_call import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
 from .config import BridgeConfig
 from .errors import (
     BridgeError,
@@ -44,6 +43,7 @@ from .events import EventStream
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
 from .upstream import UpstreamClient
+from .upstream_call import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
 from .validation import validate_batches_request, validate_chat_request
 
 log = logging.getLogger("bridge.service")

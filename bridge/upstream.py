@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 
 from . import __version__
-from .upstream_call import UpstreamCall
 from .config import BridgeConfig
 from .events import SENDING, EventStream, TransportFailures
 from .tls import upstream_ssl_context
 from .transport import AiohttpTransport
+from .upstream_call import UpstreamCall
 
 __all__ = ["UpstreamCall", "UpstreamClient"]
 

@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from bridge import errors
-from bridge.upstream_call import UpstreamCall
 from bridge.config import BridgeConfig
 from bridge.events import (
     READING_BODY,
@@ -29,6 +28,7 @@ from bridge.events import (
     transport_failure,
 )
 from bridge.upstream import UpstreamClient
+from bridge.upstream_call import UpstreamCall
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from bridge.upstream_call import MAX_REQUEST_ID_LENGTH, CallPolicy, request_id
 from bridge.config import BridgeConfig, Secret
 from bridge.errors import InvalidRequest, MissingCredentials, UpstreamTimeout
+from bridge.upstream_call import MAX_REQUEST_ID_LENGTH, CallPolicy, request_id
 
 
 class Context:
