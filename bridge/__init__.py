@@ -8,8 +8,12 @@ The modules, each owning one thing:
 * ``sse``        server-sent-events decoding (pure)
 * ``mapping``    JSON <-> protobuf (pure)
 * ``validation`` request checks before any upstream call (pure)
-* ``upstream``   httpx requests over one pooled transport towards the API
-* ``events``     the upstream's answers as parsed events: every protocol rule, in-band errors
+* ``upstream``   httpx requests over one pooled transport towards the API; each answer's
+                 status, judged once; the call's time budget
+* ``event_stream`` a streamed answer: the one reader of its events (framing, sizes, ends)
+* ``whole_answer`` an answer read whole: a completion, the model list, an error body
+* ``failures``   every way an exchange fails, as the bridge's exception: transport
+                 failures by one table, error statuses, in-band error objects
 * ``transport``  the httpx transport under it: aiohttp's connector and C parser
 * ``loop``       which event loop runs the process (uvloop by default)
 * ``otel``       optional OpenTelemetry server spans and upstream context
