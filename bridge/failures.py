@@ -133,8 +133,7 @@ def transport_failure(
 class TransportFailures:
     """Turns the httpx transport exception raised inside into the bridge's (`transport_failure`).
 
-    Anything else passes untouched. Slotted, not a ``contextmanager`` generator:
-    it is made per request.
+    Anything else passes untouched. Slotted, as `upstream.CallDeadline` says why.
     """
 
     __slots__ = ("_call", "_config", "_rules")

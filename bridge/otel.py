@@ -21,9 +21,7 @@ from typing import Any
 
 from .config import ConfigError
 
-__all__ = ["OTEL_MODES", "enabled", "inject_current_context", "installed", "server_interceptors"]
-
-OTEL_MODES = ("auto", "on", "off")
+__all__ = ["enabled", "inject_current_context", "installed", "server_interceptors"]
 
 
 def installed() -> bool:

@@ -120,13 +120,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         record.chunks += 1
                         # Let the other streams whose events arrived in this loop turn decode
                         # theirs first, so the writes leave back to back: grpc core then sends
-                        # them with fewer system calls (sendmsg per write, and a wake-up of
-                        # the loop per completion, were ~45% of the bridge's CPU at 256
-                        # streams). Measured: +15-30% chunks/s at 256 streams, neutral at 1.
+                        # them with fewer system calls (a sendmsg per write, and a wake-up
+                        # of the loop per completion; BENCHMARKS.md).
                         await asyncio.sleep(0)
                         yield chunk
                         # An open stream mostly waits here for its next event: keep
-                        # nothing of the last one meanwhile (~1 KiB per open stream).
+                        # nothing of the last one meanwhile (memory per open stream).
                         del event, chunk
                 except UpstreamReportedError as reported:
                     if relay.sent:  # after chunks, the error is a chunk too; first, status only
@@ -201,8 +200,7 @@ class RpcScope:
     single path from any exception to the status the caller receives.
 
     Every RPC enters one, so the three handlers hold only what differs between
-    them. A slotted class rather than an ``asynccontextmanager``: an open
-    stream keeps it for its whole life.
+    them. Slotted, as `upstream.CallDeadline` says why.
     """
 
     __slots__ = (
@@ -366,7 +364,7 @@ def _split(
 
 def _compact(data: bytes) -> bytes:
     """A right-sized copy: orjson's output keeps its 4 KiB buffer, and a stream holds its
-    request body for its whole life (measured: 4 KiB of the bridge's memory per open stream).
+    request body for its whole life.
     """
     return memoryview(data).tobytes()
 
@@ -376,7 +374,7 @@ class _Relay:
     the call's time budget (its `CallDeadline`) and closed on every path; the request
     id in the initial metadata before the first message (`send_metadata`); and, when
     the answer ends OK with no message at all (``[DONE]`` first), the request id in
-    the trailers. Slotted, not an ``asynccontextmanager``: an open stream holds it.
+    the trailers. Slotted, as `upstream.CallDeadline` says why.
     """
 
     __slots__ = ("_body", "_call", "_context", "_deadline", "_rpc", "_upstream", "events", "sent")

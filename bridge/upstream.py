@@ -42,8 +42,8 @@ class UpstreamClient:
     a client keeps a cookie jar, and in a bridge shared by many callers a cookie
     that one caller's answer set (the CDN in front of a public API sets them)
     would ride along with every other caller's requests. Skipping the client's
-    layers (URL merging, cookies, auth and redirect hooks) also saves ~10% of
-    the bridge's CPU per unary call (BENCHMARKS.md). What the client did that we
+    layers (URL merging, cookies, auth and redirect hooks) also saves CPU per
+    unary call (BENCHMARKS.md). What the client did that we
     need is here: the absolute URLs, the default headers, the timeout extension.
     """
 
@@ -184,8 +184,9 @@ class CallDeadline:
     """Bounds a whole upstream exchange by the call's time budget (`UpstreamCall.timeout`);
     running out raises `failures.budget_exhausted`.
 
-    Slotted, not an ``asynccontextmanager``: an open stream holds it for its whole
-    life, and a generator's frame cost ~0.8 KiB a stream.
+    Why a slotted class and not an ``asynccontextmanager`` (here, and for the other
+    per-call contexts): an open stream holds it for its whole life, and a
+    generator's frame costs far more memory per open stream than a few slots.
     """
 
     __slots__ = ("_call", "_timeout")

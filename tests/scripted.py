@@ -7,9 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+import aiohttp
 import httpx
+from aiohttp.base_protocol import BaseProtocol
 
 from bridge.config import BridgeConfig
+from bridge.transport import httpx_response
 from bridge.upstream import UpstreamClient
 from bridge.upstream_call import UpstreamCall
 
@@ -45,11 +48,63 @@ class Body(httpx.AsyncByteStream):
         self.closed = True
 
 
-def client_for(status: int, headers: dict[str, str], body: Body, **settings: Any) -> UpstreamClient:
+class FedResponse:
+    """What the aiohttp transport reads of an ``aiohttp.ClientResponse``, its body a real
+    ``aiohttp.StreamReader`` fed from memory by `feed` (no socket): so the readers run
+    on the very body class production reads."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: Body) -> None:
+        self.status = status
+        self.raw_headers = tuple((k.encode(), v.encode()) for k, v in headers.items())
+        protocol = BaseProtocol(asyncio.get_running_loop())
+        protocol.transport = asyncio.Transport()  # "connected", to a socket that is not there
+        self.content = aiohttp.StreamReader(protocol, 2**16)
+        self.body = body
+        self.feeding = asyncio.ensure_future(self.feed())
+
+    async def feed(self) -> None:
+        for read in self.body.reads:
+            if isinstance(read, float):
+                await asyncio.sleep(read)
+            else:
+                self.content.feed_data(read)
+                await asyncio.sleep(0)  # one network read at a time
+        if self.body.fail is not None:
+            self.content.set_exception(aiohttp.ClientPayloadError(str(self.body.fail)))
+        else:
+            self.content.feed_eof()
+
+    def release(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.feeding.cancel()
+        self.body.closed = True
+
+
+class FedTransport(httpx.AsyncBaseTransport):
+    """The aiohttp transport's answer (`transport.httpx_response`) over a `FedResponse`."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: Body) -> None:
+        self.answer = (status, headers, body)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        fed: Any = FedResponse(*self.answer)
+        return httpx_response(fed, request)
+
+
+def client_for(
+    status: int, headers: dict[str, str], body: Body, *, fed: bool = False, **settings: Any
+) -> UpstreamClient:
+    """An upstream client whose every answer is `body`: through an httpx MockTransport, or
+    (`fed`) through the aiohttp transport's own body class."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, headers=headers, stream=body)
 
     config = BridgeConfig(upstream_url="http://upstream.test/api/v1", **settings)
+    if fed:
+        return UpstreamClient(config, transport=FedTransport(status, headers, body))
     return UpstreamClient(config, transport=httpx.MockTransport(handler))
 
 
@@ -79,11 +134,12 @@ def stream(
     headers: dict[str, str] = SSE,
     fail: Exception | None = None,
     call: UpstreamCall = CALL,
+    fed: bool = False,
     **settings: Any,
 ) -> tuple[list[dict[str, Any]], BaseException | None, Body]:
     """Relay a scripted stream: the events it gave, the exception it ended with, its body."""
     body = Body(reads, fail)
-    client = client_for(status, headers, body, **settings)
+    client = client_for(status, headers, body, fed=fed, **settings)
     events: list[dict[str, Any]] = []
 
     async def collect(answer: AsyncIterator[dict[str, Any]]) -> None:
@@ -113,11 +169,11 @@ def unary(
 
 
 def batched(
-    reads: Sequence[bytes | float], max_delay: float = 0.0, **settings: Any
+    reads: Sequence[bytes | float], max_delay: float = 0.0, *, fed: bool = False, **settings: Any
 ) -> tuple[list[list[dict[str, Any]]], BaseException | None, Body]:
     """`stream`, iterated by `EventStream.batches`: the lists it gave, its end, its body."""
     body = Body(reads)
-    client = client_for(200, SSE, body, **settings)
+    client = client_for(200, SSE, body, fed=fed, **settings)
     batches: list[list[dict[str, Any]]] = []
 
     async def collect(answer: Any) -> None:

@@ -208,3 +208,36 @@ def test_a_batched_stream_left_during_a_wait_is_closed():
 
     assert asyncio.run(main()) == [{"n": 0}, {"n": 1}]
     assert body.closed
+
+
+def _ends(error: BaseException | None) -> tuple[type | None, str | None]:
+    return (type(error) if error else None, getattr(error, "reason", None))
+
+
+@pytest.mark.parametrize("max_delay", [None, 0.0, 0.05])
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_the_aiohttp_body_production_reads_keeps_every_rule(script, max_delay):
+    """The same scripts through the aiohttp transport's own body (fed from memory): the
+    reader and the body that production runs give what the mock transport gives."""
+    reads = SCRIPTS[script]
+    if max_delay is None:
+        expected, error, _ = stream(reads, max_event_bytes=1024)
+        got, fed_error, body = stream(reads, max_event_bytes=1024, fed=True)
+    else:
+        expected, error, _ = batched(reads, max_delay, max_event_bytes=1024)
+        got, fed_error, body = batched(reads, max_delay, max_event_bytes=1024, fed=True)
+        expected = [event for batch in expected for event in batch]  # reads may group apart
+        got = [event for batch in got for event in batch]
+    assert got == expected
+    assert _ends(fed_error) == _ends(error)
+    assert body.closed
+
+
+def test_a_failed_aiohttp_read_mid_stream_becomes_the_bridges():
+    events, error, body = stream(
+        [b'data: {"id": "a"}\n\n'], fail=httpx.ReadError("reset"), fed=True
+    )
+    assert events == [{"id": "a"}]
+    assert type(error) is errors.UpstreamUnavailable
+    assert "broke mid-stream" in str(error)
+    assert body.closed
