@@ -224,10 +224,10 @@ def test_the_aiohttp_body_production_reads_keeps_every_rule(script, max_delay):
         expected, error, _ = stream(reads, max_event_bytes=1024)
         got, fed_error, body = stream(reads, max_event_bytes=1024, fed=True)
     else:
-        expected, error, _ = batched(reads, max_delay, max_event_bytes=1024)
-        got, fed_error, body = batched(reads, max_delay, max_event_bytes=1024, fed=True)
-        expected = [event for batch in expected for event in batch]  # reads may group apart
-        got = [event for batch in got for event in batch]
+        lists, error, _ = batched(reads, max_delay, max_event_bytes=1024)
+        fed_lists, fed_error, body = batched(reads, max_delay, max_event_bytes=1024, fed=True)
+        expected = [event for batch in lists for event in batch]  # reads may group apart
+        got = [event for batch in fed_lists for event in batch]
     assert got == expected
     assert _ends(fed_error) == _ends(error)
     assert body.closed
