@@ -38,7 +38,11 @@ protoc -I "$protos" --java_out=gen/java --plugin=protoc-gen-grpc-java="$grpc_jav
 common_protos="$(tr ':' '\n' <<<"$compile_cp" | grep /proto-google-common-protos/)"
 if ! jar tf "$common_protos" | grep -qx com/google/rpc/ErrorInfo.class; then
     googleapis="$("$python" -c 'import pathlib, google.rpc.error_details_pb2 as m
-print(pathlib.Path(m.__file__).parents[2])')"
+print(pathlib.Path(m.__file__).parents[2])' 2>/dev/null)" || {
+        echo "$0: $python has no googleapis-common-protos (google/rpc/error_details.proto);" \
+            "run make install, or set PYTHON to a Python that has it" >&2
+        exit 1
+    }
     protoc -I "$googleapis" --java_out=gen/java "$googleapis"/google/rpc/error_details.proto
 fi
 

@@ -43,6 +43,7 @@ import java.util.HexFormat;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.TreeMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
@@ -211,7 +212,7 @@ public final class Client {
     Status status = e.getStatus();
     List<String> lines = new ArrayList<>();
     lines.add(String.format("error: %s (%d): %s",
-        status.getCode(), status.getCode().value(), status.getDescription()));
+        status.getCode(), status.getCode().value(), Objects.toString(status.getDescription(), "")));
     com.google.rpc.Status details = StatusProto.fromThrowable(e);
     if (details != null) {
       for (Any detail : details.getDetailsList()) {
