@@ -3,14 +3,25 @@ semantic-convention names beside ours."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import grpc
 import pytest
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+from opentelemetry.semconv.schemas import Schemas
 
 from bridge import mapping
 from bridge import metrics as metrics_module
 from bridge import observe as observe_module
-from bridge.metrics import GENAI_METRICS, GENAI_SEMCONV, Metrics, prometheus_name, token_counts
+from bridge.metrics import (
+    GENAI_METRICS,
+    GENAI_SEMCONV,
+    SEMCONV_PACKAGE_VERSION,
+    Metrics,
+    prometheus_name,
+    token_counts,
+)
 from bridge.observe import Observer
 from myrouter.chat.v1 import chat_pb2
 
@@ -209,3 +220,16 @@ def test_call_labels_reach_every_request_and_token_metric(monkeypatch):
     genai = {**GENAI, **caller}
     assert sample("gen_ai_server_request_duration_seconds_count", {**genai, "error_type": ""}) == 1
     assert sample("gen_ai_client_token_usage_sum", {**genai, "gen_ai_token_type": "input"}) == 3
+
+
+def test_the_pinned_conventions_are_the_installed_and_documented_ones():
+    """Bumping the package pin forces GENAI_SEMCONV and docs/operations.md along."""
+    root = Path(__file__).resolve().parents[2]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    pins = [d for d in pyproject["project"]["dependencies"] if "semantic-conventions" in d]
+    assert pins == [f"opentelemetry-semantic-conventions=={SEMCONV_PACKAGE_VERSION}"]
+    assert list(Schemas)[-1].value == GENAI_SEMCONV
+    schema = GENAI_SEMCONV.rsplit("/", 1)[1]
+    operations = (root / "docs" / "operations.md").read_text()
+    assert f"version **{SEMCONV_PACKAGE_VERSION}**" in operations
+    assert f"schema **{schema}**" in operations
