@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 import grpc
 from opentelemetry import metrics, trace
@@ -67,7 +68,7 @@ async def main(upstream_url: str, traceparent: str, key: str) -> None:
             "unit": metric.unit,
             "scope": scope.scope.name,
             "schema_url": scope.schema_url,
-            "attributes": dict(point.attributes),
+            "attributes": dict(point.attributes or {}),
             "count": point.count,
             "sum": point.sum,
             "bounds": list(point.explicit_bounds),
@@ -75,9 +76,14 @@ async def main(upstream_url: str, traceparent: str, key: str) -> None:
         for resource in (data.resource_metrics if data else [])
         for scope in resource.scope_metrics
         for metric in scope.metrics
-        for point in metric.data.data_points
+        for point in _histogram_points(metric.data.data_points)
     ]
     print(json.dumps({"spans": spans, "metrics": points}))
+
+
+def _histogram_points(points: Any) -> list[Any]:
+    """The GenAI metrics are histograms: their points, typed loosely for the JSON above."""
+    return list(points)
 
 
 if __name__ == "__main__":
