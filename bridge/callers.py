@@ -87,7 +87,9 @@ def parse_identity_sources(text: str) -> tuple[IdentitySource, ...]:
         kind, colon, name = item.partition(":")
         kind = kind.strip().lower()
         if kind not in _KINDS or bool(colon) != (kind == "header"):
-            raise ValueError(f"unknown identity source {item!r} (expected tls, xfcc or header:NAME)")
+            raise ValueError(
+                f"unknown identity source {item!r} (expected tls, xfcc or header:NAME)"
+            )
         if kind == "header":
             name = name.strip().lower()
             _check_identity_header(name)
@@ -110,7 +112,9 @@ def _check_identity_header(name: str) -> None:
             f"header:{name}: a credential or a header of the HTTP exchange never names the caller"
         )
     if name in TRACE_HEADERS:
-        raise ValueError(f"header:{name}: a trace header, forwarded upstream, cannot name the caller")
+        raise ValueError(
+            f"header:{name}: a trace header, forwarded upstream, cannot name the caller"
+        )
     problem = check_header_name(name)
     if problem is not None:
         raise ValueError(f"header:{name}: {problem}")

@@ -29,8 +29,7 @@ pytestmark = pytest.mark.timeout(120)
 XFCC = "x-forwarded-client-cert"
 RANKER = "spiffe://cluster.local/ns/search/sa/ranker"
 ISTIO_XFCC = (
-    'By=spiffe://cluster.local/ns/llm/sa/myrouter-bridge;Hash=4f2a;Subject="";'
-    f"URI={RANKER}"
+    f'By=spiffe://cluster.local/ns/llm/sa/myrouter-bridge;Hash=4f2a;Subject="";URI={RANKER}'
 )
 
 
@@ -121,7 +120,7 @@ def test_tls_conflicts_and_bad_identities_are_refused(values, why):
 
 
 def test_xfcc_takes_the_uri_of_the_last_element():
-    header = f'By=spiffe://x/gw;URI=spiffe://x/edge,{ISTIO_XFCC}'
+    header = f"By=spiffe://x/gw;URI=spiffe://x/edge,{ISTIO_XFCC}"
     assert xfcc_identity([header]) == RANKER
     assert xfcc_identity([f"{ISTIO_XFCC},By=spiffe://x/b;Hash=1"]) is None  # last has no URI
     assert xfcc_identity([]) is None
