@@ -49,7 +49,7 @@ def test_sources_parse_in_order_with_names_lowered():
         IdentitySource("header", "l5d-client-id"),
     )
     assert [str(s) for s in sources("header:x-caller,tls")] == ["header:x-caller", "tls"]
-    assert DEFAULT_SOURCES == sources("tls")
+    assert sources("tls") == DEFAULT_SOURCES
 
 
 @pytest.mark.parametrize(
@@ -288,7 +288,7 @@ def rendered(draw: st.DrawFn) -> tuple[list[list[tuple[str, str]]], str]:
     return model, ",".join(elements)
 
 
-def _expected(model: list[list[tuple[str, str]]]) -> str | None | type[InvalidCallerIdentity]:
+def _expected(model: list[list[tuple[str, str]]]) -> str | type[InvalidCallerIdentity] | None:
     """The rule, restated from docs/callers.md without the parser."""
     uris = [value for key, value in model[-1] if key.upper() == "URI"]
     if not uris:

@@ -310,24 +310,25 @@ def test_a_failing_callback_does_not_end_the_watch(tmp_path, caplog):
     path.write_text(GOOD_A)
     calls: list[Policy] = []
 
-    def callback(new: Policy) -> None:
-        calls.append(new)
-        if len(calls) == 1:
-            raise RuntimeError("boom")
-
     async def scenario() -> None:
+        called: asyncio.Queue[Policy] = asyncio.Queue()
+
+        def callback(new: Policy) -> None:
+            calls.append(new)
+            called.put_nowait(new)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+
         watch = PolicyFile(path, callback, interval=0.01)
         async with watch.watching():
             rewrite(path, GOOD_B)
-            while not calls:
-                await asyncio.sleep(0.01)
+            await called.get()
             rewrite(path, GOOD_A)
-            while len(calls) < 2:
-                await asyncio.sleep(0.01)
+            await called.get()
 
     with caplog.at_level(logging.ERROR, logger="bridge.policy"):
         asyncio.run(asyncio.wait_for(scenario(), 10))
-    assert "a callback failed" in caplog.text
+    assert len(calls) == 2 and "a callback failed" in caplog.text
 
 
 def test_the_interval_must_be_positive(tmp_path):
