@@ -47,10 +47,9 @@ from typing import Any
 import yaml
 
 from .callers import ANONYMOUS, MAX_IDENTITY_CHARS
-from .config import ConfigError
+from .config import DEFAULT_POLICY_RELOAD_INTERVAL, ConfigError
 
 __all__ = [
-    "DEFAULT_RELOAD_INTERVAL",
     "MAX_CACHED_CALLERS",
     "OTHER_LABEL",
     "CallerRule",
@@ -71,7 +70,6 @@ OTHER_LABEL = "other"
 MAX_CACHED_CALLERS = 4096
 """Callers whose rule is remembered; past it the memory starts again (callers repeat)."""
 
-DEFAULT_RELOAD_INTERVAL = 2.0
 _MAX_LIMIT = 10**15
 
 
@@ -383,7 +381,7 @@ class PolicyFile:
         path: Path | str,
         on_reload: Callable[[Policy], None] | None = None,
         *,
-        interval: float = DEFAULT_RELOAD_INTERVAL,
+        interval: float = DEFAULT_POLICY_RELOAD_INTERVAL,
         on_result: Callable[[str], None] | None = None,
     ) -> None:
         if not interval > 0:

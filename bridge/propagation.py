@@ -101,8 +101,11 @@ def propagated_keys(extra: Iterable[str], withheld: Iterable[str] = ()) -> froze
     """The full set of metadata keys to copy: the trace headers plus `extra`, less `withheld`
     (the identity sources' headers) and the headers that never leave (`IDENTITY_HEADERS`,
     `RESERVED_HEADERS`), whatever `extra` says."""
-    return (TRACE_HEADERS | frozenset(extra)) - IDENTITY_HEADERS - RESERVED_HEADERS - frozenset(
-        withheld
+    return (
+        (TRACE_HEADERS | frozenset(extra))
+        - IDENTITY_HEADERS
+        - RESERVED_HEADERS
+        - frozenset(withheld)
     )
 
 
