@@ -277,7 +277,7 @@ class CallerNotAllowed(BridgeError):
     """The ErrorInfo reasons it may carry."""
 
     def __init__(
-        self, reason: str, message: str, *, metadata: Mapping[str, str] | None = None
+        self, message: str, *, reason: str, metadata: Mapping[str, str] | None = None
     ) -> None:
         if reason not in self.REASONS:
             raise ValueError(f"CallerNotAllowed: unknown reason {reason!r}")

@@ -22,7 +22,7 @@ from bridge.callers import (
     tls_identity,
     xfcc_identity,
 )
-from bridge.errors import ERROR_DOMAIN, CallerNotAllowed, InvalidCallerIdentity, to_status
+from bridge.errors import ERROR_DOMAIN, InvalidCallerIdentity, to_status
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -240,19 +240,6 @@ def test_invalid_identity_is_unauthenticated_naming_the_source_not_the_value():
         {"source": "xfcc"},
     )
     assert "secret-looking-value" not in rich.message and "xfcc" in rich.message
-
-
-@pytest.mark.parametrize("reason", sorted(CallerNotAllowed.REASONS))
-def test_caller_not_allowed_is_permission_denied_with_its_reason(reason):
-    status = to_status(CallerNotAllowed(reason, "no", metadata={"model": "m"}))
-    assert status.code == grpc.StatusCode.PERMISSION_DENIED
-    _, info = _status_details(status)
-    assert info.reason == reason and info.metadata["model"] == "m"
-
-
-def test_caller_not_allowed_refuses_an_unknown_reason():
-    with pytest.raises(ValueError, match="unknown reason"):
-        CallerNotAllowed("NOPE", "no")
 
 
 # --------------------------------------------------------------------------- #
