@@ -235,7 +235,9 @@ def parse_xfcc(header: str) -> list[list[tuple[str, str]]]:
             quoted = _QUOTED.match(header, pos)
             if quoted is None:
                 raise _malformed(f"the quoted value at character {pos} is not terminated")
-            value = _ESCAPE.sub(r"\1", quoted.group(1))
+            value = quoted.group(1)
+            if "\\" in value:
+                value = _ESCAPE.sub(r"\1", value)
             pos = quoted.end()
         else:
             bare = _BARE.match(header, pos)
