@@ -32,6 +32,8 @@ __all__ = [
     "DEFAULT_UPSTREAM_URL",
     "EVENT_LOOPS",
     "GROUPS",
+    "LIMITS_FAILURE_MODES",
+    "LIMITS_REDIS_SCHEMES",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "OPENTELEMETRY_MODES",
@@ -52,6 +54,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 LOG_FORMATS = ("auto", "json", "text")
 OPENTELEMETRY_MODES = ("auto", "on", "off")
+LIMITS_FAILURE_MODES = ("open", "closed")
+LIMITS_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 _SETTING = "bridge.config.Setting"
 _T = TypeVar("_T")
@@ -492,6 +496,48 @@ class BridgeConfig:
         "PEM CA bundle trusted for the upstream's TLS",
         shown_default="the system's trust store",
     )
+    limits_redis_url: Secret | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_LIMITS_REDIS_URL",
+            group="Limits",
+            parse=Secret,
+            metavar="URL",
+            shown_default="in-process counters, per replica",
+            help="Redis (redis://, rediss://, unix://) holding the callers' limits and token "
+            "budgets, shared by every replica; a password belongs in the variable, since "
+            "flags show in ps (docs/callers-limits.md)",
+        ),
+    )
+    limits_redis_timeout: float = _setting(
+        0.05,
+        Setting(
+            env="BRIDGE_LIMITS_REDIS_TIMEOUT",
+            group="Limits",
+            parse=float,
+            help="seconds one limits decision may wait for Redis before the failure mode applies",
+        ),
+    )
+    limits_failure_mode: str = _setting(
+        "open",
+        Setting(
+            env="BRIDGE_LIMITS_FAILURE_MODE",
+            group="Limits",
+            choices=LIMITS_FAILURE_MODES,
+            help="when the limits store is down or slow: open = admit uncounted (a WARNING "
+            "and bridge_limits_store_failures_total), closed = refuse with UNAVAILABLE",
+        ),
+    )
+    token_estimate: int = _setting(
+        1024,
+        Setting(
+            env="BRIDGE_TOKEN_ESTIMATE",
+            group="Limits",
+            parse=int,
+            help="tokens reserved against a caller's token budgets for a request without "
+            "max_tokens, until the upstream's usage settles it",
+        ),
+    )
 
     def __post_init__(self) -> None:
         _require(":" in self.listen, "listen must be host:port")
@@ -562,6 +608,20 @@ class BridgeConfig:
             self.event_loop in EVENT_LOOPS, f"event_loop must be one of {', '.join(EVENT_LOOPS)}"
         )
         _require(self.api_key is None or bool(self.api_key.value), "the service key is empty")
+        _require(
+            self.limits_redis_url is None
+            or self.limits_redis_url.value.startswith(LIMITS_REDIS_SCHEMES),
+            "limits_redis_url must be a redis://, rediss:// or unix:// URL",
+        )
+        _require(
+            math.isfinite(self.limits_redis_timeout) and 0 < self.limits_redis_timeout <= 5,
+            "limits_redis_timeout must be in (0, 5]",
+        )
+        _require(
+            self.limits_failure_mode in LIMITS_FAILURE_MODES,
+            "limits_failure_mode must be open or closed",
+        )
+        _require(self.token_estimate >= 1, "token_estimate must be >= 1")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -20,6 +20,8 @@ the sum (`multiprocess_registry`).
     bridge_upstream_errors_total{http_status,reason}  upstream failures
     bridge_tokens_total{model,kind}                usage tokens: input, output,
                                                    cache_read, cache_write, reasoning
+    bridge_limits_store_failures_total{mode}       calls and settlements the caller-limits
+                                                   store (Redis) failed, by failure mode
 """
 
 from __future__ import annotations
@@ -130,6 +132,13 @@ class Metrics:
             ["model", "kind"],
             registry=r,
         )
+        self.limits_store_failures = Counter(
+            "bridge_limits_store_failures",
+            "Admissions, settlements and releases the caller-limits store failed or was "
+            "skipped for while down, by failure mode (open: admitted uncounted; closed: refused)",
+            ["mode"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -171,6 +180,9 @@ class Metrics:
 
     def upstream_error(self, http_status: str, reason: str) -> None:
         self._child(self.upstream_errors, http_status, reason).inc()
+
+    def limits_store_failure(self, mode: str) -> None:
+        self._child(self.limits_store_failures, mode).inc()
 
 
 def multiprocess_registry(directory: str) -> CollectorRegistry:
