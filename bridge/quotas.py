@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -76,7 +77,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import redis.asyncio
+import redis.backoff
 import redis.exceptions
+from redis.asyncio.retry import Retry
 
 from .errors import LimitsUnavailable, QuotaExceeded, QuotaViolation
 
@@ -224,6 +227,10 @@ class Store(Protocol):
 
     async def release(self, caller_key: str, lease: str) -> None: ...
 
+    async def start(self, within: float) -> None:
+        """Get ready for the first call (connections, scripts); StoreUnavailable if it cannot."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -299,6 +306,9 @@ class MemoryStore:
             if not leases:
                 del self._leases[caller_key]
 
+    async def start(self, within: float) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -362,8 +372,13 @@ class RedisStore:
         lease_seconds: float,
         prefix: str = "bridge:quota",
     ) -> None:
+        # One immediate retry: a pooled connection that a restarted Redis closed is
+        # replaced within the same call; the call's timeout bounds both tries.
         self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(redis.backoff.NoBackoff(), 1),
         )
         self._admit = self._client.register_script(_ADMIT)
         self._settle = self._client.register_script(_SETTLE)
@@ -376,9 +391,15 @@ class RedisStore:
         tag = caller_key.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
         return ":".join([self._prefix, "{" + tag + "}", *map(str, parts)])
 
-    async def _run(self, call: Callable[[], object]) -> object:
+    async def start(self, within: float) -> None:
+        """Connect and load the scripts, so the first call does not pay for it in its timeout."""
+        await self._run(self._client.ping, within)
+        for source in (_ADMIT, _SETTLE):
+            await self._run(functools.partial(self._client.script_load, source), within)
+
+    async def _run(self, call: Callable[[], object], within: float | None = None) -> object:
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(within or self._timeout):
                 return await call()  # type: ignore[misc]
         except (TimeoutError, OSError, redis.exceptions.RedisError) as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
@@ -513,6 +534,17 @@ class Quotas:
         except StoreUnavailable as exc:
             self._pending_releases.append((grant.caller_key, grant.lease))
             self._store_down(grant.caller_key, str(exc), admitting=False)
+
+    async def start(self, within: float = 2.0) -> None:
+        """Connect to the store before the first call; a store that is down is logged, not fatal.
+
+        The bridge serves with its store down (the failure mode applies), so a Redis
+        that is late at start-up cannot keep the replicas from starting.
+        """
+        try:
+            await self._store.start(within)
+        except StoreUnavailable as exc:
+            self._store_down("", str(exc), admitting=False)
 
     async def close(self) -> None:
         if self._flushing is not None:

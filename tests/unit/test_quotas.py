@@ -394,9 +394,11 @@ def test_the_retry_delay_is_exactly_when_the_window_frees(
     limit: int, cost: int, previous: int, current: int, fraction: float
 ) -> None:
     w = WindowCount("tokens_per_minute", limit, cost, previous, current, 60 * fraction)
-    [violation] = decide([w]) or [None]
-    if violation is None:
+    violations = decide([w])
+    if not violations:
+        assert w.counted + cost <= limit
         return
+    [violation] = violations
     if cost > limit:
         assert violation.retry_after is None
         return
@@ -424,17 +426,24 @@ class FlakyStore(MemoryStore):
         if self.down:
             raise StoreUnavailable("TimeoutError: ")
 
-    async def admit(self, *args: object) -> object:  # type: ignore[override]
+    async def admit(
+        self, caller_key: str, limits: Limits, reserve: int, lease: str | None, now: float
+    ) -> list[QuotaViolation] | tuple[tuple[str, int], ...]:
         self._check()
-        return await super().admit(*args)  # type: ignore[arg-type]
+        return await super().admit(caller_key, limits, reserve, lease, now)
 
-    async def settle(self, *args: object) -> None:  # type: ignore[override]
+    async def settle(
+        self, caller_key: str, buckets: tuple[tuple[str, int], ...], delta: int, now: float
+    ) -> None:
         self._check()
-        await super().settle(*args)  # type: ignore[arg-type]
+        await super().settle(caller_key, buckets, delta, now)
 
-    async def release(self, *args: object) -> None:  # type: ignore[override]
+    async def release(self, caller_key: str, lease: str) -> None:
         self._check()
-        await super().release(*args)  # type: ignore[arg-type]
+        await super().release(caller_key, lease)
+
+    async def start(self, within: float) -> None:
+        self._check()
 
 
 def failures(metrics: Metrics, mode: str) -> float:
@@ -524,6 +533,21 @@ def test_settle_and_release_never_raise_and_a_failed_release_is_retried() -> Non
         await refused(quotas, limits)  # the lease is still held in the store ...
         await asyncio.sleep(0)  # ... until the retry that admission started runs
         await quotas.admit("a", limits, 10)
+
+    run(main())
+
+
+def test_a_store_down_at_start_up_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        clock, store = Clock(), FlakyStore()
+        quotas = Quotas(store, clock=clock, monotonic=clock, failure_mode="closed")
+        store.down = True
+        with caplog.at_level(logging.WARNING, logger="bridge.quotas"):
+            await quotas.start()
+        assert "failing closed" in caplog.records[0].getMessage()
+        store.down = False
+        clock.now += 1.0
+        await quotas.admit("a", Caps(concurrent=1), 0)
 
     run(main())
 
