@@ -203,6 +203,8 @@ class Grant:
     """The concurrency lease held, when a ``concurrent`` limit applies."""
     counted: bool = True
     """False when admitted without counting (the store was down, failing open)."""
+    delta: int = 0
+    """A correction `Quotas.settle` found and has not written yet (it rides with the lease)."""
     settled: bool = False
     released: bool = False
 
@@ -221,11 +223,16 @@ class Store(Protocol):
         """Violations (nothing counted), or the token buckets counted into (lease taken)."""
         ...
 
-    async def settle(
-        self, caller_key: str, buckets: tuple[tuple[str, int], ...], delta: int, now: float
-    ) -> None: ...
-
-    async def release(self, caller_key: str, lease: str) -> None: ...
+    async def finish(
+        self,
+        caller_key: str,
+        buckets: tuple[tuple[str, int], ...],
+        delta: int,
+        lease: str | None,
+        now: float,
+    ) -> None:
+        """Add `delta` to the `buckets` still in their window, and give `lease` back."""
+        ...
 
     async def start(self, within: float) -> None:
         """Get ready for the first call (connections, scripts); StoreUnavailable if it cannot."""
@@ -289,19 +296,22 @@ class MemoryStore:
             (name, number) for name, number, _, _ in states if name != "requests_per_minute"
         )
 
-    async def settle(
-        self, caller_key: str, buckets: tuple[tuple[str, int], ...], delta: int, now: float
+    async def finish(
+        self,
+        caller_key: str,
+        buckets: tuple[tuple[str, int], ...],
+        delta: int,
+        lease: str | None,
+        now: float,
     ) -> None:
-        for name, number in buckets:
+        for name, number in buckets if delta else ():
             state = self._read(caller_key, name, _bucket(name, now)[0])
             if state[0] == number:
                 state[2] = max(0.0, state[2] + delta)
             elif state[0] == number + 1:
                 state[1] = max(0.0, state[1] + delta)
-
-    async def release(self, caller_key: str, lease: str) -> None:
         leases = self._leases.get(caller_key)
-        if leases is not None:
+        if lease is not None and leases is not None:
             leases.discard(lease)
             if not leases:
                 del self._leases[caller_key]
@@ -350,13 +360,15 @@ end
 return {1}
 """
 
-# KEYS: token buckets; ARGV[1]: delta. A bucket that expired stays gone.
-_SETTLE = """
-for i = 1, #KEYS do
+# KEYS: the leases, then the token buckets; ARGV: delta, lease id ('' for none).
+# A bucket that expired stays gone.
+_FINISH = """
+for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     if redis.call('INCRBY', KEYS[i], ARGV[1]) < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
   end
 end
+if ARGV[2] ~= '' then redis.call('ZREM', KEYS[1], ARGV[2]) end
 return 1
 """
 
@@ -381,7 +393,7 @@ class RedisStore:
             retry=Retry(redis.backoff.NoBackoff(), 1),
         )
         self._admit = self._client.register_script(_ADMIT)
-        self._settle = self._client.register_script(_SETTLE)
+        self._finish = self._client.register_script(_FINISH)
         self._timeout = timeout
         self._lease_seconds = lease_seconds
         self._prefix = prefix
@@ -394,7 +406,7 @@ class RedisStore:
     async def start(self, within: float) -> None:
         """Connect and load the scripts, so the first call does not pay for it in its timeout."""
         await self._run(self._client.ping, within)
-        for source in (_ADMIT, _SETTLE):
+        for source in (_ADMIT, _FINISH):
             await self._run(functools.partial(self._client.script_load, source), within)
 
     async def _run(self, call: Callable[[], object], within: float | None = None) -> object:
@@ -436,15 +448,18 @@ class RedisStore:
         # the script counted nothing, so refuse on the limit that was nearest.
         return refused or [QuotaViolation(costs[0][0], costs[0][1], 0.0)] if costs else refused
 
-    async def settle(
-        self, caller_key: str, buckets: tuple[tuple[str, int], ...], delta: int, now: float
+    async def finish(
+        self,
+        caller_key: str,
+        buckets: tuple[tuple[str, int], ...],
+        delta: int,
+        lease: str | None,
+        now: float,
     ) -> None:
-        keys = [self._key(caller_key, name, number) for name, number in buckets]
-        await self._run(lambda: self._settle(keys=keys, args=[delta]))
-
-    async def release(self, caller_key: str, lease: str) -> None:
-        key = self._key(caller_key, "leases")
-        await self._run(lambda: self._client.zrem(key, lease))
+        keys = [self._key(caller_key, "leases")]
+        if delta:
+            keys += [self._key(caller_key, name, number) for name, number in buckets]
+        await self._run(lambda: self._finish(keys=keys, args=[delta, lease or ""]))
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -504,35 +519,44 @@ class Quotas:
         return Grant(caller_key, reserve if has_tokens else 0, outcome, lease)
 
     async def settle(self, grant: Grant, used_tokens: int | None) -> None:
-        """Replace the reservation by the tokens the upstream reported (None: keep it). Once."""
+        """Replace the reservation by the tokens the upstream reported (None: keep it). Once.
+
+        When the grant holds a lease, the correction is written by `release`, in
+        the same round trip as the lease; otherwise at once. Never raises.
+        """
         if grant.settled:
             return
         grant.settled = True
         if not grant.counted or not grant.buckets or used_tokens is None:
             return
-        delta = max(0, used_tokens) - grant.reserved
-        if delta == 0 or self._monotonic() < self._down_until:
-            return
-        try:
-            await self._store.settle(grant.caller_key, grant.buckets, delta, self._clock())
-        except StoreUnavailable as exc:
-            self._store_down(grant.caller_key, str(exc), admitting=False)
+        grant.delta = max(0, used_tokens) - grant.reserved
+        if grant.released or grant.lease is None:
+            await self._finish(grant, None)
 
     async def release(self, grant: Grant) -> None:
-        """Give the concurrency lease back; idempotent, and safe to call on every path.
+        """End the call: give the concurrency lease back and write the settlement.
 
-        Never raises: a lease whose release failed is retried once the store
-        answers again, and expires in any case.
+        Idempotent, and to be called on every path (``finally``), cancellation
+        included. Never raises: a lease whose release failed is retried once the
+        store answers again, and expires in any case.
         """
         if grant.released:
             return
         grant.released = True
-        if grant.lease is None or not grant.counted:
+        if grant.counted:
+            await self._finish(grant, grant.lease)
+
+    async def _finish(self, grant: Grant, lease: str | None) -> None:
+        delta, grant.delta = grant.delta, 0
+        if lease is None and not delta:
             return
+        if lease is None and self._monotonic() < self._down_until:
+            return  # a lease is worth a try even then; a correction alone is not
         try:
-            await self._store.release(grant.caller_key, grant.lease)
+            await self._store.finish(grant.caller_key, grant.buckets, delta, lease, self._clock())
         except StoreUnavailable as exc:
-            self._pending_releases.append((grant.caller_key, grant.lease))
+            if lease is not None:
+                self._pending_releases.append((grant.caller_key, lease))
             self._store_down(grant.caller_key, str(exc), admitting=False)
 
     async def start(self, within: float = 2.0) -> None:
@@ -556,7 +580,7 @@ class Quotas:
         try:
             while self._pending_releases:
                 caller_key, lease = self._pending_releases[0]
-                await self._store.release(caller_key, lease)
+                await self._store.finish(caller_key, (), 0, lease, self._clock())
                 self._pending_releases.popleft()
         except StoreUnavailable:
             pass

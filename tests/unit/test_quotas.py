@@ -355,6 +355,25 @@ def test_a_cancelled_call_gives_its_lease_back() -> None:
     run(main())
 
 
+def test_with_a_lease_the_settlement_is_written_with_the_release() -> None:
+    async def main() -> None:
+        quotas = engine(Clock())
+        limits = Caps(concurrent=5, tokens_per_minute=1000)
+        grant = await quotas.admit("a", limits, 900)
+        await quotas.settle(grant, 100)
+        await refused(quotas, limits, 200)  # not yet written: one round trip at the end
+        await quotas.release(grant)
+        await quotas.admit("a", limits, 900)
+        other = Caps(concurrent=5, tokens_per_minute=100)
+        late = await quotas.admit("b", other, 100)
+        await quotas.release(late)
+        await quotas.settle(late, 50)  # a settle after the release is written at once
+        await quotas.admit("b", other, 50)
+        await refused(quotas, other, 1, caller="b")
+
+    run(main())
+
+
 def test_a_refused_call_takes_no_lease() -> None:
     async def main() -> None:
         quotas = engine(Clock())
@@ -432,15 +451,16 @@ class FlakyStore(MemoryStore):
         self._check()
         return await super().admit(caller_key, limits, reserve, lease, now)
 
-    async def settle(
-        self, caller_key: str, buckets: tuple[tuple[str, int], ...], delta: int, now: float
+    async def finish(
+        self,
+        caller_key: str,
+        buckets: tuple[tuple[str, int], ...],
+        delta: int,
+        lease: str | None,
+        now: float,
     ) -> None:
         self._check()
-        await super().settle(caller_key, buckets, delta, now)
-
-    async def release(self, caller_key: str, lease: str) -> None:
-        self._check()
-        await super().release(caller_key, lease)
+        await super().finish(caller_key, buckets, delta, lease, now)
 
     async def start(self, within: float) -> None:
         self._check()
