@@ -8,9 +8,9 @@ and the release of its lease), one call after another on one event loop
 (uvloop when installed, as the bridge runs), for a caller with every limit set
 (two round trips to Redis) and for one with requests_per_minute alone (one), next
 to a bare PING on the same loop: the round trip the machine allows. Without
-``--redis-url`` it starts a redis-server of its own on a free loopback port (without persistence) and
-stops it at the end. The issue's targets: added p50 at most 50 µs in process,
-500 µs with Redis on loopback. Figures go to BENCHMARKS.md.
+``--redis-url`` it starts a redis-server of its own on a free loopback port
+(without persistence) and stops it at the end. The issue's targets: added p50
+at most 50 µs in process, 500 µs with Redis on loopback. Figures: BENCHMARKS.md.
 """
 
 from __future__ import annotations
