@@ -84,11 +84,13 @@ from redis.asyncio.retry import Retry
 from .errors import LimitsUnavailable, QuotaExceeded, QuotaViolation
 
 if TYPE_CHECKING:
+    from .config import BridgeConfig
     from .metrics import Metrics
 
 __all__ = [
     "CONCURRENT_RETRY_SECONDS",
     "FAILURE_MODES",
+    "LEASE_MARGIN_SECONDS",
     "WINDOWS",
     "Grant",
     "Limits",
@@ -115,6 +117,9 @@ WINDOWS: dict[str, float] = {
 
 CONCURRENT_RETRY_SECONDS = 1.0
 """The RetryInfo of a refusal for ``concurrent``: when a call ends is unknown, so a hint."""
+
+LEASE_MARGIN_SECONDS = 60.0
+"""How much longer than ``--request-timeout`` a Redis lease lives, should its replica die."""
 
 _DOWN_SECONDS = 1.0
 _WARN_EVERY_SECONDS = 60.0
@@ -266,6 +271,9 @@ class MemoryStore:
         self._buckets: dict[tuple[str, str], list[float]] = {}
         self._leases: dict[str, set[str]] = {}
 
+    def __str__(self) -> str:
+        return "in-process counters, per replica"
+
     def _read(self, caller_key: str, name: str, number: int) -> list[float]:
         state = self._buckets.get((caller_key, name))
         if state is None:
@@ -397,6 +405,10 @@ class RedisStore:
         self._timeout = timeout
         self._lease_seconds = lease_seconds
         self._prefix = prefix
+        self._shown = redacted_url(url)
+
+    def __str__(self) -> str:
+        return f"shared in Redis at {self._shown}"
 
     def _key(self, caller_key: str, *parts: object) -> str:
         # The {caller} hash tag keeps a caller's keys in one slot of a Redis Cluster.
@@ -494,6 +506,23 @@ class Quotas:
         self._pending_releases: deque[tuple[str, str]] = deque(maxlen=_MAX_PENDING_RELEASES)
         self._flushing: asyncio.Task[None] | None = None
 
+    @classmethod
+    def from_config(cls, config: BridgeConfig, *, metrics: Metrics | None = None) -> Quotas:
+        """The engine the settings ask for: in-process without a Redis URL, else shared."""
+        store: Store = MemoryStore()
+        if config.limits_redis_url is not None:
+            store = RedisStore(
+                config.limits_redis_url.value,
+                timeout=config.limits_redis_timeout,
+                lease_seconds=config.request_timeout + LEASE_MARGIN_SECONDS,
+            )
+        return cls(store, failure_mode=config.limits_failure_mode, metrics=metrics)
+
+    @property
+    def store(self) -> Store:
+        """Where the counters live; its str() says so, with any password masked."""
+        return self._store
+
     async def admit(self, caller_key: str, limits: Limits, reserve_tokens: int) -> Grant:
         """Count the call against `limits`, or raise `QuotaExceeded` with what was hit.
 
@@ -565,6 +594,7 @@ class Quotas:
         The bridge serves with its store down (the failure mode applies), so a Redis
         that is late at start-up cannot keep the replicas from starting.
         """
+        log.info("caller limits: %s", self._store)
         try:
             await self._store.start(within)
         except StoreUnavailable as exc:

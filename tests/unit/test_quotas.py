@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.config import BridgeConfig, Secret
 from bridge.errors import LimitsUnavailable, QuotaExceeded, QuotaViolation
 from bridge.metrics import Metrics
 from bridge.quotas import (
@@ -26,6 +27,7 @@ from bridge.quotas import (
     Limits,
     MemoryStore,
     Quotas,
+    RedisStore,
     StoreUnavailable,
     WindowCount,
     decide,
@@ -570,6 +572,16 @@ def test_a_store_down_at_start_up_is_logged_not_fatal(caplog: pytest.LogCaptureF
         await quotas.admit("a", Caps(concurrent=1), 0)
 
     run(main())
+
+
+def test_the_settings_choose_the_store_and_the_password_never_shows() -> None:
+    in_process = Quotas.from_config(BridgeConfig())
+    assert str(in_process.store) == "in-process counters, per replica"
+    url = Secret("redis://:hunter2@redis.internal:6379/0")
+    shared = Quotas.from_config(BridgeConfig(limits_redis_url=url, limits_failure_mode="closed"))
+    assert isinstance(shared.store, RedisStore)
+    assert str(shared.store) == "shared in Redis at redis://:***@redis.internal:6379/0"
+    assert "hunter2" not in repr(shared.store)
 
 
 def test_an_unknown_failure_mode_is_refused() -> None:
