@@ -38,7 +38,9 @@ Backends, chosen by ``--limits-redis-url``:
   replica (and each ``--workers`` process) enforces the limits on its own.
 * `RedisStore`: counters shared by every replica in one Redis. Each decision
   is one round trip: one Lua script reads every bucket and the leases, decides,
-  and counts only when all limits pass, atomically. Concurrency leases are a
+  and counts only when all limits pass, atomically. The end of a call (its
+  settlement and its lease) is one more script, written in a task of its own so
+  that the caller's status never waits for it. Concurrency leases are a
   sorted set scored by their expiry, so the leases of a replica that died
   expire by themselves (after ``lease_seconds``, which outlasts the longest call).
 
@@ -217,6 +219,9 @@ class Grant:
 class Store(Protocol):
     """Where the counters live; `MemoryStore` in this process, `RedisStore` shared."""
 
+    remote: bool
+    """True when a write is a round trip: `Quotas` then writes the end of a call off its path."""
+
     async def admit(
         self,
         caller_key: str,
@@ -265,6 +270,8 @@ def _bucket(name: str, now: float) -> tuple[int, float]:
 
 class MemoryStore:
     """Counters in this process: per replica, and atomic because nothing in it awaits."""
+
+    remote = False
 
     def __init__(self) -> None:
         # (caller, limit name) -> [bucket number, previous count, current count]
@@ -383,6 +390,8 @@ return 1
 
 class RedisStore:
     """Counters shared by every replica in one Redis, through redis-py; one script per decision."""
+
+    remote = True
 
     def __init__(
         self,
@@ -505,6 +514,7 @@ class Quotas:
         self._suppressed = 0
         self._pending_releases: deque[tuple[str, str]] = deque(maxlen=_MAX_PENDING_RELEASES)
         self._flushing: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_config(cls, config: BridgeConfig, *, metrics: Metrics | None = None) -> Quotas:
@@ -567,7 +577,9 @@ class Quotas:
 
         Idempotent, and to be called on every path (``finally``), cancellation
         included. Never raises: a lease whose release failed is retried once the
-        store answers again, and expires in any case.
+        store answers again, and expires in any case. With Redis the write
+        happens in a task of its own, so the caller's status does not wait for
+        a round trip (`flush` waits for it).
         """
         if grant.released:
             return
@@ -581,8 +593,22 @@ class Quotas:
             return
         if lease is None and self._monotonic() < self._down_until:
             return  # a lease is worth a try even then; a correction alone is not
+        write = self._write(grant, delta, lease, self._clock())
+        if not self._store.remote:
+            await write
+            return
+        task = asyncio.create_task(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def flush(self) -> None:
+        """Wait for the ends of calls still being written (tests, and before `close`)."""
+        while self._writes:
+            await asyncio.gather(*self._writes)
+
+    async def _write(self, grant: Grant, delta: int, lease: str | None, now: float) -> None:
         try:
-            await self._store.finish(grant.caller_key, grant.buckets, delta, lease, self._clock())
+            await self._store.finish(grant.caller_key, grant.buckets, delta, lease, now)
         except StoreUnavailable as exc:
             if lease is not None:
                 self._pending_releases.append((grant.caller_key, lease))
@@ -601,6 +627,7 @@ class Quotas:
             self._store_down("", str(exc), admitting=False)
 
     async def close(self) -> None:
+        await self.flush()
         if self._flushing is not None:
             self._flushing.cancel()
         await self._store.close()

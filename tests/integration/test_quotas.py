@@ -110,9 +110,11 @@ def test_token_budgets_hold_across_replicas_and_settle_from_usage(
         error = await refused(b, limits, 401)  # 600 reserved on a counts on b
         assert [v.limit for v in error.violations] == ["tokens_per_minute"]
         await a.settle(grant, 100)  # the upstream reported 100: 500 given back
+        await a.flush()
         other = await b.admit("team-a", limits, 900)
         await refused(a, limits, 1)
         await b.settle(other, 1400)  # a finished call's surplus counts, over the limit
+        await b.flush()
         error = await refused(a, limits, 0)
         assert error.retry_after is not None and error.retry_after > 0
         day = await refused(a, Caps(tokens_per_day=5000), 3501)  # 1500 counted today
@@ -135,7 +137,9 @@ def test_concurrent_leases_are_shared_released_and_expire_with_a_dead_replica(
         error = await refused(a, limits)
         assert [v.limit for v in error.violations] == ["concurrent"]
         await a.release(on_a)
+        await a.flush()
         await a.release(on_a)  # idempotent
+        await a.flush()
         await b.admit("team-a", limits, 0)
         await refused(b, limits)
         await a.close()
@@ -176,9 +180,12 @@ def test_redis_killed_fails_open_with_a_warning_and_a_metric_then_resumes(
             assert took < STALL_BOUND
             grants.append(outcome)
         await a.settle(first, 5)  # never raises
+        await a.flush()
         await a.release(first)
+        await a.flush()
         for grant in grants:
             await a.release(grant)
+            await a.flush()
         value = metrics.registry.get_sample_value(
             "bridge_limits_store_failures_total", {"mode": "open"}
         )
@@ -246,7 +253,9 @@ def test_a_redis_that_does_not_answer_costs_a_call_the_timeout_not_a_stall(
             assert type(again) is type(outcome)
             started = time.monotonic()
             await a.settle(grant, 3)
+            await a.flush()
             await a.release(grant)
+            await a.flush()
             assert time.monotonic() - started < STALL_BOUND
         finally:
             redis_server.resume()

@@ -376,6 +376,44 @@ def test_with_a_lease_the_settlement_is_written_with_the_release() -> None:
     run(main())
 
 
+class SlowRemoteStore(MemoryStore):
+    """The in-process store acting as a remote one whose writes wait for `answer`."""
+
+    remote = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def finish(
+        self,
+        caller_key: str,
+        buckets: tuple[tuple[str, int], ...],
+        delta: int,
+        lease: str | None,
+        now: float,
+    ) -> None:
+        await self.answer.wait()
+        await super().finish(caller_key, buckets, delta, lease, now)
+
+
+def test_with_a_remote_store_the_end_of_a_call_is_written_off_its_path() -> None:
+    async def main() -> None:
+        store = SlowRemoteStore()
+        quotas = Quotas(store, clock=Clock(), monotonic=Clock())
+        limits = Caps(concurrent=1, tokens_per_minute=100)
+        grant = await quotas.admit("a", limits, 100)
+        await quotas.settle(grant, 10)
+        await asyncio.wait_for(quotas.release(grant), 5)  # returns before the store answers
+        await refused(quotas, limits)  # not written yet
+        store.answer.set()
+        await quotas.flush()
+        await quotas.admit("a", limits, 90)
+        await quotas.close()
+
+    run(main())
+
+
 def test_a_refused_call_takes_no_lease() -> None:
     async def main() -> None:
         quotas = engine(Clock())
