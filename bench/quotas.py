@@ -131,9 +131,8 @@ def main() -> None:
     parser.add_argument("--redis-url", help="a Redis to use (default: start one)")
     args = parser.parse_args()
     for shape, limits in SHAPES.items():
-        report(
-            "in-process", shape, *run(lambda caps=limits: measure(MemoryStore(), caps, args.calls))
-        )
+        in_process = functools.partial(measure, MemoryStore(), limits, args.calls)
+        report("in-process", shape, *run(in_process))
     with own_redis() if args.redis_url is None else _given(args.redis_url) as url:
         for shape, limits in SHAPES.items():
 
