@@ -195,9 +195,11 @@ class RedisServer:
     (SIGSTOP/SIGCONT), a Redis that accepts connections but never answers.
     """
 
-    def __init__(self, executable: str, directory: Path) -> None:
+    def __init__(self, executable: str, directory: Path, *options: str) -> None:
         self.executable = executable
         self.directory = directory
+        self.options = options
+        """More redis-server options (``--requirepass``, ...)."""
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -207,7 +209,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         argv = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.directory), *self.options]
         self.process = subprocess.Popen(
             argv, cwd=self.directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -222,7 +224,7 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
                 probe.sendall(b"PING\r\n")
-                return probe.recv(16).startswith(b"+PONG")
+                return probe.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

@@ -20,7 +20,7 @@ import pytest
 from bridge.errors import LimitsUnavailable, QuotaExceeded
 from bridge.metrics import Metrics
 from bridge.quotas import Grant, Limits, Quotas, RedisStore
-from support import RedisServer
+from support import RedisServer, require_tool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -264,3 +264,36 @@ def test_a_redis_that_does_not_answer_costs_a_call_the_timeout_not_a_stall(
         await a.close()
 
     run(main)
+
+
+def test_a_redis_with_a_password_is_shared_and_a_wrong_one_never_shows_in_logs(
+    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    executable = require_tool("redis-server", "the shared caller limits (bridge/quotas.py)")
+    server = RedisServer(
+        executable, tmp_path_factory.mktemp("redis"), "--requirepass", "right-horse-battery"
+    ).start()
+    caplog.set_level(logging.INFO, logger="bridge.quotas")
+
+    async def main() -> None:
+        good = f"redis://:right-horse-battery@127.0.0.1:{server.port}/0"
+        bad = f"redis://:wrong-staple-4242@127.0.0.1:{server.port}/0"
+        a, b = (Quotas(RedisStore(good, timeout=TIMEOUT, lease_seconds=60)) for _ in range(2))
+        wrong = Quotas(RedisStore(bad, timeout=TIMEOUT, lease_seconds=60), failure_mode="closed")
+        for quotas in (a, b, wrong):
+            await quotas.start()
+        await a.admit("team-a", Caps(requests_per_minute=1), 0)
+        await refused(b, Caps(requests_per_minute=1))
+        with pytest.raises(LimitsUnavailable):
+            await wrong.admit("team-a", Caps(requests_per_minute=1), 0)
+        for quotas in (a, b, wrong):
+            await quotas.close()
+
+    try:
+        run(main)
+    finally:
+        server.kill()
+    text = caplog.text
+    assert "redis://:***@127.0.0.1" in text  # the start-up line names the store ...
+    assert "failing closed" in text  # ... and the wrong password's failure is logged ...
+    assert "wrong-staple-4242" not in text and "right-horse-battery" not in text  # ... masked
