@@ -34,6 +34,8 @@ __all__ = [
     "DEFAULT_UPSTREAM_URL",
     "EVENT_LOOPS",
     "GROUPS",
+    "LIMITS_FAILURE_MODES",
+    "LIMITS_REDIS_SCHEMES",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "OPENTELEMETRY_MODES",
@@ -55,6 +57,8 @@ EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 LOG_FORMATS = ("auto", "json", "text")
 OPENTELEMETRY_MODES = ("auto", "on", "off")
 DEFAULT_POLICY_RELOAD_INTERVAL = 2.0
+LIMITS_FAILURE_MODES = ("open", "closed")
+LIMITS_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 _SETTING = "bridge.config.Setting"
 _T = TypeVar("_T")
@@ -509,6 +513,48 @@ class BridgeConfig:
         "PEM CA bundle trusted for the upstream's TLS",
         shown_default="the system's trust store",
     )
+    limits_redis_url: Secret | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_LIMITS_REDIS_URL",
+            group="Limits",
+            parse=Secret,
+            metavar="URL",
+            shown_default="in-process counters, per replica",
+            help="Redis (redis://, rediss://, unix://) holding the callers' limits and token "
+            "budgets, shared by every replica; a password belongs in the variable, since "
+            "flags show in ps (docs/callers-limits.md)",
+        ),
+    )
+    limits_redis_timeout: float = _setting(
+        0.05,
+        Setting(
+            env="BRIDGE_LIMITS_REDIS_TIMEOUT",
+            group="Limits",
+            parse=float,
+            help="seconds one limits decision may wait for Redis before the failure mode applies",
+        ),
+    )
+    limits_failure_mode: str = _setting(
+        "open",
+        Setting(
+            env="BRIDGE_LIMITS_FAILURE_MODE",
+            group="Limits",
+            choices=LIMITS_FAILURE_MODES,
+            help="when the limits store is down or slow: open = admit uncounted (a WARNING "
+            "and bridge_limits_store_failures_total), closed = refuse with UNAVAILABLE",
+        ),
+    )
+    token_estimate: int = _setting(
+        1024,
+        Setting(
+            env="BRIDGE_TOKEN_ESTIMATE",
+            group="Limits",
+            parse=int,
+            help="tokens reserved against a caller's token budgets for a request without "
+            "max_tokens, until the upstream's usage settles it",
+        ),
+    )
 
     # Callers: who is calling, and the policy (bridge/callers.py, bridge/policy.py)
     caller_identity: tuple[IdentitySource, ...] = _setting(
@@ -652,6 +698,20 @@ class BridgeConfig:
                 f"--forward-caller-header: {forwarded!r} is already a trace, propagated or "
                 "identity header; the caller's identity needs a header of its own",
             )
+        _require(
+            self.limits_redis_url is None
+            or self.limits_redis_url.value.startswith(LIMITS_REDIS_SCHEMES),
+            "limits_redis_url must be a redis://, rediss:// or unix:// URL",
+        )
+        _require(
+            math.isfinite(self.limits_redis_timeout) and 0 < self.limits_redis_timeout <= 5,
+            "limits_redis_timeout must be in (0, 5]",
+        )
+        _require(
+            self.limits_failure_mode in LIMITS_FAILURE_MODES,
+            "limits_failure_mode must be open or closed",
+        )
+        _require(self.token_estimate >= 1, "token_estimate must be >= 1")
 
 
 def _require(condition: bool, message: str) -> None:

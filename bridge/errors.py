@@ -8,6 +8,8 @@
     ├── CallerNotAllowed             the policy refuses the caller    PERMISSION_DENIED
     ├── ServiceKeyRejected           operator must fix the key        INTERNAL
     ├── BridgeOverloaded             too many calls at once           RESOURCE_EXHAUSTED
+    ├── QuotaExceeded                the caller is over its limits    RESOURCE_EXHAUSTED
+    ├── LimitsUnavailable            limits store down, fail closed   UNAVAILABLE
     ├── ShuttingDown                 the bridge is draining           UNAVAILABLE
     ├── UpstreamError                the upstream failed the call
     │   ├── UpstreamHTTPError        an HTTP error status             (status table)
@@ -25,11 +27,12 @@ function that turns an exception into a status; the services never pick codes.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -48,7 +51,10 @@ __all__ = [
     "CallerNotAllowed",
     "InvalidCallerIdentity",
     "InvalidRequest",
+    "LimitsUnavailable",
     "MissingCredentials",
+    "QuotaExceeded",
+    "QuotaViolation",
     "ServiceKeyRejected",
     "ShuttingDown",
     "UndecodableRequest",
@@ -301,6 +307,80 @@ class BridgeOverloaded(BridgeError):
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "BRIDGE_OVERLOADED"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuotaViolation:
+    """One limit a call would break: its name, its value, and when it frees (None: never)."""
+
+    limit: str
+    value: int
+    retry_after: float | None
+
+
+class QuotaExceeded(BridgeError):
+    """The caller is over one of its limits (bridge/quotas.py); nothing reached the upstream.
+
+    QuotaFailure names the caller and each limit hit; RetryInfo says when they
+    all free, and is absent when waiting cannot help (a reservation bigger than
+    the limit itself: the caller must ask for fewer tokens).
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "CALLER_QUOTA_EXCEEDED"
+
+    def __init__(self, caller_key: str, violations: Sequence[QuotaViolation]) -> None:
+        self.caller_key = caller_key
+        self.violations = tuple(violations)
+        names = ",".join(v.limit for v in self.violations)
+        summary = "; ".join(f"{v.limit} {v.value}" for v in self.violations)
+        super().__init__(
+            f"caller {caller_key!r} is over its limits: {summary}", metadata={"limit": names}
+        )
+
+    @property
+    def retry_after(self) -> float | None:
+        """When every limit hit frees: the latest of them, or None when one never does."""
+        waits = [v.retry_after for v in self.violations]
+        return None if not waits or None in waits else max(w for w in waits if w is not None)
+
+    def details(self) -> list[any_pb2.Any]:
+        failure = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=f"caller:{self.caller_key}",
+                    description=_describe(v),
+                    quota_id=v.limit,
+                    quota_value=v.value,
+                )
+                for v in self.violations
+            ]
+        )
+        return [_pack(failure), *_retry_info(self.retry_after)]
+
+
+def _describe(violation: QuotaViolation) -> str:
+    text = f"{violation.limit} limit of {violation.value} reached"
+    if violation.retry_after is None:
+        text = f"the call alone needs more than the {violation.limit} limit of {violation.value}"
+        if violation.limit.startswith("tokens"):
+            text += " tokens: ask for fewer (max_tokens)"
+    return text
+
+
+class LimitsUnavailable(BridgeError):
+    """The shared limits store (Redis) failed and the bridge is set to fail closed.
+
+    UNAVAILABLE: a passing fault of the bridge's infrastructure, which a retry,
+    here or on another replica, may clear; nothing reached the upstream.
+    """
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "LIMITS_STORE_UNAVAILABLE"
+    log_level = logging.WARNING
+
+    def __init__(self) -> None:
+        super().__init__("the caller limits store is unavailable; try again shortly")
 
 
 class ShuttingDown(BridgeError):

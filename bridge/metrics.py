@@ -23,6 +23,8 @@ the sum (`multiprocess_registry`).
     bridge_max_concurrent_rpcs                     the admission cap (max_concurrent_rpcs)
     bridge_policy_reloads_total{result}            policy file reloads: ok, error
                                                    (an error keeps the last good policy)
+    bridge_limits_store_failures_total{mode}       calls and settlements the caller-limits
+                                                   store (Redis) failed, by failure mode
 
 Beside them, the chat RPCs are published under the OpenTelemetry GenAI semantic
 conventions (`GENAI_SEMCONV`), named by the Prometheus mapping of the
@@ -300,6 +302,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.limits_store_failures = Counter(
+            "bridge_limits_store_failures",
+            "Admissions, settlements and releases the caller-limits store failed or was "
+            "skipped for while down, by failure mode (open: admitted uncounted; closed: refused)",
+            ["mode"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -364,6 +373,9 @@ class Metrics:
     def policy_reloaded(self, result: str) -> None:
         """Count a policy file reload (`bridge.policy.PolicyFile`'s ``on_result``)."""
         self._child(self.policy_reloads, result).inc()
+
+    def limits_store_failure(self, mode: str) -> None:
+        self._child(self.limits_store_failures, mode).inc()
 
 
 def _genai_histogram(

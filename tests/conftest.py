@@ -29,7 +29,15 @@ from bridge.logs import JSONFormatter
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2_grpc
 from myrouter_upstream import EmbeddedUpstream, UpstreamConfig
-from support import CALLER_TOKEN, SERVICE_KEY, BridgeProcess, Certs, RawUpstream
+from support import (
+    CALLER_TOKEN,
+    SERVICE_KEY,
+    BridgeProcess,
+    Certs,
+    RawUpstream,
+    RedisServer,
+    require_tool,
+)
 
 
 class BridgeThread:
@@ -184,3 +192,13 @@ def raw_upstream() -> Iterator[RawUpstream]:
     server = RawUpstream().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free loopback port, killed after the test;
+    a skip saying why where redis-server is missing (a failure under REQUIRE_ALL)."""
+    executable = require_tool("redis-server", "the shared caller limits (bridge/quotas.py)")
+    server = RedisServer(executable, tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -184,6 +185,62 @@ def require_setup(path: Path, make_target: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path.relative_to(REPO_ROOT)} missing: run `make {make_target}`")
     return path
+
+
+class RedisServer:
+    """A real redis-server of our own on a loopback port, without persistence, in `directory`.
+
+    `kill` and `start` again reuse the port (a replica's URL does not change when
+    its Redis comes back); `pause` and `resume` stop and continue the process
+    (SIGSTOP/SIGCONT), a Redis that accepts connections but never answers.
+    """
+
+    def __init__(self, executable: str, directory: Path, *options: str) -> None:
+        self.executable = executable
+        self.directory = directory
+        self.options = options
+        """More redis-server options (``--requirepass``, ...)."""
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        argv = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.directory), *self.options]
+        self.process = subprocess.Popen(
+            argv, cwd=self.directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                probe.sendall(b"PING\r\n")
+                return probe.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(10)
 
 
 CALLER_TOKEN = "caller-token-0123456789"

@@ -51,6 +51,7 @@ SERVER_ONLY = (
     "grpcio-status",
     "grpcio-health-checking",
     "grpcio-reflection",
+    "redis",
 )
 NOT_SOURCES = shutil.ignore_patterns(
     *(".git", ".venv", ".hypothesis", ".*cache*", "__pycache__", "node_modules"),

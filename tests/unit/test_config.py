@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -98,6 +99,19 @@ SAMPLES += [
     ("max_concurrent_streams", "100", "200", 100, 200),
     ("upstream_ca_file", "/a/ca.pem", "/b/ca.pem", Path("/a/ca.pem"), Path("/b/ca.pem")),
     ("max_send_bytes", "4096", "8192", 4096, 8192),
+]
+# caller limits (bridge/quotas.py)
+SAMPLES += [
+    (
+        "limits_redis_url",
+        "redis://a:6379/0",
+        "rediss://b:6380/1",
+        Secret("redis://a:6379/0"),
+        Secret("rediss://b:6380/1"),
+    ),
+    ("limits_redis_timeout", "0.1", "0.2", 0.1, 0.2),
+    _as_given("limits_failure_mode", "closed", "open"),
+    ("token_estimate", "256", "512", 256, 512),
     (
         "propagate_headers",
         "x-tenant,X-Team",
@@ -348,6 +362,35 @@ def test_repr_and_str_of_config_do_not_contain_the_key() -> None:
     assert KEY not in str(config)
     assert "0123456789abcdef" not in repr(config)
     assert "api_key=" in repr(config)  # the field is shown, its value is not
+
+
+def test_repr_of_config_does_not_contain_the_limits_store_password() -> None:
+    config = BridgeConfig(limits_redis_url=Secret("redis://user:hunter2@redis:6379/0"))
+
+    assert "hunter2" not in repr(config)
+    assert "limits_redis_url=" in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"limits_redis_url": Secret("http://redis:6379")}, "limits_redis_url must be"),
+        ({"limits_redis_url": Secret("")}, "limits_redis_url must be"),
+        ({"limits_redis_timeout": 0.0}, "limits_redis_timeout must be"),
+        ({"limits_redis_timeout": math.nan}, "limits_redis_timeout must be"),
+        ({"limits_redis_timeout": 6.0}, "limits_redis_timeout must be"),
+        ({"limits_failure_mode": "maybe"}, "limits_failure_mode must be"),
+        ({"token_estimate": 0}, "token_estimate must be"),
+    ],
+)
+def test_limits_settings_out_of_range_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BridgeConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_limits_store_urls_of_each_scheme_are_accepted() -> None:
+    for url in ("redis://h:6379/0", "rediss://u:p@h:6380", "unix:///run/redis.sock"):
+        assert BridgeConfig(limits_redis_url=Secret(url)).limits_redis_url == Secret(url)
 
 
 def test_str_and_repr_of_secret_do_not_contain_the_key() -> None:

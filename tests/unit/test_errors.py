@@ -21,7 +21,10 @@ from bridge.errors import (
     CallerNotAllowed,
     InvalidCallerIdentity,
     InvalidRequest,
+    LimitsUnavailable,
     MissingCredentials,
+    QuotaExceeded,
+    QuotaViolation,
     ServiceKeyRejected,
     UpstreamError,
     UpstreamHTTPError,
@@ -468,3 +471,65 @@ def test_caller_not_allowed_is_permission_denied_with_its_reason(reason):
 def test_caller_not_allowed_refuses_an_unknown_reason():
     with pytest.raises(ValueError, match="unknown reason"):
         CallerNotAllowed("no", reason="NOPE")
+# Caller limits: QuotaExceeded and LimitsUnavailable
+# --------------------------------------------------------------------------- #
+
+
+def test_a_caller_over_its_limit_gets_quota_failure_retry_info_and_error_info() -> None:
+    error = QuotaExceeded("team-a", [QuotaViolation("tokens_per_minute", 40000, 12.5)])
+    status = to_status(error, request_id="r1")
+
+    assert status.code is SC.RESOURCE_EXHAUSTED
+    info = error_info(status)
+    assert info.reason == "CALLER_QUOTA_EXCEEDED"
+    assert info.domain == ERROR_DOMAIN
+    assert dict(info.metadata) == {"limit": "tokens_per_minute", "request_id": "r1"}
+    [failure] = details_of_type(status, error_details_pb2.QuotaFailure)
+    [violation] = failure.violations
+    assert violation.subject == "caller:team-a"
+    assert violation.description == "tokens_per_minute limit of 40000 reached"
+    assert violation.quota_id == "tokens_per_minute"
+    assert violation.quota_value == 40000
+    [retry] = details_of_type(status, error_details_pb2.RetryInfo)
+    assert (retry.retry_delay.seconds, retry.retry_delay.nanos) == (12, 500_000_000)
+    assert "team-a" in rich_status(status).message
+    assert "tokens_per_minute 40000" in rich_status(status).message
+
+
+def test_every_limit_hit_is_a_violation_and_retry_info_is_when_all_free() -> None:
+    error = QuotaExceeded(
+        "team-a",
+        [QuotaViolation("concurrent", 4, 1.0), QuotaViolation("requests_per_minute", 60, 30.0)],
+    )
+    status = to_status(error)
+
+    assert error_info(status).metadata["limit"] == "concurrent,requests_per_minute"
+    [failure] = details_of_type(status, error_details_pb2.QuotaFailure)
+    assert [v.quota_id for v in failure.violations] == ["concurrent", "requests_per_minute"]
+    assert {v.subject for v in failure.violations} == {"caller:team-a"}
+    [retry] = details_of_type(status, error_details_pb2.RetryInfo)
+    assert retry.retry_delay.seconds == 30
+
+
+def test_a_call_bigger_than_the_budget_itself_gets_no_retry_info() -> None:
+    error = QuotaExceeded(
+        "team-a",
+        [
+            QuotaViolation("requests_per_minute", 60, 3.0),
+            QuotaViolation("tokens_per_day", 100, None),
+        ],
+    )
+    status = to_status(error)
+
+    assert status.code is SC.RESOURCE_EXHAUSTED
+    assert details_of_type(status, error_details_pb2.RetryInfo) == []
+    [failure] = details_of_type(status, error_details_pb2.QuotaFailure)
+    assert "ask for fewer (max_tokens)" in failure.violations[1].description
+
+
+def test_a_failed_limits_store_in_closed_mode_is_unavailable() -> None:
+    status = to_status(LimitsUnavailable())
+
+    assert status.code is SC.UNAVAILABLE
+    assert error_info(status).reason == "LIMITS_STORE_UNAVAILABLE"
+    assert details_of_type(status, error_details_pb2.QuotaFailure) == []
