@@ -25,6 +25,7 @@ The modules, each owning one thing:
 * ``server``     the grpc.aio server's lifecycle
 * ``admission``  how many calls run at once, and the drain at shutdown
 * ``quotas``     per-caller limits and token budgets, in process or shared in Redis
+* ``access``     what a caller may do, decided per call: identity, policy, limits
 * ``workers``    ``--workers N``: N processes on one port (SO_REUSEPORT)
 * ``server_options`` the grpc.aio server's options: keepalive, connection age, sizes
 * ``tls``        TLS/mTLS credentials of the listener; the upstream's CA bundle

@@ -20,6 +20,8 @@ the sum (`multiprocess_registry`).
     bridge_upstream_errors_total{http_status,reason}  upstream failures
     bridge_tokens_total{model,kind}                usage tokens: input, output,
                                                    cache_read, cache_write, reasoning
+    bridge_caller_rpcs_total{caller,method,code}   RPCs by caller (its policy label)
+    bridge_caller_tokens_total{caller,model,kind}  usage tokens by caller
     bridge_max_concurrent_rpcs                     the admission cap (max_concurrent_rpcs)
     bridge_policy_reloads_total{result}            policy file reloads: ok, error
                                                    (an error keeps the last good policy)
@@ -98,10 +100,13 @@ GENAI_SEMCONV: str = Schemas.V1_44_0.value
 """The semantic-conventions schema the GenAI metrics and span attributes follow: the
 newest one `opentelemetry-semantic-conventions` (pinned in pyproject.toml) knows."""
 
-CALL_LABELS: tuple[str, ...] = ()
-"""Labels that every request and token metric carries after its own, ours and the GenAI
-ones, on Prometheus and OpenTelemetry alike (e.g. ``"caller"``). Adding one is one name
-here; its value is ``RpcRecord.labels[name]``, set by whoever knows it."""
+CALL_LABELS: tuple[str, ...] = ("caller",)
+"""Labels of the callers' metrics (``bridge_caller_rpcs_total``,
+``bridge_caller_tokens_total``) and of every GenAI metric and span, on Prometheus and
+OpenTelemetry alike; the older ``bridge_*`` metrics keep their label sets (a contract).
+Adding one is one name here; its value is ``RpcRecord.labels[name]``. ``caller``: the caller's policy
+label (`bridge.policy`: an entry's id, ``anonymous`` or ``other``), so its cardinality
+is the policy's; empty for a call refused before its caller was known."""
 
 GENAI_ATTRIBUTES: tuple[str, ...] = (
     gen_ai.GEN_AI_OPERATION_NAME,
@@ -234,13 +239,13 @@ class Metrics:
         self.rpcs = Counter(
             "bridge_rpcs",
             "RPCs handled, by method and gRPC status code",
-            ["method", "code", *CALL_LABELS],
+            ["method", "code"],
             registry=r,
         )
         self.duration = Histogram(
             "bridge_rpc_duration_seconds",
             "Duration of whole RPCs",
-            ["method", *CALL_LABELS],
+            ["method"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -278,7 +283,19 @@ class Metrics:
             "bridge_tokens",
             "Tokens reported in usage, by model and kind "
             "(input, output, cache_read, cache_write, reasoning)",
-            ["model", "kind", *CALL_LABELS],
+            ["model", "kind"],
+            registry=r,
+        )
+        self.caller_rpcs = Counter(
+            "bridge_caller_rpcs",
+            "RPCs handled, by caller (its policy label), method and gRPC status code",
+            [*CALL_LABELS, "method", "code"],
+            registry=r,
+        )
+        self.caller_tokens = Counter(
+            "bridge_caller_tokens",
+            "Tokens reported in usage, by caller (its policy label), model and kind",
+            [*CALL_LABELS, "model", "kind"],
             registry=r,
         )
         self.admission_cap = Gauge(
@@ -343,8 +360,9 @@ class Metrics:
         """Publish everything about one finished RPC; `labels` are `CALL_LABELS`' values."""
         child = self._child
         child(self.active, method).dec()
-        child(self.rpcs, method, code, *labels).inc()
-        child(self.duration, method, *labels).observe(duration)
+        child(self.rpcs, method, code).inc()
+        child(self.caller_rpcs, *labels, method, code).inc()
+        child(self.duration, method).observe(duration)
         if upstream_latency is not None:
             child(self.upstream_latency, method).observe(upstream_latency)
         if first_chunk is not None:
@@ -352,7 +370,8 @@ class Metrics:
         if chunks:
             child(self.chunks, method).inc(chunks)
         for kind, count in tokens.items():
-            child(self.tokens, model, kind, *labels).inc(count)
+            child(self.tokens, model, kind).inc(count)
+            child(self.caller_tokens, *labels, model, kind).inc(count)
         if genai is not None:
             self._genai(genai)
 

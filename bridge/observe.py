@@ -51,6 +51,7 @@ class RpcRecord:
 
     __slots__ = (
         "answering_model",
+        "caller",
         "cancelled",
         "chunks",
         "error",
@@ -78,6 +79,8 @@ class RpcRecord:
         self.cancelled = False
         self.labels = _NO_LABELS
         """`CALL_LABELS`' values for this call (a missing one is "")."""
+        self.caller = ""
+        """The caller's identity (`bridge.access`), for the log line; "" before it is known."""
 
     def answered(self, message: chat_pb2.ChatCompletion | chat_pb2.ChatCompletionChunk) -> None:
         """Take the token counts, and the model that answered, from a message with usage.
@@ -140,6 +143,8 @@ class Observer:
                 "duration_ms": round(duration * 1000, 1),
                 "request_id": record.request_id,
             }
+            if record.caller:
+                fields["caller"] = record.caller
             if first is not None:
                 fields["ttfc_ms"] = round(first * 1000, 1)
             if record.chunks:

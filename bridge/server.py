@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from . import otel
+from .access import Access
 from .admission import Admission
 from .config import BridgeConfig
 from .health import HEALTH_SERVICE_NAME, Health
@@ -78,6 +79,7 @@ class BridgeServer:
         self._server: grpc.aio.Server | None = None
         self._upstream: UpstreamClient | None = None
         self._admission: Admission | None = None
+        self._access: Access | None = None
         self.health = Health([CHAT_SERVICE_NAME])
         self.metrics = Metrics()
         self._metrics_server: MetricsServer | None = None
@@ -86,6 +88,8 @@ class BridgeServer:
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful with port 0)."""
         quiet_grpc_metadata_decoding()
+        access = self._access = Access.from_config(self.config, self.metrics)  # PolicyError
+        await access.start()
         self._upstream = UpstreamClient(self.config, transport=self._transport)
         server = grpc_server(self.config, reuse_port=self._reuse_port)
         self._admission = Admission(
@@ -93,7 +97,7 @@ class BridgeServer:
         )
         self.metrics.admission(self.config.max_concurrent_rpcs)
         observer = Observer(self.metrics, otel.telemetry(self.config.opentelemetry))
-        service = ChatService(self.config, self._upstream, self._admission, observer)
+        service = ChatService(self.config, self._upstream, self._admission, observer, access)
         add_chat_service(service, server)
         self.health.add_to_server(server)
         if self.config.reflection:
@@ -152,6 +156,9 @@ class BridgeServer:
         if self._upstream is not None:
             await self._upstream.aclose()
             self._upstream = None
+        if self._access is not None:
+            await self._access.close()
+            self._access = None
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None

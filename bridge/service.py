@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from . import mapping
+from .access import Access, Caller
 from .admission import Admission
 from .config import BridgeConfig
 from .errors import (
@@ -41,6 +42,7 @@ from .errors import (
 from .event_stream import EventStream
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
+from .quotas import Grant
 from .upstream import CallDeadline, UpstreamClient
 from .upstream_call import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
 from .validation import validate_batches_request, validate_chat_request
@@ -69,25 +71,29 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         upstream: UpstreamClient,
         admission: Admission,
         observer: Observer | None = None,
+        access: Access | None = None,
     ) -> None:
         self._config = config
         self._upstream = upstream
         self._admission = admission
         self._observer = observer if observer is not None else Observer(Metrics())
+        self._access = access if access is not None else Access.from_config(config)
         self._calls = CallPolicy(config)
 
     def _scope(self, context: grpc.aio.ServicerContext, method: str, request: object) -> RpcScope:
         """Every RPC's first step, before it reads any field of `request` (which may be
         an `Undecodable` that the scope refuses)."""
-        return RpcScope(self._admission, self._observer, context, method, request)
+        return RpcScope(self._admission, self._access, self._observer, context, method, request)
 
     async def CreateChatCompletion(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
         async with self._scope(context, "CreateChatCompletion", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id)
+            call = self._calls.call_for(context, rpc.request_id, rpc.caller.identity)
             validate_chat_request(request, max_messages=self._config.max_messages)
-            body = orjson.dumps(request_body(request, stream=False))
+            fields = request_body(request, stream=False)
+            await rpc.admit(call, fields)
+            body = orjson.dumps(fields)
             rpc.record.upstream_at = time.perf_counter()
             try:
                 async with CallDeadline(call):
@@ -104,12 +110,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         async with self._scope(context, "StreamChatCompletion", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id)
+            call = self._calls.call_for(context, rpc.request_id, rpc.caller.identity)
             validate_chat_request(request, max_messages=self._config.max_messages)
+            fields = request_body(request, stream=True)
+            await rpc.admit(call, fields, stream=True)
             record = rpc.record
             decode = mapping.decode
             chunk_type = chat_pb2.ChatCompletionChunk
-            async with self._relay(context, rpc, request, call) as relay:
+            async with self._relay(context, rpc, fields, call) as relay:
                 try:
                     async for event in relay.events:
                         chunk = decode(chunk_type, event)
@@ -144,11 +152,13 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         (a write, a system call, a loop wake-up) is paid once per read.
         """
         async with self._scope(context, "StreamChatCompletionBatches", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id)
+            call = self._calls.call_for(context, rpc.request_id, rpc.caller.identity)
             max_delay = validate_batches_request(request, max_messages=self._config.max_messages)
+            fields = request_body(request.request, stream=True)
+            await rpc.admit(call, fields, stream=True)
             record = rpc.record
             limit = self._config.max_send_bytes
-            async with self._relay(context, rpc, request.request, call) as relay:
+            async with self._relay(context, rpc, fields, call) as relay:
                 try:
                     async for batch in relay.events.batches(max_delay):
                         message = _decode_batch(batch)
@@ -175,18 +185,20 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self,
         context: grpc.aio.ServicerContext,
         rpc: RpcScope,
-        request: chat_pb2.ChatCompletionRequest,
+        fields: dict[str, Any],
         call: UpstreamCall,
     ) -> _Relay:
-        """A streaming RPC's upstream side, once its credentials and request are checked."""
-        body = _compact(orjson.dumps(request_body(request, stream=True)))
+        """A streaming RPC's upstream side, once its credentials, request and caller are
+        checked; `fields` is the request's JSON."""
+        body = _compact(orjson.dumps(fields))
         return _Relay(self._upstream, call, body, context, rpc)
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListModelsResponse:
         async with self._scope(context, "ListModels", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id)
+            call = self._calls.call_for(context, rpc.request_id, rpc.caller.identity)
+            await rpc.admit(call, None)
             rpc.record.upstream_at = time.perf_counter()
             async with CallDeadline(call):
                 answer = await self._upstream.list_models(call)
@@ -204,25 +216,34 @@ class RpcScope:
     """
 
     __slots__ = (
+        "_access",
         "_admission",
         "_context",
+        "_grant",
         "_method",
         "_observer",
         "_task",
         "_undecodable",
+        "caller",
         "record",
         "request_id",
     )
 
+    caller: Caller
+    """Who is calling (`Access.identify`): set on entering, before anything else."""
+
     def __init__(
         self,
         admission: Admission,
+        access: Access,
         observer: Observer,
         context: grpc.aio.ServicerContext,
         method: str,
         request: object,
     ) -> None:
         self._admission = admission
+        self._access = access
+        self._grant: Grant | None = None
         self._observer = observer
         self._context = context
         self._method = method
@@ -233,12 +254,24 @@ class RpcScope:
 
     async def __aenter__(self) -> RpcScope:
         try:
+            self.caller = caller = self._access.identify(self._context)
+            self.record.caller = caller.identity
+            self.record.labels = {"caller": caller.label}
             if self._undecodable is not None:
                 raise UndecodableRequest(self._undecodable.message_type)
             self._task = self._admission.admit()
-        except BridgeError as refused:  # undecodable, over the cap or draining: a failure
+        except BridgeError as refused:  # no identity, undecodable, over the cap, draining
             await self.__aexit__(type(refused), refused, refused.__traceback__)
         return self
+
+    async def admit(
+        self, call: UpstreamCall, body: dict[str, Any] | None, *, stream: bool = False
+    ) -> None:
+        """The caller's policy and limits for this call (`Access`), once its request is
+        valid: the last step before anything goes upstream."""
+        access = self._access
+        access.check_service_key(self.caller, call.using_service_key)
+        self._grant = await access.admit(self.caller, body, stream=stream)
 
     async def __aexit__(
         self,
@@ -266,6 +299,8 @@ class RpcScope:
         finally:
             if self._task is not None:
                 self._admission.release(self._task)
+            if self._grant is not None:
+                await self._access.finish(self._grant, record.tokens)
             self._observer.finish(record, _final_code(self._context, record))
 
 

@@ -59,20 +59,26 @@ class UpstreamCall:
 class CallPolicy:
     """The bridge's rules for upstream requests, read from its config once at start-up."""
 
-    __slots__ = ("_config", "_propagated_keys", "_tracing")
+    __slots__ = ("_caller_header", "_config", "_propagated_keys", "_tracing")
 
     def __init__(self, config: BridgeConfig) -> None:
         self._config = config
-        self._propagated_keys = propagated_keys(config.propagate_headers)
+        # The caller's identity headers name it to the bridge, never to the upstream.
+        identity_headers = [s.header for s in config.caller_identity if s.header is not None]
+        self._propagated_keys = propagated_keys(config.propagate_headers, identity_headers)
+        self._caller_header = config.forward_caller_header
         self._tracing = otel.enabled(config.opentelemetry)
 
-    def call_for(self, context: grpc.aio.ServicerContext, request_id: str) -> UpstreamCall:
+    def call_for(
+        self, context: grpc.aio.ServicerContext, request_id: str, caller: str = ""
+    ) -> UpstreamCall:
         """This RPC's upstream call, or the error that refuses the RPC before it costs anything.
 
         Checked in this order: a usable x-request-id (InvalidRequest), every other
         header taken from the caller's metadata (InvalidRequest naming the header,
         never quoting its value), credentials (MissingCredentials), time left
-        before the caller's deadline (UpstreamTimeout). The metadata is read once
+        before the caller's deadline (UpstreamTimeout). `caller` (its identity) goes
+        upstream in ``--forward-caller-header`` when one is set. The metadata is read once
         here, for every check (grpc decodes it anew at each `invocation_metadata`
         call); `request_id` read it before, for the RPC's scope.
         """
@@ -81,6 +87,8 @@ class CallPolicy:
         forwarded = propagated_headers(metadata, self._propagated_keys)
         for key, value in forwarded.items():
             _check_header(key, value)
+        if self._caller_header is not None and caller:
+            forwarded[self._caller_header] = caller  # printable ASCII, as bridge.callers checks
         authorization, using_service_key = self._authorization(metadata)
         config = self._config
         timeout = config.request_timeout

@@ -111,10 +111,13 @@ def reserve_port(listen: str) -> Iterator[int]:
 def run_workers(config: BridgeConfig) -> int:
     """Supervise `config.workers` worker processes until they exit; the process exit status."""
     from .metrics import MULTIPROC_ENV, MetricsServer, multiprocess_registry
+    from .policy import load_policy
     from .tls import server_credentials, upstream_ssl_context
 
     server_credentials(config)  # unusable TLS files: one clear ConfigError here, not N crashes
     upstream_ssl_context(config)
+    if config.policy_file is not None:
+        load_policy(config.policy_file)  # a bad policy file: PolicyError (a ConfigError) here
     count = config.workers
     metrics_dir = tempfile.mkdtemp(prefix="bridge-metrics-")
     # prometheus-client reads this variable when it is imported (to choose its
