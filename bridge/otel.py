@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from .config import ConfigError
+from .config import ConfigError, setting_label
 
 __all__ = ["OTEL_MODES", "enabled", "inject_current_context", "installed", "server_interceptors"]
 
@@ -40,7 +40,7 @@ def enabled(mode: str) -> bool:
     if not installed():
         if mode == "on":
             raise ConfigError(
-                "opentelemetry: 'on' needs the OpenTelemetry packages "
+                f"{setting_label('opentelemetry')}: 'on' needs the OpenTelemetry packages "
                 "(pip install 'myrouter-bridge[otel]')"
             )
         return False
