@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bridge.config import BridgeConfig, Secret
+from bridge.config import BridgeConfig, ListenAddress, Secret
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
@@ -28,7 +28,9 @@ async def main(upstream_url: str, traceparent: str, key: str) -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
-    config = BridgeConfig(listen="127.0.0.1:0", upstream_url=upstream_url, api_key=Secret(key))
+    config = BridgeConfig(
+        listen=ListenAddress("127.0.0.1", 0), upstream_url=upstream_url, api_key=Secret(key)
+    )
     bridge = BridgeServer(config)
     port = await bridge.start()
     try:
