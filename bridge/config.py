@@ -9,6 +9,11 @@ fields, so a new setting cannot be forgotten in one of them. A flag wins over it
 environment variable, and an empty variable counts as unset. The result is
 passed explicitly to whatever needs it; no module reads the environment on its own.
 
+What a value must be is written in the same row (`Setting.check`); the few rules
+about settings valid only together are `_RULES`, just below the fields. An error
+names the setting as the operator gave it, by flag and variable
+(``--workers (BRIDGE_WORKERS): must be in [1, 256]``), whichever built the config.
+
 The service key is the one setting without a flag for its value, because flags
 are visible to every user of the machine through `ps`: it comes from
 ``MYROUTER_API_KEY`` or from a file named by ``--api-key-file``.
@@ -56,7 +61,7 @@ LOG_FORMATS = ("auto", "json", "text")
 OPENTELEMETRY_MODES = ("auto", "on", "off")
 
 _SETTING = "bridge.config.Setting"
-_CHECK = "bridge.config.check"
+_CHECK = "bridge.config.check"  # field metadata: the check of a field that is no setting
 _T = TypeVar("_T")
 
 _Check = Callable[[Any], "str | None"]
@@ -127,7 +132,7 @@ class ListenAddress:
     def parse(cls, text: str) -> ListenAddress:
         """``host:port``, ``[v6]:port`` or ``:port`` (ValueError if not)."""
         host, colon, port = text.rpartition(":")
-        if not colon or not port.isdigit() or int(port) > 65535:
+        if not colon or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise ValueError(f"must be host:port, got {text!r}")
         return cls(host.strip("[]"), int(port))
 
@@ -162,7 +167,7 @@ def _within(low: float, high: float) -> _Check:
 
 
 _POSITIVE = _check(lambda value: math.isfinite(value) and value > 0, "must be a positive number")
-_CONNECTION_SECONDS = _within(0, 30 * 86400)  # 30 days: grpc's option takes milliseconds in an int
+_CONNECTION_SECONDS = _within(0, 30 * 86400)  # up to 30 days
 
 
 def _header_names(names: tuple[str, ...]) -> str | None:
