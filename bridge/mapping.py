@@ -273,12 +273,16 @@ def _int_in(bounds: tuple[int, int]) -> Converter:
     return convert
 
 
+_INT_BOUNDS: Mapping[int, tuple[int, int]] = {
+    FieldDescriptor.TYPE_INT32: _INT32,
+    FieldDescriptor.TYPE_INT64: _INT64,
+}
+
 _SCALARS: Mapping[int, Converter] = {
     FieldDescriptor.TYPE_STRING: _to_str,
     FieldDescriptor.TYPE_BOOL: _to_bool,
     FieldDescriptor.TYPE_DOUBLE: _to_double,
-    FieldDescriptor.TYPE_INT32: _int_in(_INT32),
-    FieldDescriptor.TYPE_INT64: _int_in(_INT64),
+    **{kind: _int_in(bounds) for kind, bounds in _INT_BOUNDS.items()},
 }
 
 
@@ -286,11 +290,12 @@ class _Shared:
     """One JSON member that two fields share, told apart by the JSON value's type.
 
     A string fills the field named like the member; any other shape fills
-    `other`, by that field's own converter. With `text_too`, such a value also
-    leaves its text in the string field, so that field always says it. Both
-    directions are derived from this one statement: `_Plan` decoding (see
-    `_install_special_members`) and `encode`, which writes `other` back under the
-    member's name; with `text_too`, only while the string field still says it.
+    `other`, by that field's own converter. With `text_too` (`other` is then an
+    integer field), a number also leaves its text in the string field, so that
+    field always says it. Both directions are derived from this one statement:
+    `_Plan` decoding (see `_install_special_members`) and `encode`, which writes
+    `other` back under the member's name; with `text_too`, only while the string
+    field still says it.
     """
 
     __slots__ = ("member", "other", "text_too")
@@ -298,16 +303,16 @@ class _Shared:
     def __init__(self, member: str, other: str, *, text_too: bool = False) -> None:
         self.member, self.other, self.text_too = member, other, text_too
 
-    def converter(self, other: Converter) -> Converter:
-        """The decoding converter of the member, given `other`'s own converter."""
+    def converter(self, other: Converter, other_type: int) -> Converter:
+        """The decoding converter of the member, given `other`'s converter and field type."""
         member, field = self.member, self.other
         if self.text_too:
+            low, high = _INT_BOUNDS[other_type]  # checked inline: no call per number
 
             def both(value: Any) -> Any:
-                if type(value) is str:
-                    return {member: value}
-                converted = other(value)
-                return MISMATCH if converted is MISMATCH else {member: str(value), field: converted}
+                if type(value) is int and low <= value <= high:
+                    return {member: str(value), field: value}
+                return {member: value} if type(value) is str else MISMATCH
 
             return both
 
@@ -332,9 +337,11 @@ _SHARED: Mapping[str, _Shared] = {
 def _install_special_members() -> None:
     """Members whose JSON shape varies, and JSON aliases of modelled fields."""
     for full_name, shared in _SHARED.items():
-        plan = _plan_for(_message_descriptor(full_name))
+        descriptor = _message_descriptor(full_name)
+        plan = _plan_for(descriptor)
         _, _, other = plan.fields.pop(shared.other)  # no JSON member of its own
-        plan.fields[shared.member] = (None, None, shared.converter(other))
+        other_type = descriptor.fields_by_name[shared.other].type
+        plan.fields[shared.member] = (None, None, shared.converter(other, other_type))
 
     named = _message_converter(chat_pb2.NamedToolChoice.DESCRIPTOR)
 
