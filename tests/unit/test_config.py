@@ -462,7 +462,7 @@ def test_config_is_frozen() -> None:
     config = BridgeConfig()
 
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.listen = "x:1"  # type: ignore[misc]
+        config.listen = ListenAddress("x", 1)  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------- #
