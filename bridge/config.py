@@ -30,10 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .propagation import check_header_name
+from .callers import DEFAULT_SOURCES, IdentitySource, parse_identity_sources
+from .propagation import TRACE_HEADERS, check_header_name
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "DEFAULT_POLICY_RELOAD_INTERVAL",
     "DEFAULT_UPSTREAM_URL",
     "EVENT_LOOPS",
     "GROUPS",
@@ -59,6 +61,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 LOG_FORMATS = ("auto", "json", "text")
 OPENTELEMETRY_MODES = ("auto", "on", "off")
+DEFAULT_POLICY_RELOAD_INTERVAL = 2.0
 
 _SETTING = "bridge.config.Setting"
 _CHECK = "bridge.config.check"  # field metadata: the check of a field that is no setting
@@ -182,6 +185,7 @@ GROUPS: Mapping[str, str] = {
     "Observability": "logs, metrics and tracing",
     "gRPC connections": "keepalive, connection age (rebalancing across replicas), limits",
     "TLS": "TLS/mTLS of the gRPC listener; upstream trust",
+    "Callers": "who is calling, and the policy for each caller (docs/callers.md)",
 }
 """The sections of `serve --help` and of docs/configuration.md, in order: title -> summary."""
 
@@ -634,42 +638,128 @@ class BridgeConfig:
         shown_default="the system's trust store",
     )
 
+    # Callers: who is calling, and the policy (bridge/callers.py, bridge/policy.py)
+    caller_identity: tuple[IdentitySource, ...] = _setting(
+        DEFAULT_SOURCES,
+        Setting(
+            env="BRIDGE_CALLER_IDENTITY",
+            group="Callers",
+            parse=parse_identity_sources,
+            metavar="SOURCE,SOURCE",
+            help="where the caller's identity comes from, first that gives one wins: tls (the "
+            "client certificate), xfcc (the sidecar's x-forwarded-client-cert), header:NAME; "
+            "a source not listed is never read, and its header never forwarded",
+        ),
+    )
+    policy_file: Path | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_POLICY_FILE",
+            group="Callers",
+            parse=Path,
+            metavar="YAML",
+            shown_default="none: every caller may use the service key, without limits",
+            help="the caller policy: who may call, which models, on whose key, within which "
+            "limits; a bad file stops start-up, and it is reloaded when it changes",
+        ),
+    )
+    policy_reload_interval: float = _setting(
+        DEFAULT_POLICY_RELOAD_INTERVAL,
+        Setting(
+            env="BRIDGE_POLICY_RELOAD_INTERVAL",
+            group="Callers",
+            parse=_number,
+            check=_within(0.1, 3600),
+            help="seconds between looks at --policy-file for a change (a ConfigMap's swap "
+            "included); a bad new file keeps the last good policy",
+        ),
+    )
+    forward_caller_header: str | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_FORWARD_CALLER_HEADER",
+            group="Callers",
+            parse=str.lower,
+            check=lambda name: None if name is None else check_header_name(name),
+            metavar="NAME",
+            shown_default="not forwarded",
+            help="send the caller's identity upstream in this header",
+        ),
+    )
+
     def __post_init__(self) -> None:
         for label, name, check in _CHECKS:
             problem = check(getattr(self, name))
             if problem is not None:
                 raise ConfigError(f"{label}: {problem}")
         for rule in _RULES:
-            if not rule.holds(self):
-                raise ConfigError(rule.problem.format(*map(setting_label, rule.names)))
+            problem = rule(self)
+            if problem is not None:
+                raise ConfigError(problem)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Rule:
-    """A check of settings valid only together."""
-
-    names: tuple[str, ...]
-    holds: Callable[[BridgeConfig], bool]
-    problem: str
-    """The message; each ``{}`` is filled with the flag and variable of the next of `names`."""
+# Rules about settings valid only together, each named for what it requires; a rule
+# returns what is wrong, naming every setting involved, or None.
 
 
-_RULES = (
-    _Rule(
-        ("tls_cert_file", "tls_key_file"),
-        lambda config: (config.tls_cert_file is None) == (config.tls_key_file is None),
-        "{} and {} go together",
-    ),
-    _Rule(
-        ("tls_client_ca_file", "tls_cert_file", "tls_key_file"),
-        lambda config: config.tls_client_ca_file is None or config.tls_cert_file is not None,
-        "{} (mTLS) needs {} and {}",
-    ),
-    _Rule(
-        ("keepalive_timeout", "keepalive_time"),
-        lambda config: config.keepalive_time == 0 or config.keepalive_timeout > 0,
-        "{} must be > 0 unless {} is 0",
-    ),
+def _tls_needs_cert_and_key(config: BridgeConfig) -> str | None:
+    if (config.tls_cert_file is None) == (config.tls_key_file is None):
+        return None
+    return f"{setting_label('tls_cert_file')} and {setting_label('tls_key_file')} go together"
+
+
+def _mtls_needs_tls(config: BridgeConfig) -> str | None:
+    if config.tls_client_ca_file is None or config.tls_cert_file is not None:
+        return None
+    return (
+        f"{setting_label('tls_client_ca_file')} (mTLS) needs {setting_label('tls_cert_file')} "
+        f"and {setting_label('tls_key_file')}"
+    )
+
+
+def _keepalive_needs_a_timeout(config: BridgeConfig) -> str | None:
+    if config.keepalive_time == 0 or config.keepalive_timeout > 0:
+        return None
+    return (
+        f"{setting_label('keepalive_timeout')} must be > 0 unless "
+        f"{setting_label('keepalive_time')} is 0"
+    )
+
+
+def _identity_headers(config: BridgeConfig) -> set[str]:
+    return {s.header or "" for s in config.caller_identity if s.kind == "header"}
+
+
+def _identity_never_propagated(config: BridgeConfig) -> str | None:
+    """An identity header never leaves the bridge."""
+    for name in config.propagate_headers:
+        if name in _identity_headers(config):
+            return (
+                f"{setting_label('propagate_headers')}: {name!r} names the caller "
+                f"({setting_label('caller_identity')} header:{name}), and identity headers "
+                "are never forwarded upstream"
+            )
+    return None
+
+
+def _forwarded_caller_header_of_its_own(config: BridgeConfig) -> str | None:
+    """The caller's identity sent upstream overwrites no other header."""
+    forwarded = config.forward_caller_header
+    taken = TRACE_HEADERS | set(config.propagate_headers) | _identity_headers(config)
+    if forwarded is None or forwarded not in taken:
+        return None
+    return (
+        f"{setting_label('forward_caller_header')}: {forwarded!r} is already a trace, "
+        "propagated or identity header; the caller's identity needs a header of its own"
+    )
+
+
+_RULES: tuple[Callable[[BridgeConfig], str | None], ...] = (
+    _tls_needs_cert_and_key,
+    _mtls_needs_tls,
+    _keepalive_needs_a_timeout,
+    _identity_never_propagated,
+    _forwarded_caller_header_of_its_own,
 )
 
 
@@ -717,7 +807,7 @@ def _shown(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, tuple):
-        return ",".join(value)
+        return ",".join(map(str, value))
     return str(value)
 
 

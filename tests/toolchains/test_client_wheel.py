@@ -47,6 +47,7 @@ SERVER_ONLY = (
     "prometheus-client",
     "opentelemetry-semantic-conventions",
     "opentelemetry-api",
+    "pyyaml",
     "grpcio-status",
     "grpcio-health-checking",
     "grpcio-reflection",
