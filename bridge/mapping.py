@@ -340,7 +340,9 @@ def _install_special_members() -> None:
         descriptor = _message_descriptor(full_name)
         plan = _plan_for(descriptor)
         _, _, other = plan.fields.pop(shared.other)  # no JSON member of its own
-        other_type = descriptor.fields_by_name[shared.other].type
+        member, other_field = (descriptor.fields_by_name[n] for n in (shared.member, shared.other))
+        assert member.number < other_field.number  # so `encode` writes `other` over it
+        other_type = other_field.type
         plan.fields[shared.member] = (None, None, shared.converter(other, other_type))
 
     named = _message_converter(chat_pb2.NamedToolChoice.DESCRIPTOR)
