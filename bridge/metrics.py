@@ -59,6 +59,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from myrouter.chat.v1 import chat_pb2
 
+from .config import ListenAddress
+
 __all__ = [
     "CALL_LABELS",
     "FIRST_CHUNK_BUCKETS",
@@ -104,9 +106,9 @@ CALL_LABELS: tuple[str, ...] = ("caller",)
 """Labels of the callers' metrics (``bridge_caller_rpcs_total``,
 ``bridge_caller_tokens_total``) and of every GenAI metric and span, on Prometheus and
 OpenTelemetry alike; the older ``bridge_*`` metrics keep their label sets (a contract).
-Adding one is one name here; its value is ``RpcRecord.labels[name]``. ``caller``: the caller's policy
-label (`bridge.policy`: an entry's id, ``anonymous`` or ``other``), so its cardinality
-is the policy's; empty for a call refused before its caller was known."""
+Adding one is one name here; its value is ``RpcRecord.labels[name]``. ``caller``: the
+caller's policy label (`bridge.policy`: an entry's id, ``anonymous`` or ``other``), so
+its cardinality is the policy's; empty for a call refused before its caller was known."""
 
 GENAI_ATTRIBUTES: tuple[str, ...] = (
     gen_ai.GEN_AI_OPERATION_NAME,
@@ -419,15 +421,13 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
 class MetricsServer:
     """The /metrics HTTP endpoint, on its own port, in a daemon thread."""
 
-    def __init__(self, listen: str, registry: CollectorRegistry) -> None:
-        host, _, port = listen.rpartition(":")
+    def __init__(self, listen: ListenAddress, registry: CollectorRegistry) -> None:
+        host = listen.host or "0.0.0.0"
         self._httpd: WSGIServer
         self._thread: threading.Thread
-        self._httpd, self._thread = start_http_server(
-            int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry
-        )
+        self._httpd, self._thread = start_http_server(listen.port, addr=host, registry=registry)
         self.port: int = self._httpd.server_port
-        log.info("metrics at http://%s:%d/metrics", host or "0.0.0.0", self.port)
+        log.info("metrics at http://%s/metrics", ListenAddress(host, self.port).text)
 
     def close(self) -> None:
         self._httpd.shutdown()

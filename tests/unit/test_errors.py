@@ -471,6 +471,8 @@ def test_caller_not_allowed_is_permission_denied_with_its_reason(reason):
 def test_caller_not_allowed_refuses_an_unknown_reason():
     with pytest.raises(ValueError, match="unknown reason"):
         CallerNotAllowed("no", reason="NOPE")
+
+
 # Caller limits: QuotaExceeded and LimitsUnavailable
 # --------------------------------------------------------------------------- #
 
