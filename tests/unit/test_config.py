@@ -517,12 +517,30 @@ def test_repr_of_config_does_not_contain_the_limits_store_password() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"limits_redis_url": Secret("http://redis:6379")}, "--limits-redis-url \\(BRIDGE_LIMITS_REDIS_URL\\): must be"),
-        ({"limits_redis_url": Secret("")}, "--limits-redis-url \\(BRIDGE_LIMITS_REDIS_URL\\): must be"),
-        ({"limits_redis_timeout": 0.0}, "--limits-redis-timeout \\(BRIDGE_LIMITS_REDIS_TIMEOUT\\): must be"),
-        ({"limits_redis_timeout": math.nan}, "--limits-redis-timeout \\(BRIDGE_LIMITS_REDIS_TIMEOUT\\): must be"),
-        ({"limits_redis_timeout": 6.0}, "--limits-redis-timeout \\(BRIDGE_LIMITS_REDIS_TIMEOUT\\): must be"),
-        ({"limits_failure_mode": "maybe"}, "--limits-failure-mode \\(BRIDGE_LIMITS_FAILURE_MODE\\): must be"),
+        (
+            {"limits_redis_url": Secret("http://redis:6379")},
+            "--limits-redis-url \\(BRIDGE_LIMITS_REDIS_URL\\): must be",
+        ),
+        (
+            {"limits_redis_url": Secret("")},
+            "--limits-redis-url \\(BRIDGE_LIMITS_REDIS_URL\\): must be",
+        ),
+        (
+            {"limits_redis_timeout": 0.0},
+            "--limits-redis-timeout \\(BRIDGE_LIMITS_REDIS_TIMEOUT\\): must be",
+        ),
+        (
+            {"limits_redis_timeout": math.nan},
+            "--limits-redis-timeout \\(BRIDGE_LIMITS_REDIS_TIMEOUT\\): must be",
+        ),
+        (
+            {"limits_redis_timeout": 6.0},
+            "--limits-redis-timeout \\(BRIDGE_LIMITS_REDIS_TIMEOUT\\): must be",
+        ),
+        (
+            {"limits_failure_mode": "maybe"},
+            "--limits-failure-mode \\(BRIDGE_LIMITS_FAILURE_MODE\\): must be",
+        ),
         ({"token_estimate": 0}, "--token-estimate \\(BRIDGE_TOKEN_ESTIMATE\\): must be"),
     ],
 )

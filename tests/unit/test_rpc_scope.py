@@ -13,7 +13,9 @@ from typing import Any
 import grpc
 import pytest
 
+from bridge.access import Access
 from bridge.admission import Admission
+from bridge.config import BridgeConfig
 from bridge.errors import UpstreamHTTPError
 from bridge.metrics import Metrics
 from bridge.observe import Observer
@@ -28,6 +30,9 @@ class Context:
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return (("x-request-id", "r1"),)
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
 
     def code(self) -> grpc.StatusCode | None:
         return self._code
@@ -45,7 +50,12 @@ class Context:
 def run(context: Context, failure: BaseException | None, request: object = None) -> Metrics:
     metrics = Metrics()
     scope = RpcScope(
-        Admission(max_calls=4, shutdown_grace=1), Observer(metrics), context, "M", request
+        Admission(max_calls=4, shutdown_grace=1),
+        Access.from_config(BridgeConfig()),
+        Observer(metrics),
+        context,
+        "M",
+        request,
     )
 
     async def body() -> None:
@@ -99,6 +109,7 @@ def test_the_recorded_model_is_the_one_the_request_names(request_message, model)
     assert requested_model(request_message) == model
     scope = RpcScope(
         Admission(max_calls=4, shutdown_grace=1),
+        Access.from_config(BridgeConfig()),
         Observer(Metrics()),
         Context(),
         "M",
