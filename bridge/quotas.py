@@ -547,15 +547,42 @@ class Quotas:
             return self._store_down(caller_key, "the limits store is down", admitting=True)
         if self._pending_releases and self._flushing is None:
             self._flushing = asyncio.create_task(self._flush_releases())
+        reserved = reserve if has_tokens else 0
+        deciding = self._store.admit(caller_key, limits, reserved, lease, self._clock())
+        # A remote decision runs shielded, so that a caller who leaves meanwhile
+        # cannot leave it counted; an in-process one never suspends, so it needs none.
+        decision = asyncio.ensure_future(deciding) if self._store.remote else None
         try:
-            outcome = await self._store.admit(
-                caller_key, limits, reserve if has_tokens else 0, lease, self._clock()
-            )
+            outcome = await (deciding if decision is None else asyncio.shield(decision))
         except StoreUnavailable as exc:
             return self._store_down(caller_key, str(exc), admitting=True)
+        except asyncio.CancelledError:
+            if decision is None:
+                raise
+            # The caller left while the store decided: undo what it counts, once it has.
+            undo = asyncio.create_task(self._undo(caller_key, decision, reserved, lease))
+            self._writes.add(undo)
+            undo.add_done_callback(self._writes.discard)
+            raise
         if isinstance(outcome, list):
             raise QuotaExceeded(caller_key, outcome)
-        return Grant(caller_key, reserve if has_tokens else 0, outcome, lease)
+        return Grant(caller_key, reserved, outcome, lease)
+
+    async def _undo(
+        self,
+        caller_key: str,
+        decision: asyncio.Future[list[QuotaViolation] | tuple[tuple[str, int], ...]],
+        reserved: int,
+        lease: str | None,
+    ) -> None:
+        """Give back what an admission whose caller was cancelled counted (its lease, tokens)."""
+        try:
+            outcome = await decision
+        except StoreUnavailable:
+            return
+        if not isinstance(outcome, list):
+            grant = Grant(caller_key, reserved, outcome, lease, delta=-reserved, settled=True)
+            await self.release(grant)
 
     async def settle(self, grant: Grant, used_tokens: int | None) -> None:
         """Replace the reservation by the tokens the upstream reported (None: keep it). Once.
@@ -602,9 +629,10 @@ class Quotas:
         task.add_done_callback(self._writes.discard)
 
     async def flush(self) -> None:
-        """Wait for the ends of calls still being written (tests, and before `close`)."""
-        while self._writes:
-            await asyncio.gather(*self._writes)
+        """Wait for the ends of calls still being written, retried releases included."""
+        while self._writes or self._flushing is not None:
+            pending = [*self._writes, *([self._flushing] if self._flushing else [])]
+            await asyncio.gather(*pending)
 
     async def _write(self, grant: Grant, delta: int, lease: str | None, now: float) -> None:
         try:

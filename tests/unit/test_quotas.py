@@ -414,6 +414,39 @@ def test_with_a_remote_store_the_end_of_a_call_is_written_off_its_path() -> None
     run(main())
 
 
+class GatedStore(MemoryStore):
+    """The in-process store acting as a remote one whose admissions wait for `answer`."""
+
+    remote = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def admit(
+        self, caller_key: str, limits: Limits, reserve: int, lease: str | None, now: float
+    ) -> list[QuotaViolation] | tuple[tuple[str, int], ...]:
+        await self.answer.wait()
+        return await super().admit(caller_key, limits, reserve, lease, now)
+
+
+def test_a_call_cancelled_while_the_store_decides_gives_back_what_it_counted() -> None:
+    async def main() -> None:
+        store = GatedStore()
+        quotas = Quotas(store, clock=Clock(), monotonic=Clock())
+        limits = Caps(concurrent=1, tokens_per_minute=100)
+        admitting = asyncio.create_task(quotas.admit("a", limits, 100))
+        await asyncio.sleep(0)
+        admitting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admitting
+        store.answer.set()  # the store counts the call after all ...
+        await quotas.flush()  # ... and the bridge gives it back
+        await quotas.admit("a", limits, 100)
+
+    run(main())
+
+
 def test_a_refused_call_takes_no_lease() -> None:
     async def main() -> None:
         quotas = engine(Clock())
@@ -590,8 +623,8 @@ def test_settle_and_release_never_raise_and_a_failed_release_is_retried() -> Non
         await quotas.release(grant)
         store.down = False
         clock.now += 1.0
-        await refused(quotas, limits)  # the lease is still held in the store ...
-        await asyncio.sleep(0)  # ... until the retry that admission started runs
+        await quotas.admit("b", limits, 10)  # the store answers: the lease is released again
+        await quotas.flush()
         await quotas.admit("a", limits, 10)
 
     run(main())
