@@ -46,11 +46,11 @@ from google.protobuf.json_format import MessageToDict
 
 from bench.load import bridge_request
 from bridge import loop, mapping
-from bridge.calls import REQUEST_ID_KEY, UpstreamCall
 from bridge.config import BridgeConfig, ConfigError, add_serve_arguments, config_from_args
 from bridge.server import add_chat_service, grpc_server
 from bridge.service import request_body
 from bridge.upstream import UpstreamClient
+from bridge.upstream_call import REQUEST_ID_KEY, UpstreamCall
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 FETCH_AUTHORIZATION = "Bearer floor-fetch"

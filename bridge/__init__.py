@@ -8,26 +8,32 @@ The modules, each owning one thing:
 * ``sse``        server-sent-events decoding (pure)
 * ``mapping``    JSON <-> protobuf (pure)
 * ``validation`` request checks before any upstream call (pure)
-* ``upstream``   httpx requests over one pooled transport towards the API
-* ``events``     the upstream's answers as parsed events: every protocol rule, in-band errors
+* ``upstream``   httpx requests over one pooled transport towards the API; each answer's
+                 status, judged once; the call's time budget
+* ``event_stream`` a streamed answer: the one reader of its events (framing, sizes, ends)
+* ``whole_answer`` an answer read whole: a completion, the model list, an error body
+* ``failures``   every way an exchange fails, as the bridge's exception: transport
+                 failures by one table, error statuses, in-band error objects
 * ``transport``  the httpx transport under it: aiohttp's connector and C parser
 * ``loop``       which event loop runs the process (uvloop by default)
-* ``otel``       optional OpenTelemetry server spans and upstream context
+* ``otel``       optional OpenTelemetry: server spans, upstream context, GenAI metrics
 * ``propagation`` which caller metadata (trace headers) goes upstream
-* ``calls``      what an RPC asks of the upstream: credentials, time budget, request id
+* ``callers``    who is calling: the identity from tls, xfcc or a header (pure)
+* ``policy``     the caller policy file: rules, labels, reloads
+* ``upstream_call`` what an RPC asks of the upstream: credentials, time budget, request id
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle
 * ``admission``  how many calls run at once, and the drain at shutdown
 * ``quotas``     per-caller limits and token budgets, in process or shared in Redis
 * ``workers``    ``--workers N``: N processes on one port (SO_REUSEPORT)
-* ``connections`` gRPC keepalive, connection age and size options
+* ``server_options`` the grpc.aio server's options: keepalive, connection age, sizes
 * ``tls``        TLS/mTLS credentials of the listener; the upstream's CA bundle
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)
-* ``metrics``    Prometheus metrics and the /metrics endpoint
+* ``metrics``    Prometheus metrics (ours and the GenAI conventions') and /metrics
 * ``observe``    the per-RPC record: one metrics update and one log line
 * ``logs``       the logging set-up: JSON / text format and redaction, installed together
 * ``redaction``  credentials out of every text that leaves: statuses, details, log lines
-* ``client``     the small human client (``chat``, ``models``)
+* ``chat_cli``   the small human chat client (the ``chat`` and ``models`` commands)
 * ``cli``        ``myrouter-bridge`` / ``python -m bridge``
 
 The embedded upstream (a deterministic local MyRouter API for demos and tests)

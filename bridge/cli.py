@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ModuleNotFoundError as exc:
             return _upstream_missing(exc)
         return run_demo()
-    from . import client
+    from . import chat_cli
 
     token = os.environ.get("MYROUTER_TOKEN") or None
     credentials = None
@@ -105,20 +105,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"error: --ca-file: cannot read {args.ca_file}: {exc.strerror}", file=sys.stderr)
             return 2
-        credentials = client.tls_credentials(ca_pem)
+        credentials = chat_cli.tls_credentials(ca_pem)
     if args.command == "models":
-        return client.list_models(
+        return chat_cli.list_models(
             args.target, token=token, timeout=args.timeout, credentials=credentials
         )
     if not args.model:
         print("error: --model is required (or set MYROUTER_MODEL); see `models`", file=sys.stderr)
         return 2
-    prompt = client.read_prompt(args.prompt)
+    prompt = chat_cli.read_prompt(args.prompt)
     if not prompt:
         print("error: empty prompt", file=sys.stderr)
         return 2
     _quiet_broken_pipe()
-    return client.chat(
+    return chat_cli.chat(
         args.target,
         model=args.model,
         prompt=prompt,

@@ -134,7 +134,7 @@ class GrpcMetadataDecoding(logging.Filter):
 
     grpc logs it at ERROR with the raw bytes and a UnicodeDecodeError traceback
     each time a handler reads the metadata; it is the caller's mistake (answered
-    INVALID_ARGUMENT by `bridge.calls`), not an error of the bridge, and the
+    INVALID_ARGUMENT by `bridge.upstream_call`), not an error of the bridge, and the
     bytes may be a credential.
     """
 

@@ -4,7 +4,7 @@ A call is admitted once, before anything goes upstream (`Quotas.admit`), and
 accounted once when it ends (`Quotas.settle`, then `Quotas.release`); nothing
 runs per chunk, and a stream that has started is never cut for budget.
 
-The limits (the shape of `bridge.policy.Limits`; None means no limit):
+The limits (a caller's `bridge.policy.Limits`; None means no limit):
 
 * ``concurrent``          calls of the caller in flight at once: a lease, held
                           from admission until `release`
@@ -84,6 +84,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 
 from .errors import LimitsUnavailable, QuotaExceeded, QuotaViolation
+from .policy import Limits
 
 if TYPE_CHECKING:
     from .config import BridgeConfig
@@ -95,7 +96,6 @@ __all__ = [
     "LEASE_MARGIN_SECONDS",
     "WINDOWS",
     "Grant",
-    "Limits",
     "MemoryStore",
     "Quotas",
     "RedisStore",
@@ -126,19 +126,6 @@ LEASE_MARGIN_SECONDS = 60.0
 _DOWN_SECONDS = 1.0
 _WARN_EVERY_SECONDS = 60.0
 _MAX_PENDING_RELEASES = 10_000
-
-
-class Limits(Protocol):
-    """What a caller may use; the shape of `bridge.policy.Limits` (None: no limit)."""
-
-    @property
-    def concurrent(self) -> int | None: ...
-    @property
-    def requests_per_minute(self) -> int | None: ...
-    @property
-    def tokens_per_minute(self) -> int | None: ...
-    @property
-    def tokens_per_day(self) -> int | None: ...
 
 
 class StoreUnavailable(Exception):

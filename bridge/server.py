@@ -24,11 +24,11 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from . import otel
 from .admission import Admission
 from .config import BridgeConfig
-from .connections import server_options
 from .health import HEALTH_SERVICE_NAME, Health
 from .logs import quiet_grpc_metadata_decoding
 from .metrics import Metrics, MetricsServer
 from .observe import Observer
+from .server_options import server_options
 from .service import ChatService, request_decoder
 from .tls import server_credentials
 from .upstream import UpstreamClient
@@ -91,7 +91,9 @@ class BridgeServer:
         self._admission = Admission(
             max_calls=self.config.max_concurrent_rpcs, shutdown_grace=self.config.shutdown_grace
         )
-        service = ChatService(self.config, self._upstream, self._admission, Observer(self.metrics))
+        self.metrics.admission(self.config.max_concurrent_rpcs)
+        observer = Observer(self.metrics, otel.telemetry(self.config.opentelemetry))
+        service = ChatService(self.config, self._upstream, self._admission, observer)
         add_chat_service(service, server)
         self.health.add_to_server(server)
         if self.config.reflection:

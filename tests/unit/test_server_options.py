@@ -1,7 +1,7 @@
 """gRPC connection settings: the server options each setting becomes.
 
 What a real client sees of them over a real socket is in
-tests/integration/test_connections.py.
+tests/integration/test_server_options.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.config import BridgeConfig
-from bridge.connections import server_options
+from bridge.server_options import server_options
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""bridge.calls on its own: how an RPC's metadata and deadline become its upstream call.
+"""bridge.upstream_call on its own: how an RPC's metadata and deadline become its upstream call.
 
 A stand-in for the servicer context carries the metadata and the time left;
 the same rules through a real bridge are in test_service_auth.py,
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from bridge.calls import MAX_REQUEST_ID_LENGTH, CallPolicy, request_id
 from bridge.config import BridgeConfig, Secret
 from bridge.errors import InvalidRequest, MissingCredentials, UpstreamTimeout
+from bridge.upstream_call import MAX_REQUEST_ID_LENGTH, CallPolicy, request_id
 
 
 class Context:
