@@ -57,6 +57,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from myrouter.chat.v1 import chat_pb2
 
+from .config import ListenAddress
+
 __all__ = [
     "CALL_LABELS",
     "FIRST_CHUNK_BUCKETS",
@@ -401,15 +403,13 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
 class MetricsServer:
     """The /metrics HTTP endpoint, on its own port, in a daemon thread."""
 
-    def __init__(self, listen: str, registry: CollectorRegistry) -> None:
-        host, _, port = listen.rpartition(":")
+    def __init__(self, listen: ListenAddress, registry: CollectorRegistry) -> None:
+        host = listen.host or "0.0.0.0"
         self._httpd: WSGIServer
         self._thread: threading.Thread
-        self._httpd, self._thread = start_http_server(
-            int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry
-        )
+        self._httpd, self._thread = start_http_server(listen.port, addr=host, registry=registry)
         self.port: int = self._httpd.server_port
-        log.info("metrics at http://%s:%d/metrics", host or "0.0.0.0", self.port)
+        log.info("metrics at http://%s/metrics", ListenAddress(host, self.port).text)
 
     def close(self) -> None:
         self._httpd.shutdown()

@@ -102,9 +102,9 @@ class BridgeServer:
             )
         credentials = server_credentials(self.config)
         if credentials is None:
-            self.port = server.add_insecure_port(self.config.listen)
+            self.port = server.add_insecure_port(self.config.listen.text)
         else:
-            self.port = server.add_secure_port(self.config.listen, credentials)
+            self.port = server.add_secure_port(self.config.listen.text, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         if self.config.metrics_listen and self._serve_metrics:
@@ -114,7 +114,7 @@ class BridgeServer:
         self.health.set_serving()
         log.info(
             "bridge listening on %s (upstream %s)",
-            _listen_address(self.config.listen, self.port),
+            self.config.listen.with_port(self.port).text,
             self.config.upstream_url,
         )
         return self.port
@@ -225,11 +225,6 @@ def grpc_server_options(config: BridgeConfig, reuse_port: bool) -> Sequence[tupl
         ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_RPCS),
         *server_options(config),
     ]
-
-
-def _listen_address(listen: str, port: int) -> str:
-    host = listen.rsplit(":", 1)[0]
-    return f"{host}:{port}"
 
 
 async def serve(

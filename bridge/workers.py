@@ -50,7 +50,7 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
-from .config import BridgeConfig
+from .config import BridgeConfig, ListenAddress
 
 __all__ = ["WorkerJob", "run_workers", "worker_main"]
 
@@ -83,21 +83,15 @@ class WorkerJob:
     """The supervisor's pid: a worker whose parent changes stops (see `_watch_parent`)."""
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 @contextlib.contextmanager
-def reserve_port(listen: str) -> Iterator[int]:
+def reserve_port(listen: ListenAddress) -> Iterator[int]:
     """Bind (without listening) the address with SO_REUSEPORT; yield the port.
 
     Holding the socket keeps the port ours (port 0 becomes a fixed one) while
     the workers bind the same address with SO_REUSEPORT.
     """
-    host, port = split_listen(listen)
     family, kind, proto, _, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        listen.host or None, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -138,10 +132,8 @@ def run_workers(config: BridgeConfig) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with reserve_port(config.listen) as port:
-            host, _ = split_listen(config.listen)
-            job = WorkerJob(
-                dataclasses.replace(config, listen=_join(host, port)), ready_write, os.getpid()
-            )
+            bound = config.listen.with_port(port)
+            job = WorkerJob(dataclasses.replace(config, listen=bound), ready_write, os.getpid())
             for _ in range(count):
                 workers.append(_spawn(job, worker_env))
             os.close(ready_write)  # the workers hold it now: EOF once they all have gone
@@ -153,7 +145,7 @@ def run_workers(config: BridgeConfig) -> int:
             if pids is not None:
                 log.info(
                     "bridge listening on %s with %d workers (pids %s; upstream %s)",
-                    _join(host, port),
+                    bound.text,
                     count,
                     " ".join(map(str, pids)),
                     config.upstream_url,
@@ -193,10 +185,6 @@ def _spawn(job: WorkerJob, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with contextlib.suppress(BrokenPipeError):
         process.stdin.close()
     return process
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _send(workers: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:

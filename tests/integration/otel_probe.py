@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bridge.config import BridgeConfig, Secret
+from bridge.config import BridgeConfig, ListenAddress, Secret
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
@@ -34,7 +34,9 @@ async def main(upstream_url: str, traceparent: str, key: str) -> None:
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 
-    config = BridgeConfig(listen="127.0.0.1:0", upstream_url=upstream_url, api_key=Secret(key))
+    config = BridgeConfig(
+        listen=ListenAddress("127.0.0.1", 0), upstream_url=upstream_url, api_key=Secret(key)
+    )
     bridge = BridgeServer(config)
     port = await bridge.start()
     try:

@@ -83,7 +83,7 @@ def test_container_arguments_are_valid_bridge_settings():
 def test_probes_use_grpc_health_on_the_grpc_port():
     container = _container()
     port = {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"]
-    assert _config().listen.endswith(f":{port}")
+    assert _config().listen.port == port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == port
     assert container["readinessProbe"]["grpc"]["service"] == CHAT_SERVICE_NAME

@@ -27,6 +27,7 @@ import httpx
 import pytest
 import yaml
 
+from bridge.config import ListenAddress
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from support import CALLER_METADATA, chat_request, with_scenario
 
@@ -257,7 +258,7 @@ def _load(stub: chat_pb2_grpc.ChatServiceStub) -> None:
 @pytest.fixture(scope="module")
 def scraped(make_bridge, tmp_path_factory) -> Iterator[Prometheus]:
     """A Prometheus that has scraped a bridge (and a dead target) before and after load."""
-    bridge = make_bridge(metrics_listen="127.0.0.1:0", max_concurrent_rpcs=16)
+    bridge = make_bridge(metrics_listen=ListenAddress("127.0.0.1", 0), max_concurrent_rpcs=16)
     metrics_port = bridge.server.metrics_port
     dead = f"127.0.0.1:{_free_port()}"  # nothing listens: MyRouterBridgeDown's case
     prometheus = Prometheus(

@@ -40,7 +40,7 @@ def test_the_default_set_has_w3c_and_b3():
 )
 def test_names_that_cannot_be_propagated(name):
     assert check_header_name(name) is not None
-    with pytest.raises(ConfigError, match="propagate_headers"):
+    with pytest.raises(ConfigError, match="BRIDGE_PROPAGATE_HEADERS"):
         BridgeConfig(propagate_headers=(name,))
 
 
