@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import functools
 import shutil
 import socket
@@ -31,23 +30,16 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 
+from bridge.policy import Limits
 from bridge.quotas import MemoryStore, Quotas, RedisStore, Store
 
 HIGH = 10**12
 _T = TypeVar("_T")
 
 
-@dataclasses.dataclass(frozen=True)
-class Caps:
-    concurrent: int | None = None
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    tokens_per_day: int | None = None
-
-
 SHAPES = {
-    "all four limits": Caps(HIGH, HIGH, HIGH, HIGH),
-    "requests_per_minute only": Caps(requests_per_minute=HIGH),
+    "all four limits": Limits(HIGH, HIGH, HIGH, HIGH),
+    "requests_per_minute only": Limits(requests_per_minute=HIGH),
 }
 
 
@@ -56,7 +48,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def measure(store: Store, limits: Caps, calls: int) -> tuple[list[float], list[float]]:
+async def measure(store: Store, limits: Limits, calls: int) -> tuple[list[float], list[float]]:
     """What each call waits for (admit, settle, release), and that plus the end's write.
 
     With Redis the end of a call is written in the background; it is waited for
@@ -136,7 +128,7 @@ def main() -> None:
     with own_redis() if args.redis_url is None else _given(args.redis_url) as url:
         for shape, limits in SHAPES.items():
 
-            async def on_redis(limits: Caps = limits) -> tuple[list[float], list[float]]:
+            async def on_redis(limits: Limits = limits) -> tuple[list[float], list[float]]:
                 # A generous timeout: this measures the round trips, not the failure mode.
                 store = RedisStore(url, timeout=1.0, lease_seconds=600)
                 try:

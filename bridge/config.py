@@ -647,15 +647,15 @@ class BridgeConfig:
             env="BRIDGE_LIMITS_REDIS_URL",
             group="Limits",
             parse=Secret,
-            metavar="URL",
-            shown_default="in-process counters, per replica",
-            help="Redis (redis://, rediss://, unix://) holding the callers' limits and token "
-            "budgets, shared by every replica; a password belongs in the variable, since "
-            "flags show in ps (docs/callers-limits.md)",
             check=_check(
                 lambda url: url is None or url.value.startswith(LIMITS_REDIS_SCHEMES),
                 "must be a redis://, rediss:// or unix:// URL",
             ),
+            metavar="URL",
+            shown_default="in-process counters, per replica",
+            help="Redis (redis://, rediss://, unix://) holding the callers' limits and token "
+            "budgets, shared by every replica; a password belongs in the variable, since "
+            "flags show in ps (docs/callers.md)",
         ),
     )
     limits_redis_timeout: float = _setting(
@@ -663,9 +663,9 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_LIMITS_REDIS_TIMEOUT",
             group="Limits",
-            parse=float,
+            parse=_number,
+            check=_check(lambda s: math.isfinite(s) and 0 < s <= 5, "must be in (0, 5] seconds"),
             help="seconds one limits decision may wait for Redis before the failure mode applies",
-            check=_check(lambda s: math.isfinite(s) and 0 < s <= 5, "must be in (0, 5]"),
         ),
     )
     limits_failure_mode: str = _setting(
@@ -683,10 +683,10 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_TOKEN_ESTIMATE",
             group="Limits",
-            parse=int,
+            parse=_integer,
+            check=_at_least(1),
             help="tokens reserved against a caller's token budgets for a request without "
             "max_tokens, until the upstream's usage settles it",
-            check=_at_least(1),
         ),
     )
 

@@ -372,12 +372,13 @@ class LimitsUnavailable(BridgeError):
     """The shared limits store (Redis) failed and the bridge is set to fail closed.
 
     UNAVAILABLE: a passing fault of the bridge's infrastructure, which a retry,
-    here or on another replica, may clear; nothing reached the upstream.
+    here or on another replica, may clear; nothing reached the upstream. Its line
+    stays at INFO: bridge/quotas.py reports the outage itself at WARNING, at most
+    once a minute, where a line per refused call would flood the log.
     """
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "LIMITS_STORE_UNAVAILABLE"
-    log_level = logging.WARNING
 
     def __init__(self) -> None:
         super().__init__("the caller limits store is unavailable; try again shortly")

@@ -396,6 +396,7 @@ class Metrics:
         self._child(self.policy_reloads, result).inc()
 
     def limits_store_failure(self, mode: str) -> None:
+        """Count a call or a call's end the caller-limits store failed (bridge/quotas.py)."""
         self._child(self.limits_store_failures, mode).inc()
 
 

@@ -4,7 +4,7 @@ A call is admitted once, before anything goes upstream (`Quotas.admit`), and
 accounted once when it ends (`Quotas.settle`, then `Quotas.release`); nothing
 runs per chunk, and a stream that has started is never cut for budget.
 
-The limits (the shape of `bridge.policy.Limits`; None means no limit):
+The limits (a caller's `bridge.policy.Limits`; None means no limit):
 
 * ``concurrent``          calls of the caller in flight at once: a lease, held
                           from admission until `release`
@@ -84,6 +84,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 
 from .errors import LimitsUnavailable, QuotaExceeded, QuotaViolation
+from .policy import Limits
 
 if TYPE_CHECKING:
     from .config import BridgeConfig
@@ -95,7 +96,6 @@ __all__ = [
     "LEASE_MARGIN_SECONDS",
     "WINDOWS",
     "Grant",
-    "Limits",
     "MemoryStore",
     "Quotas",
     "RedisStore",
@@ -126,19 +126,6 @@ LEASE_MARGIN_SECONDS = 60.0
 _DOWN_SECONDS = 1.0
 _WARN_EVERY_SECONDS = 60.0
 _MAX_PENDING_RELEASES = 10_000
-
-
-class Limits(Protocol):
-    """What a caller may use; the shape of `bridge.policy.Limits` (None: no limit)."""
-
-    @property
-    def concurrent(self) -> int | None: ...
-    @property
-    def requests_per_minute(self) -> int | None: ...
-    @property
-    def tokens_per_minute(self) -> int | None: ...
-    @property
-    def tokens_per_day(self) -> int | None: ...
 
 
 class StoreUnavailable(Exception):
@@ -547,15 +534,42 @@ class Quotas:
             return self._store_down(caller_key, "the limits store is down", admitting=True)
         if self._pending_releases and self._flushing is None:
             self._flushing = asyncio.create_task(self._flush_releases())
+        reserved = reserve if has_tokens else 0
+        deciding = self._store.admit(caller_key, limits, reserved, lease, self._clock())
+        # A remote decision runs shielded, so that a caller who leaves meanwhile
+        # cannot leave it counted; an in-process one never suspends, so it needs none.
+        decision = asyncio.ensure_future(deciding) if self._store.remote else None
         try:
-            outcome = await self._store.admit(
-                caller_key, limits, reserve if has_tokens else 0, lease, self._clock()
-            )
+            outcome = await (deciding if decision is None else asyncio.shield(decision))
         except StoreUnavailable as exc:
             return self._store_down(caller_key, str(exc), admitting=True)
+        except asyncio.CancelledError:
+            if decision is None:
+                raise
+            # The caller left while the store decided: undo what it counts, once it has.
+            undo = asyncio.create_task(self._undo(caller_key, decision, reserved, lease))
+            self._writes.add(undo)
+            undo.add_done_callback(self._writes.discard)
+            raise
         if isinstance(outcome, list):
             raise QuotaExceeded(caller_key, outcome)
-        return Grant(caller_key, reserve if has_tokens else 0, outcome, lease)
+        return Grant(caller_key, reserved, outcome, lease)
+
+    async def _undo(
+        self,
+        caller_key: str,
+        decision: asyncio.Future[list[QuotaViolation] | tuple[tuple[str, int], ...]],
+        reserved: int,
+        lease: str | None,
+    ) -> None:
+        """Give back what an admission whose caller was cancelled counted (its lease, tokens)."""
+        try:
+            outcome = await decision
+        except StoreUnavailable:
+            return
+        if not isinstance(outcome, list):
+            grant = Grant(caller_key, reserved, outcome, lease, delta=-reserved, settled=True)
+            await self.release(grant)
 
     async def settle(self, grant: Grant, used_tokens: int | None) -> None:
         """Replace the reservation by the tokens the upstream reported (None: keep it). Once.
@@ -602,9 +616,10 @@ class Quotas:
         task.add_done_callback(self._writes.discard)
 
     async def flush(self) -> None:
-        """Wait for the ends of calls still being written (tests, and before `close`)."""
-        while self._writes:
-            await asyncio.gather(*self._writes)
+        """Wait for the ends of calls still being written, retried releases included."""
+        while self._writes or self._flushing is not None:
+            pending = [*self._writes, *([self._flushing] if self._flushing else [])]
+            await asyncio.gather(*pending)
 
     async def _write(self, grant: Grant, delta: int, lease: str | None, now: float) -> None:
         try:

@@ -10,7 +10,6 @@ exhaustively with the in-process store in tests/unit/test_quotas.py.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,8 @@ import pytest
 
 from bridge.errors import LimitsUnavailable, QuotaExceeded
 from bridge.metrics import Metrics
-from bridge.quotas import Grant, Limits, Quotas, RedisStore
+from bridge.policy import Limits
+from bridge.quotas import Grant, Quotas, RedisStore
 from support import RedisServer, require_tool
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,14 +27,6 @@ pytestmark = pytest.mark.timeout(60)
 TIMEOUT = 0.25  # the default is 0.05 s; a loaded test machine can take longer to answer
 STALL_BOUND = 5.0
 """Far above the timeout, far below a stall: a call that hangs on Redis takes forever."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Caps:
-    concurrent: int | None = None
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    tokens_per_day: int | None = None
 
 
 class Rest:
@@ -87,7 +79,7 @@ async def timed_admit(quotas: Quotas, limits: Limits) -> tuple[Grant | BaseExcep
 def test_requests_per_minute_hold_across_two_replicas(redis_server: RedisServer) -> None:
     async def main() -> None:
         a, b = await replica(redis_server), await replica(redis_server)
-        limits = Caps(requests_per_minute=4)
+        limits = Limits(requests_per_minute=4)
         for quotas in (a, b, a, b):
             await quotas.admit("team-a", limits, 0)
         for quotas in (a, b):
@@ -107,15 +99,15 @@ def test_racing_admissions_on_two_replicas_never_exceed_a_limit(redis_server: Re
         a = await replica(redis_server, mode="closed", store_timeout=5.0)
         b = await replica(redis_server, mode="closed", store_timeout=5.0)
 
-        async def admitted(limits: Caps, reserve: int) -> int:
+        async def admitted(limits: Limits, reserve: int) -> int:
             calls = [q.admit("team-a", limits, reserve) for q in (a, b) for _ in range(20)]
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
             assert all(isinstance(o, Grant | QuotaExceeded) for o in outcomes), outcomes
             return sum(isinstance(o, Grant) for o in outcomes)
 
-        assert await admitted(Caps(concurrent=5), 0) == 5
-        assert await admitted(Caps(requests_per_minute=7), 0) == 7
-        assert await admitted(Caps(tokens_per_day=1000), 100) == 10
+        assert await admitted(Limits(concurrent=5), 0) == 5
+        assert await admitted(Limits(requests_per_minute=7), 0) == 7
+        assert await admitted(Limits(tokens_per_day=1000), 100) == 10
         await a.close()
         await b.close()
 
@@ -127,7 +119,7 @@ def test_token_budgets_hold_across_replicas_and_settle_from_usage(
 ) -> None:
     async def main() -> None:
         a, b = await replica(redis_server), await replica(redis_server)
-        limits = Caps(tokens_per_minute=1000, tokens_per_day=5000)
+        limits = Limits(tokens_per_minute=1000, tokens_per_day=5000)
         grant = await a.admit("team-a", limits, 600)
         error = await refused(b, limits, 401)  # 600 reserved on a counts on b
         assert [v.limit for v in error.violations] == ["tokens_per_minute"]
@@ -139,9 +131,9 @@ def test_token_budgets_hold_across_replicas_and_settle_from_usage(
         await b.flush()
         error = await refused(a, limits, 0)
         assert error.retry_after is not None and error.retry_after > 0
-        day = await refused(a, Caps(tokens_per_day=5000), 3501)  # 1500 counted today
+        day = await refused(a, Limits(tokens_per_day=5000), 3501)  # 1500 counted today
         assert [v.limit for v in day.violations] == ["tokens_per_day"]
-        await a.admit("team-a", Caps(tokens_per_day=5000), 3500)
+        await a.admit("team-a", Limits(tokens_per_day=5000), 3500)
         await a.close()
         await b.close()
 
@@ -153,7 +145,7 @@ def test_concurrent_leases_are_shared_released_and_expire_with_a_dead_replica(
 ) -> None:
     async def main() -> None:
         a, b = await replica(redis_server), await replica(redis_server)
-        limits = Caps(concurrent=2)
+        limits = Limits(concurrent=2)
         on_a = await a.admit("team-a", limits, 0)
         await b.admit("team-a", limits, 0)
         error = await refused(a, limits)
@@ -172,11 +164,11 @@ def test_concurrent_leases_are_shared_released_and_expire_with_a_dead_replica(
             await replica(redis_server, lease_seconds=0.5),
             await replica(redis_server),
         )
-        await dying.admit("team-c", Caps(concurrent=1), 0)
+        await dying.admit("team-c", Limits(concurrent=1), 0)
         with pytest.raises(QuotaExceeded):
-            await survivor.admit("team-c", Caps(concurrent=1), 0)
+            await survivor.admit("team-c", Limits(concurrent=1), 0)
         await asyncio.sleep(0.6)
-        await survivor.admit("team-c", Caps(concurrent=1), 0)
+        await survivor.admit("team-c", Limits(concurrent=1), 0)
         await dying.close()
         await survivor.close()
 
@@ -191,7 +183,7 @@ def test_redis_killed_fails_open_with_a_warning_and_a_metric_then_resumes(
     async def main() -> None:
         metrics, rest = Metrics(), Rest()
         a = await replica(redis_server, metrics=metrics, rest=rest)
-        limits = Caps(requests_per_minute=1, concurrent=5)
+        limits = Limits(requests_per_minute=1, concurrent=5)
         first = await a.admit("team-a", limits, 0)
         await refused(a, limits)
         redis_server.kill()
@@ -231,7 +223,7 @@ def test_redis_killed_fails_closed_with_unavailable_then_resumes(
         metrics, rest = Metrics(), Rest()
         a = await replica(redis_server, mode="closed", metrics=metrics, rest=rest)
         b = await replica(redis_server, mode="closed", rest=rest)
-        limits = Caps(requests_per_minute=2)
+        limits = Limits(requests_per_minute=2)
         await a.admit("team-a", limits, 0)
         redis_server.kill()
         for quotas in (a, a, b):
@@ -260,7 +252,7 @@ def test_a_redis_that_does_not_answer_costs_a_call_the_timeout_not_a_stall(
     async def main() -> None:
         rest = Rest()
         a = await replica(redis_server, mode=mode, rest=rest)
-        limits = Caps(requests_per_minute=1)
+        limits = Limits(requests_per_minute=1)
         grant = await a.admit("team-a", limits, 0)
         redis_server.pause()
         try:
@@ -304,10 +296,10 @@ def test_a_redis_with_a_password_is_shared_and_a_wrong_one_never_shows_in_logs(
         wrong = Quotas(RedisStore(bad, timeout=TIMEOUT, lease_seconds=60), failure_mode="closed")
         for quotas in (a, b, wrong):
             await quotas.start()
-        await a.admit("team-a", Caps(requests_per_minute=1), 0)
-        await refused(b, Caps(requests_per_minute=1))
+        await a.admit("team-a", Limits(requests_per_minute=1), 0)
+        await refused(b, Limits(requests_per_minute=1))
         with pytest.raises(LimitsUnavailable):
-            await wrong.admit("team-a", Caps(requests_per_minute=1), 0)
+            await wrong.admit("team-a", Limits(requests_per_minute=1), 0)
         for quotas in (a, b, wrong):
             await quotas.close()
 

@@ -519,29 +519,29 @@ def test_repr_of_config_does_not_contain_the_limits_store_password() -> None:
     [
         (
             {"limits_redis_url": Secret("http://redis:6379")},
-            "--limits-redis-url \\(BRIDGE_LIMITS_REDIS_URL\\): must be",
+            r"--limits-redis-url \(BRIDGE_LIMITS_REDIS_URL\): must be a redis://",
         ),
         (
             {"limits_redis_url": Secret("")},
-            "--limits-redis-url \\(BRIDGE_LIMITS_REDIS_URL\\): must be",
+            r"--limits-redis-url \(BRIDGE_LIMITS_REDIS_URL\): must be a redis://",
         ),
         (
             {"limits_redis_timeout": 0.0},
-            "--limits-redis-timeout \\(BRIDGE_LIMITS_REDIS_TIMEOUT\\): must be",
+            r"--limits-redis-timeout \(BRIDGE_LIMITS_REDIS_TIMEOUT\): must be in \(0, 5\]",
         ),
         (
             {"limits_redis_timeout": math.nan},
-            "--limits-redis-timeout \\(BRIDGE_LIMITS_REDIS_TIMEOUT\\): must be",
+            r"--limits-redis-timeout \(BRIDGE_LIMITS_REDIS_TIMEOUT\): must be in \(0, 5\]",
         ),
         (
             {"limits_redis_timeout": 6.0},
-            "--limits-redis-timeout \\(BRIDGE_LIMITS_REDIS_TIMEOUT\\): must be",
+            r"--limits-redis-timeout \(BRIDGE_LIMITS_REDIS_TIMEOUT\): must be in \(0, 5\]",
         ),
         (
             {"limits_failure_mode": "maybe"},
-            "--limits-failure-mode \\(BRIDGE_LIMITS_FAILURE_MODE\\): must be",
+            r"--limits-failure-mode \(BRIDGE_LIMITS_FAILURE_MODE\): must be",
         ),
-        ({"token_estimate": 0}, "--token-estimate \\(BRIDGE_TOKEN_ESTIMATE\\): must be"),
+        ({"token_estimate": 0}, r"--token-estimate \(BRIDGE_TOKEN_ESTIMATE\): must be >= 1"),
     ],
 )
 def test_limits_settings_out_of_range_are_refused(changes: dict[str, object], message: str) -> None:

@@ -5,6 +5,7 @@ metadata, and Retry-After parsing."""
 from __future__ import annotations
 
 import email.utils
+import logging
 from typing import Any, TypeVar
 
 import grpc
@@ -473,6 +474,7 @@ def test_caller_not_allowed_refuses_an_unknown_reason():
         CallerNotAllowed("no", reason="NOPE")
 
 
+# --------------------------------------------------------------------------- #
 # Caller limits: QuotaExceeded and LimitsUnavailable
 # --------------------------------------------------------------------------- #
 
@@ -535,3 +537,5 @@ def test_a_failed_limits_store_in_closed_mode_is_unavailable() -> None:
     assert status.code is SC.UNAVAILABLE
     assert error_info(status).reason == "LIMITS_STORE_UNAVAILABLE"
     assert details_of_type(status, error_details_pb2.QuotaFailure) == []
+    # one line per refused call at INFO; the outage's WARNING is bridge/quotas.py's, rate-limited
+    assert LimitsUnavailable.log_level == logging.INFO

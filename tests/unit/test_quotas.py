@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from bridge.config import BridgeConfig, Secret
 from bridge.errors import LimitsUnavailable, QuotaExceeded, QuotaViolation
 from bridge.metrics import Metrics
+from bridge.policy import Limits
 from bridge.quotas import (
     CONCURRENT_RETRY_SECONDS,
     WINDOWS,
     Grant,
-    Limits,
     MemoryStore,
     Quotas,
     RedisStore,
@@ -38,16 +38,6 @@ pytestmark = pytest.mark.timeout(30)
 
 MINUTE_START = 600.0  # the start of a minute bucket and of nothing longer
 DAY_START = 86400.0 * 10
-
-
-@dataclasses.dataclass(frozen=True)
-class Caps:
-    """Stands in for bridge.policy.Limits (same fields, frozen)."""
-
-    concurrent: int | None = None
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    tokens_per_day: int | None = None
 
 
 class Clock:
@@ -74,10 +64,8 @@ async def refused(
     return caught.value
 
 
-def test_the_test_limits_have_the_shape_of_the_engine_s_limits() -> None:
-    limits: Limits = Caps(concurrent=1)  # mypy checks the protocol; this checks the fields
-    assert {f.name for f in dataclasses.fields(Caps)} == {"concurrent", *WINDOWS}
-    assert limits.concurrent == 1
+def test_every_windowed_limit_of_the_policy_has_a_window() -> None:
+    assert {f.name for f in dataclasses.fields(Limits)} == {"concurrent", *WINDOWS}
 
 
 # --------------------------------------------------------------------------- #
@@ -89,7 +77,7 @@ def test_requests_over_the_limit_are_refused_until_the_window_slides() -> None:
     async def main() -> None:
         clock = Clock()
         quotas = engine(clock)
-        limits = Caps(requests_per_minute=3)
+        limits = Limits(requests_per_minute=3)
         for _ in range(3):
             await quotas.admit("a", limits, 0)
         error = await refused(quotas, limits)
@@ -108,7 +96,7 @@ def test_the_previous_bucket_fades_as_the_current_one_advances() -> None:
     async def main() -> None:
         clock = Clock()
         quotas = engine(clock)
-        limits = Caps(requests_per_minute=3)
+        limits = Limits(requests_per_minute=3)
         for _ in range(3):
             await quotas.admit("a", limits, 0)
         clock.now = MINUTE_START + 60  # next bucket: the previous three still weigh fully
@@ -128,7 +116,7 @@ def test_a_window_left_empty_for_two_buckets_starts_from_zero() -> None:
     async def main() -> None:
         clock = Clock()
         quotas = engine(clock)
-        limits = Caps(requests_per_minute=2)
+        limits = Limits(requests_per_minute=2)
         await quotas.admit("a", limits, 0)
         await quotas.admit("a", limits, 0)
         clock.now = MINUTE_START + 120
@@ -142,7 +130,7 @@ def test_a_window_left_empty_for_two_buckets_starts_from_zero() -> None:
 def test_callers_have_separate_counters() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(requests_per_minute=1)
+        limits = Limits(requests_per_minute=1)
         await quotas.admit("a", limits, 0)
         await quotas.admit("b", limits, 0)
         error = await refused(quotas, limits, caller="a")
@@ -154,7 +142,7 @@ def test_callers_have_separate_counters() -> None:
 def test_a_caller_without_limits_is_admitted_and_nothing_is_counted() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        grant = await quotas.admit("a", Caps(), 10**9)
+        grant = await quotas.admit("a", Limits(), 10**9)
         assert grant == Grant("a", 0, counted=False)
         await quotas.settle(grant, 10**9)
         await quotas.release(grant)
@@ -170,7 +158,7 @@ def test_a_caller_without_limits_is_admitted_and_nothing_is_counted() -> None:
 def test_a_budget_blocks_when_counted_plus_the_reservation_exceeds_it() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(tokens_per_minute=1000)
+        limits = Limits(tokens_per_minute=1000)
         await quotas.admit("a", limits, 600)
         error = await refused(quotas, limits, 401)  # 600 + 401 > 1000
         assert [v.limit for v in error.violations] == ["tokens_per_minute"]
@@ -184,7 +172,7 @@ def test_a_budget_blocks_when_counted_plus_the_reservation_exceeds_it() -> None:
 def test_a_reservation_bigger_than_the_limit_never_passes_and_says_so() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        error = await refused(quotas, Caps(tokens_per_minute=1000), 1001)
+        error = await refused(quotas, Limits(tokens_per_minute=1000), 1001)
         assert error.violations == (QuotaViolation("tokens_per_minute", 1000, None),)
         assert error.retry_after is None
 
@@ -194,7 +182,7 @@ def test_a_reservation_bigger_than_the_limit_never_passes_and_says_so() -> None:
 def test_settling_below_the_reservation_gives_the_difference_back() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(tokens_per_minute=1000)
+        limits = Limits(tokens_per_minute=1000)
         grant = await quotas.admit("a", limits, 800)
         await refused(quotas, limits, 300)
         await quotas.settle(grant, 100)
@@ -207,7 +195,7 @@ def test_settling_below_the_reservation_gives_the_difference_back() -> None:
 def test_settling_above_the_reservation_counts_the_surplus_even_over_the_limit() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(tokens_per_minute=1000)
+        limits = Limits(tokens_per_minute=1000)
         grant = await quotas.admit("a", limits, 100)
         await quotas.settle(grant, 1500)  # a finished call is counted, never refused
         error = await refused(quotas, limits, 0)
@@ -220,7 +208,7 @@ def test_settling_above_the_reservation_counts_the_surplus_even_over_the_limit()
 def test_settle_with_no_usage_keeps_the_reservation_and_settles_once() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(tokens_per_minute=1000)
+        limits = Limits(tokens_per_minute=1000)
         grant = await quotas.admit("a", limits, 700)
         await quotas.settle(grant, None)
         await quotas.settle(grant, 0)  # too late: a grant settles once
@@ -234,7 +222,7 @@ def test_settle_with_no_usage_keeps_the_reservation_and_settles_once() -> None:
 def test_negative_usage_counts_as_none_used() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(tokens_per_minute=1000)
+        limits = Limits(tokens_per_minute=1000)
         grant = await quotas.admit("a", limits, 700)
         await quotas.settle(grant, -5)
         await quotas.admit("a", limits, 1000)
@@ -246,7 +234,7 @@ def test_a_settlement_goes_to_the_bucket_of_its_reservation() -> None:
     async def main() -> None:
         clock = Clock()
         quotas = engine(clock)
-        limits = Caps(tokens_per_minute=1000)
+        limits = Limits(tokens_per_minute=1000)
         grant = await quotas.admit("a", limits, 1000)
         clock.now = MINUTE_START + 90  # the reservation is in the previous bucket, weight 1/2
         await refused(quotas, limits, 501)
@@ -260,7 +248,7 @@ def test_a_settlement_after_its_bucket_left_the_window_changes_nothing() -> None
     async def main() -> None:
         clock = Clock()
         quotas = engine(clock)
-        limits = Caps(tokens_per_minute=1000)
+        limits = Limits(tokens_per_minute=1000)
         grant = await quotas.admit("a", limits, 10)
         clock.now = MINUTE_START + 125
         await quotas.admit("a", limits, 1000)
@@ -274,7 +262,7 @@ def test_the_day_budget_counts_alone_and_frees_as_the_day_slides() -> None:
     async def main() -> None:
         clock = Clock(DAY_START)
         quotas = engine(clock)
-        limits = Caps(tokens_per_day=1000)
+        limits = Limits(tokens_per_day=1000)
         await quotas.admit("a", limits, 1000)
         clock.now = DAY_START + 3600
         error = await refused(quotas, limits, 500)
@@ -288,7 +276,7 @@ def test_every_limit_hit_is_reported_and_retry_is_when_all_free() -> None:
     async def main() -> None:
         clock = Clock(DAY_START)
         quotas = engine(clock)
-        limits = Caps(requests_per_minute=1, tokens_per_minute=100, tokens_per_day=100)
+        limits = Limits(requests_per_minute=1, tokens_per_minute=100, tokens_per_day=100)
         await quotas.admit("a", limits, 100)
         error = await refused(quotas, limits, 1)
         assert [v.limit for v in error.violations] == list(WINDOWS)
@@ -301,7 +289,7 @@ def test_every_limit_hit_is_reported_and_retry_is_when_all_free() -> None:
 def test_a_refused_call_counts_nothing_in_any_window() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(requests_per_minute=2, tokens_per_minute=100)
+        limits = Limits(requests_per_minute=2, tokens_per_minute=100)
         await quotas.admit("a", limits, 80)
         await refused(quotas, limits, 50)  # refused for tokens: its request is not counted
         await quotas.admit("a", limits, 20)  # the second request
@@ -319,7 +307,7 @@ def test_a_refused_call_counts_nothing_in_any_window() -> None:
 def test_concurrent_calls_over_the_limit_are_refused_until_one_is_released() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(concurrent=2)
+        limits = Limits(concurrent=2)
         first = await quotas.admit("a", limits, 0)
         await quotas.admit("a", limits, 0)
         error = await refused(quotas, limits)
@@ -335,7 +323,7 @@ def test_concurrent_calls_over_the_limit_are_refused_until_one_is_released() -> 
 def test_a_cancelled_call_gives_its_lease_back() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(concurrent=1)
+        limits = Limits(concurrent=1)
         started = asyncio.Event()
 
         async def call() -> None:
@@ -360,13 +348,13 @@ def test_a_cancelled_call_gives_its_lease_back() -> None:
 def test_with_a_lease_the_settlement_is_written_with_the_release() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(concurrent=5, tokens_per_minute=1000)
+        limits = Limits(concurrent=5, tokens_per_minute=1000)
         grant = await quotas.admit("a", limits, 900)
         await quotas.settle(grant, 100)
         await refused(quotas, limits, 200)  # not yet written: one round trip at the end
         await quotas.release(grant)
         await quotas.admit("a", limits, 900)
-        other = Caps(concurrent=5, tokens_per_minute=100)
+        other = Limits(concurrent=5, tokens_per_minute=100)
         late = await quotas.admit("b", other, 100)
         await quotas.release(late)
         await quotas.settle(late, 50)  # a settle after the release is written at once
@@ -401,7 +389,7 @@ def test_with_a_remote_store_the_end_of_a_call_is_written_off_its_path() -> None
     async def main() -> None:
         store = SlowRemoteStore()
         quotas = Quotas(store, clock=Clock(), monotonic=Clock())
-        limits = Caps(concurrent=1, tokens_per_minute=100)
+        limits = Limits(concurrent=1, tokens_per_minute=100)
         grant = await quotas.admit("a", limits, 100)
         await quotas.settle(grant, 10)
         await asyncio.wait_for(quotas.release(grant), 5)  # returns before the store answers
@@ -414,10 +402,43 @@ def test_with_a_remote_store_the_end_of_a_call_is_written_off_its_path() -> None
     run(main())
 
 
+class GatedStore(MemoryStore):
+    """The in-process store acting as a remote one whose admissions wait for `answer`."""
+
+    remote = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def admit(
+        self, caller_key: str, limits: Limits, reserve: int, lease: str | None, now: float
+    ) -> list[QuotaViolation] | tuple[tuple[str, int], ...]:
+        await self.answer.wait()
+        return await super().admit(caller_key, limits, reserve, lease, now)
+
+
+def test_a_call_cancelled_while_the_store_decides_gives_back_what_it_counted() -> None:
+    async def main() -> None:
+        store = GatedStore()
+        quotas = Quotas(store, clock=Clock(), monotonic=Clock())
+        limits = Limits(concurrent=1, tokens_per_minute=100)
+        admitting = asyncio.create_task(quotas.admit("a", limits, 100))
+        await asyncio.sleep(0)
+        admitting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admitting
+        store.answer.set()  # the store counts the call after all ...
+        await quotas.flush()  # ... and the bridge gives it back
+        await quotas.admit("a", limits, 100)
+
+    run(main())
+
+
 def test_a_refused_call_takes_no_lease() -> None:
     async def main() -> None:
         quotas = engine(Clock())
-        limits = Caps(concurrent=1, tokens_per_minute=10)
+        limits = Limits(concurrent=1, tokens_per_minute=10)
         await refused(quotas, limits, 11)
         await quotas.admit("a", limits, 10)
 
@@ -517,7 +538,7 @@ def test_failing_open_admits_uncounted_warns_once_and_resumes_by_itself(
     async def main() -> None:
         clock, store, metrics = Clock(), FlakyStore(), Metrics()
         quotas = Quotas(store, clock=clock, monotonic=clock, metrics=metrics)
-        limits = Caps(requests_per_minute=1)
+        limits = Limits(requests_per_minute=1)
         await quotas.admit("a", limits, 0)
         store.down = True
         with caplog.at_level(logging.WARNING, logger="bridge.quotas"):
@@ -551,13 +572,13 @@ def test_the_warning_is_repeated_at_most_once_a_minute_with_what_it_left_out(
         store.down = True
         with caplog.at_level(logging.WARNING, logger="bridge.quotas"):
             for _ in range(10):
-                await refused_anyway(quotas, Caps(requests_per_minute=1))
+                await refused_anyway(quotas, Limits(requests_per_minute=1))
                 clock.now += 5
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 1
         with caplog.at_level(logging.WARNING, logger="bridge.quotas"):
             clock.now += 60
-            await refused_anyway(quotas, Caps(requests_per_minute=1))
+            await refused_anyway(quotas, Limits(requests_per_minute=1))
         assert "(9 more since the last line)" in caplog.records[-1].getMessage()
 
     run(main())
@@ -570,11 +591,11 @@ def test_failing_closed_refuses_with_limits_unavailable() -> None:
         store.down = True
         for _ in range(2):
             with pytest.raises(LimitsUnavailable):
-                await quotas.admit("a", Caps(concurrent=1), 0)
+                await quotas.admit("a", Limits(concurrent=1), 0)
         assert failures(metrics, "closed") == 2
         store.down = False
         clock.now += 1.0
-        await quotas.admit("a", Caps(concurrent=1), 0)
+        await quotas.admit("a", Limits(concurrent=1), 0)
 
     run(main())
 
@@ -583,15 +604,15 @@ def test_settle_and_release_never_raise_and_a_failed_release_is_retried() -> Non
     async def main() -> None:
         clock, store = Clock(), FlakyStore()
         quotas = Quotas(store, clock=clock, monotonic=clock, failure_mode="closed")
-        limits = Caps(concurrent=1, tokens_per_minute=100)
+        limits = Limits(concurrent=1, tokens_per_minute=100)
         grant = await quotas.admit("a", limits, 10)
         store.down = True
         await quotas.settle(grant, 50)
         await quotas.release(grant)
         store.down = False
         clock.now += 1.0
-        await refused(quotas, limits)  # the lease is still held in the store ...
-        await asyncio.sleep(0)  # ... until the retry that admission started runs
+        await quotas.admit("b", limits, 10)  # the store answers: the lease is released again
+        await quotas.flush()
         await quotas.admit("a", limits, 10)
 
     run(main())
@@ -607,7 +628,7 @@ def test_a_store_down_at_start_up_is_logged_not_fatal(caplog: pytest.LogCaptureF
         assert "failing closed" in caplog.records[0].getMessage()
         store.down = False
         clock.now += 1.0
-        await quotas.admit("a", Caps(concurrent=1), 0)
+        await quotas.admit("a", Limits(concurrent=1), 0)
 
     run(main())
 
