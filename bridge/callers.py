@@ -172,7 +172,7 @@ def tls_identity(auth_context: Mapping[str, Sequence[bytes]] | None) -> str | No
     if not auth_context:
         return None
     for key in ("peer_uri", "peer_dns", "x509_common_name"):
-        values = auth_context.get(key) or ()
+        values = [value for value in auth_context.get(key) or () if value]  # b"": none (no CN)
         if not values:
             continue
         if key != "peer_dns" and len(values) > 1:

@@ -103,6 +103,7 @@ def test_counts_and_token_totals_after_a_few_rpcs(metered):
     # the same calls under the GenAI semantic conventions' names
     chat = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "myrouter"}
     chat["gen_ai_request_model"] = "myrouter/echo"
+    chat["caller"] = "anonymous"  # no policy file: every caller is the default's
     usage = "gen_ai_client_token_usage_sum"
     answered = {**chat, "gen_ai_response_model": model}
     assert value(samples, usage, **answered, gen_ai_token_type="input") == inputs

@@ -330,3 +330,9 @@ def test_garbage_never_crashes_and_never_invents_an_identity(header):
 def test_xfcc_is_never_believed_when_not_listed(header, listed):
     metadata = [(XFCC, header), (XFCC, "URI=spiffe://x/forged")]
     assert caller_identity(sources(listed), context(), metadata) == ANONYMOUS
+
+
+def test_a_certificate_without_uri_dns_or_common_name_gives_no_identity():
+    """An empty subject (an email-only certificate): grpc reports an empty CN, which is no
+    identity, not a malformed one."""
+    assert tls_identity({"x509_common_name": [b""], "transport_security_type": [b"ssl"]}) is None
