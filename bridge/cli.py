@@ -182,14 +182,17 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config)
     from .loop import run
+    from .open_files import raise_file_limit
+    from .ports import BindError
     from .server import serve
     from .workers import run_workers
 
+    raise_file_limit(config)  # before the workers, which inherit it
     try:
         if config.workers > 1:
             return run_workers(config)
         run(serve(config), config.event_loop)
-    except ConfigError as exc:  # a file named by a setting (TLS) is unusable
+    except (ConfigError, BindError) as exc:  # a file named by a setting (TLS); a busy port
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
