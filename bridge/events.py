@@ -22,6 +22,7 @@ message), and httpx's transport exceptions become the bridge's here once
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
@@ -54,6 +55,8 @@ __all__ = [
     "error_object",
     "transport_failure",
 ]
+
+log = logging.getLogger("bridge.events")
 
 DRAIN_AFTER_DONE_SECONDS = 0.25
 """After [DONE], how long to wait for the body's end so the connection can be reused."""
@@ -406,6 +409,8 @@ class EventStream:
         call = self._call
         body, error = await self._error_body()
         message = _message_of(error, body) or f"the upstream answered HTTP {status}"
+        if status == 404 and not error:
+            message = _wrong_path_message(self._response.request)
         message = redact(message, call.secrets())
         if status in (401, 403) and call.using_service_key:
             return ServiceKeyRejected(
@@ -444,6 +449,17 @@ class EventStream:
             metadata=_error_metadata(error, call),
             event=event,
         )
+
+
+def _wrong_path_message(request: httpx.Request) -> str:
+    """A 404 that is no error object of the API: the URL is wrong, not the model. Logged too,
+    since only the operator (its --upstream-url, base path included) can put it right."""
+    message = (
+        f"the upstream answered HTTP 404, not an API error, to {request.method} {request.url}: "
+        "a wrong base path? check --upstream-url (MYROUTER_BASE_URL)"
+    )
+    log.warning("%s", message)
+    return message
 
 
 def error_object(error: object) -> dict[str, Any]:

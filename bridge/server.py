@@ -263,7 +263,7 @@ def transport_security(config: BridgeConfig) -> str:
         return "plaintext, no TLS"
     if config.tls_client_ca_file is None:
         return "TLS"
-    return "mTLS (client certificates required)"
+    return "mTLS, client certificates required"
 
 
 def _listen_address(listen: str, port: int) -> str:
