@@ -8,11 +8,15 @@ The modules, each owning one thing:
 * ``sse``        server-sent-events decoding (pure)
 * ``mapping``    JSON <-> protobuf (pure)
 * ``validation`` request checks before any upstream call (pure)
-* ``upstream``   httpx requests over one pooled transport towards the API
-* ``events``     the upstream's answers as parsed events: every protocol rule, in-band errors
+* ``upstream``   httpx requests over one pooled transport towards the API; each answer's
+                 status, judged once; the call's time budget
+* ``event_stream`` a streamed answer: the one reader of its events (framing, sizes, ends)
+* ``whole_answer`` an answer read whole: a completion, the model list, an error body
+* ``failures``   every way an exchange fails, as the bridge's exception: transport
+                 failures by one table, error statuses, in-band error objects
 * ``transport``  the httpx transport under it: aiohttp's connector and C parser
 * ``loop``       which event loop runs the process (uvloop by default)
-* ``otel``       optional OpenTelemetry server spans and upstream context
+* ``otel``       optional OpenTelemetry: server spans, upstream context, GenAI metrics
 * ``propagation`` which caller metadata (trace headers) goes upstream
 * ``upstream_call`` what an RPC asks of the upstream: credentials, time budget, request id
 * ``service``    the gRPC ChatService
@@ -24,7 +28,7 @@ The modules, each owning one thing:
 * ``server_options`` the grpc.aio server's options: keepalive, connection age, sizes
 * ``tls``        TLS/mTLS credentials of the listener; the upstream's CA bundle
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)
-* ``metrics``    Prometheus metrics and the /metrics endpoint
+* ``metrics``    Prometheus metrics (ours and the GenAI conventions') and /metrics
 * ``observe``    the per-RPC record: one metrics update and one log line
 * ``logs``       the logging set-up: JSON / text format and redaction, installed together
 * ``redaction``  credentials out of every text that leaves: statuses, details, log lines

@@ -389,8 +389,9 @@ class BridgeConfig:
             env="BRIDGE_OPENTELEMETRY",
             group="Observability",
             choices=OPENTELEMETRY_MODES,
-            help="OpenTelemetry tracing (server spans, context sent upstream): auto = on when "
-            "the OpenTelemetry packages are installed and a tracer provider is configured",
+            help="OpenTelemetry tracing (server spans with GenAI attributes, context sent "
+            "upstream) and GenAI metrics: auto = tracing when the OpenTelemetry packages are "
+            "installed and a tracer provider is configured, metrics when a meter provider is",
         ),
     )
     keepalive_time: float = _setting(

@@ -3,8 +3,8 @@
 Why uvloop by default: the relay's cost per chunk is mostly event-loop and
 grpc.aio machinery (a completion handed from grpc's poller thread to the loop
 for every message written), not our own code. uvloop runs that machinery in
-C (libuv); measured, it cuts the bridge's CPU per relayed chunk by ~15% and
-raises stream throughput accordingly (BENCHMARKS.md). grpc.aio runs on any
+C (libuv), which cuts the bridge's CPU per relayed chunk (BENCHMARKS.md, "What
+each change bought"). grpc.aio runs on any
 asyncio loop, uvloop included. "auto" falls back to asyncio's own loop where
 uvloop is not installed (it has no Windows build).
 
@@ -30,13 +30,10 @@ YOUNG_COLLECTION_THRESHOLD = 10_000
 
 A relay with hundreds of open streams keeps a few thousand objects in flight at
 any moment (each stream's current event, chunk, futures and frames), so with
-700 every young collection found them alive, promoted them, and the older
-generations filled and were collected in turn: 570 young, 52 middle and 5 full
-collections in 7 s at 256 streams, ~3 µs of the bridge's CPU per relayed chunk.
-With 10,000 the in-flight objects die by reference count before a collection
-comes: 2 young collections in the same 7 s and no other (~0.1 µs per chunk),
-with the same object count (the relay makes no reference cycles to wait for).
-Measured with gc.callbacks and thread CPU time; BENCHMARKS.md."""
+700 every young collection finds them alive and promotes them, and the older
+generations fill and are collected in turn. With 10,000 the in-flight objects
+die by reference count before a collection comes (the relay makes no reference
+cycles to wait for). Figures: BENCHMARKS.md, "The per-event path"."""
 
 
 def uvloop_available() -> bool:

@@ -36,13 +36,12 @@ from .errors import (
     BridgeError,
     UndecodableRequest,
     UpstreamReportedError,
-    UpstreamTimeout,
     to_status,
 )
-from .events import EventStream
+from .event_stream import EventStream
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
-from .upstream import UpstreamClient
+from .upstream import CallDeadline, UpstreamClient
 from .upstream_call import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
 from .validation import validate_batches_request, validate_chat_request
 
@@ -91,7 +90,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             body = orjson.dumps(request_body(request, stream=False))
             rpc.record.upstream_at = time.perf_counter()
             try:
-                async with _deadline(call):
+                async with CallDeadline(call):
                     answer = await self._upstream.create_chat_completion(body, call)
             except UpstreamReportedError as reported:  # an error answer may still bill tokens
                 rpc.record.answered(mapping.decode(chat_pb2.ChatCompletion, reported.event))
@@ -121,13 +120,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         record.chunks += 1
                         # Let the other streams whose events arrived in this loop turn decode
                         # theirs first, so the writes leave back to back: grpc core then sends
-                        # them with fewer system calls (sendmsg per write, and a wake-up of
-                        # the loop per completion, were ~45% of the bridge's CPU at 256
-                        # streams). Measured: +15-30% chunks/s at 256 streams, neutral at 1.
+                        # them with fewer system calls (a sendmsg per write, and a wake-up
+                        # of the loop per completion; BENCHMARKS.md).
                         await asyncio.sleep(0)
                         yield chunk
                         # An open stream mostly waits here for its next event: keep
-                        # nothing of the last one meanwhile (~1 KiB per open stream).
+                        # nothing of the last one meanwhile (memory per open stream).
                         del event, chunk
                 except UpstreamReportedError as reported:
                     if relay.sent:  # after chunks, the error is a chunk too; first, status only
@@ -190,7 +188,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         async with self._scope(context, "ListModels", request) as rpc:
             call = self._calls.call_for(context, rpc.request_id)
             rpc.record.upstream_at = time.perf_counter()
-            async with _deadline(call):
+            async with CallDeadline(call):
                 answer = await self._upstream.list_models(call)
             models = mapping.decode(chat_pb2.ListModelsResponse, answer)
             await context.send_initial_metadata(((REQUEST_ID_KEY, rpc.request_id),))
@@ -202,8 +200,7 @@ class RpcScope:
     single path from any exception to the status the caller receives.
 
     Every RPC enters one, so the three handlers hold only what differs between
-    them. A slotted class rather than an ``asynccontextmanager``: an open
-    stream keeps it for its whole life.
+    them. Slotted, as `upstream.CallDeadline` says why.
     """
 
     __slots__ = (
@@ -367,49 +364,20 @@ def _split(
 
 def _compact(data: bytes) -> bytes:
     """A right-sized copy: orjson's output keeps its 4 KiB buffer, and a stream holds its
-    request body for its whole life (measured: 4 KiB of the bridge's memory per open stream).
+    request body for its whole life.
     """
     return memoryview(data).tobytes()
 
 
-class _deadline:  # noqa: N801 - used like the function it replaced
-    """Bound the whole upstream exchange by the call's time budget.
-
-    A small class rather than an ``asynccontextmanager`` generator: an open stream
-    keeps it for its whole life, and the generator's frame cost ~0.8 KiB a stream.
-    """
-
-    __slots__ = ("_call", "_timeout")
-
-    def __init__(self, call: UpstreamCall) -> None:
-        self._call = call
-        self._timeout = asyncio.timeout(call.timeout)
-
-    async def __aenter__(self) -> Self:
-        await self._timeout.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        try:
-            await self._timeout.__aexit__(*exc_info)  # never suppresses
-        except TimeoutError:
-            raise UpstreamTimeout(
-                "the upstream did not finish within the call's time budget "
-                f"({self._call.timeout:.3g} s)"
-            ) from None
-
-
-class _Relay(_deadline):
+class _Relay:
     """What both streaming RPCs do around their loop: the upstream stream, open within
-    the call's time budget and closed on every path; the request id in the initial
-    metadata before the first message (`send_metadata`); and, when the answer ends
-    OK with no message at all (``[DONE]`` first), the request id in the trailers.
-
-    A slotted class rather than an ``asynccontextmanager``: an open stream keeps
-    it for its whole life. The time budget is the `_deadline` it extends.
+    the call's time budget (its `CallDeadline`) and closed on every path; the request
+    id in the initial metadata before the first message (`send_metadata`); and, when
+    the answer ends OK with no message at all (``[DONE]`` first), the request id in
+    the trailers. Slotted, as `upstream.CallDeadline` says why.
     """
 
-    __slots__ = ("_body", "_context", "_rpc", "_upstream", "events", "sent")
+    __slots__ = ("_body", "_call", "_context", "_deadline", "_rpc", "_upstream", "events", "sent")
 
     events: EventStream
 
@@ -421,8 +389,9 @@ class _Relay(_deadline):
         context: grpc.aio.ServicerContext,
         rpc: RpcScope,
     ) -> None:
-        super().__init__(call)
         self._upstream = upstream
+        self._call = call
+        self._deadline = CallDeadline(call)
         self._body = body
         self._context = context
         self._rpc = rpc
@@ -431,11 +400,12 @@ class _Relay(_deadline):
 
     async def __aenter__(self) -> Self:
         self._rpc.record.upstream_at = time.perf_counter()
-        await super().__aenter__()
+        deadline = self._deadline
+        await deadline.__aenter__()
         try:
             self.events = await self._upstream.stream_chat_completion(self._body, self._call)
         except BaseException as failed:
-            await super().__aexit__(type(failed), failed, failed.__traceback__)
+            await deadline.__aexit__(type(failed), failed, failed.__traceback__)
             raise
         return self
 
@@ -449,7 +419,7 @@ class _Relay(_deadline):
         try:
             await self.events.aclose()
         finally:
-            await super().__aexit__(*exc_info)
+            await self._deadline.__aexit__(*exc_info)
         if exc_info[1] is None and not self.sent:  # OK with no message: the id in the trailers
             self._context.set_trailing_metadata(((REQUEST_ID_KEY, self._rpc.request_id),))
 

@@ -18,11 +18,14 @@ without any CR takes a plain ``split(b"\\n")``. The unterminated tail of a read 
 kept as a list of pieces and joined only once its line ends, so one very long
 line delivered in many small reads costs linear, not quadratic, time.
 
-What it keeps: each event's ``data`` and ``event`` type, exactly as WHATWG
-defines them, since that is what the relay reads. The ``id`` and ``retry`` fields
-and comment lines (keep-alives such as ``: OPENROUTER PROCESSING``) are
-recognised and skipped: they only serve a client that reconnects and resumes a
-stream, and the bridge never resumes one (a cut stream fails the call).
+What the relay reads: each event's ``data``, exactly as WHATWG defines it
+(`SSEDecoder.feed_data`). `SSEDecoder.feed` is the whole interpretation, event
+types included (`ServerSentEvent`): the relay never reads it, the conformance
+tests do, and they hold ``feed_data`` to it (both share the line and field
+handling). The ``id`` and ``retry`` fields and comment lines (keep-alives such
+as ``: OPENROUTER PROCESSING``) are recognised and skipped: they only serve a
+client that reconnects and resumes a stream, and the bridge never resumes one
+(a cut stream fails the call).
 
 The decoder does no I/O and holds no locks: feed it reads, get events back.
 """
@@ -93,11 +96,10 @@ class SSEDecoder:
         return self._process(self._lines(chunk), self._dispatch)
 
     def feed_data(self, chunk: bytes) -> list[bytes]:
-        """`feed`, returning only each event's ``data``: all that a relay which ignores
-        event types reads. No object per event: a slow caller can leave hundreds of
-        events of one read waiting, and the garbage collector tracks (and rescans)
-        every `ServerSentEvent`, never a bytes object (measured: 450 per stream, most
-        of the collector's work, at 256 streams)."""
+        """`feed`, returning only each event's ``data``: what the relay reads. No object
+        per event: a slow caller can leave hundreds of events of one read waiting, and
+        the garbage collector tracks every `ServerSentEvent`, never a bytes object
+        (BENCHMARKS.md)."""
         return self._process(self._lines(chunk), self._dispatch_data)
 
     def _lines(self, chunk: bytes) -> list[bytes]:
@@ -119,19 +121,6 @@ class SSEDecoder:
         end = (lf if lf > cr else cr) + 1
         self._pending_cr = end == len(chunk) and cr > lf
         return self._take(chunk[:end], chunk[end:]).splitlines()
-
-    def close(self) -> list[ServerSentEvent]:
-        """End of stream: drop an unterminated last event (WHATWG) and return ``[]``.
-
-        The decoder then starts afresh, as for a new stream: partial line, data,
-        event type and BOM detection.
-        """
-        self._tail.clear()
-        self._pending_cr = False
-        self._bom_head = b""
-        self._data.clear()
-        self._event = b""
-        return []
 
     def _strip_bom(self, head: bytes, chunk: bytes) -> bytes:
         """Remove a BOM from the very start of the stream, even one split across reads."""

@@ -4,11 +4,10 @@ Why: with httpx's default transport (httpcore + h11, pure Python) reading a
 stream costs several Python layers per network read, and httpcore's pool walks
 *every* pooled connection on each request and each release, so a bridge that
 holds hundreds of upstream streams spends more time scanning its pool than
-relaying (measured in BENCHMARKS.md: the relay ran 2x slower at 16 streams,
-and worse with more connections). aiohttp parses HTTP/1.1 in C (llhttp) and
+relaying (BENCHMARKS.md). aiohttp parses HTTP/1.1 in C (llhttp) and
 its connector hands out and takes back connections in constant time.
 
-Why keep httpx on top: `bridge.upstream` and `bridge.events` speak httpx
+Why keep httpx on top: `bridge.upstream` and the readers of its answers speak httpx
 (requests, responses, exceptions) and tests or embedders can still inject any
 httpx transport. This module is the only place that knows aiohttp's client; it
 translates aiohttp's exceptions into httpx's by one table (`EXCEPTIONS`, most
@@ -39,11 +38,11 @@ __all__ = [
     "BodyReads",
     "body_reads",
     "httpx_exception",
-    "raw_reads",
+    "httpx_response",
 ]
 
 RAW_READS = "bridge.raw_reads"
-"""Response extension: the body's reads, straight from aiohttp (see `raw_reads`)."""
+"""Response extension: the body's reads, straight from aiohttp (see `body_reads`)."""
 
 EXCEPTIONS: Mapping[type[BaseException], type[httpx.TransportError]] = {
     aiohttp.ConnectionTimeoutError: httpx.ConnectTimeout,
@@ -101,7 +100,7 @@ class BodyReads(Protocol):
     least one byte), or ``b""`` at the end of the body. A `read` cancelled while
     it waits loses nothing: the bytes it would have returned come with the next
     one. That is what lets a caller bound a wait with ``asyncio.timeout``, as
-    `bridge.events` does for a batched stream's ``max_delay``, without closing
+    `bridge.event_stream` does for a batched stream's ``max_delay``, without closing
     the body and with no task per read.
     """
 
@@ -205,19 +204,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     sock_read=timeout.get("read"),
                 ),
             )
-        stream = _ResponseStream(response, request)
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=stream,
-            request=request,
-            extensions={"http_version": b"HTTP/1.1", RAW_READS: stream},
-        )
+        return httpx_response(response, request)
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def httpx_response(response: aiohttp.ClientResponse, request: httpx.Request) -> httpx.Response:
+    """An aiohttp response as httpx's, its body read straight from aiohttp's buffer
+    (`body_reads`). Public so that the unit tests run the readers on the very body
+    production reads, fed from memory."""
+    stream = _ResponseStream(response, request)
+    return httpx.Response(
+        status_code=response.status,
+        headers=response.raw_headers,
+        stream=stream,
+        request=request,
+        extensions={"http_version": b"HTTP/1.1", RAW_READS: stream},
+    )
 
 
 class _IteratedReads:
@@ -245,23 +251,10 @@ class _IteratedReads:
 
 
 def body_reads(response: httpx.Response) -> BodyReads:
-    """`response`'s body as `BodyReads`: aiohttp's buffer itself with this transport, any
-    other transport's ``aiter_raw()`` behind a task per read."""
+    """`response`'s body as `BodyReads`, the way every stream is read: aiohttp's buffer
+    itself with this transport (no httpx layer per read); any other transport's
+    ``aiter_raw()`` (a test's MockTransport, an embedder's) behind a task per read."""
     stream = response.extensions.get(RAW_READS)
     if isinstance(stream, _ResponseStream):
         return stream
     return _IteratedReads(response.aiter_raw())
-
-
-def raw_reads(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as the network delivers it, like ``response.aiter_raw()`` but cheaper.
-
-    With this transport the reads come straight from aiohttp, skipping httpx's two
-    generator layers (per read, and per open stream in memory); with any other
-    transport (a test's MockTransport, say) this is ``aiter_raw()``. Either way
-    ``response.aclose()`` still closes the body.
-    """
-    stream = response.extensions.get(RAW_READS)
-    if isinstance(stream, _ResponseStream):
-        return stream.__aiter__()
-    return response.aiter_raw()

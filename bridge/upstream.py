@@ -1,12 +1,13 @@
 """The HTTP side: httpx requests over one pooled transport, to the MyRouter API.
 
-This module builds the requests and sends them (retrying only connections that
-never opened); the answers it hands back are judged by `bridge.events`, which
-reads streams as raw bytes through our own SSE decoder (httpx's line iterator
-decodes to str and splits lines in Python, several times slower). Every
-response goes straight into an `EventStream`, which closes it on every path, so
-a cancelled caller never leaves an upstream generation running. It knows
-nothing of gRPC: what an RPC asks for arrives as a finished `UpstreamCall`.
+This module builds the requests, sends them (retrying only connections that
+never opened) and judges each answer's status once: an answer that is not 200
+becomes its exception here (`whole_answer.error_answer`), whatever was asked.
+A 200 answer is read whole by `bridge.whole_answer` or as a stream by
+`bridge.event_stream`, which close it on every path, so a cancelled caller
+never leaves an upstream generation running. It knows nothing of gRPC: what an
+RPC asks for arrives as a finished `UpstreamCall`, whose time budget
+`CallDeadline` enforces around the whole exchange.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import httpx
 
 from . import __version__
 from .config import BridgeConfig
-from .events import SENDING, EventStream, TransportFailures
+from .event_stream import EventStream
+from .failures import SENDING, TransportFailures, budget_exhausted
 from .tls import upstream_ssl_context
 from .transport import AiohttpTransport
 from .upstream_call import UpstreamCall
+from .whole_answer import completion, error_answer, json_object
 
-__all__ = ["UpstreamCall", "UpstreamClient"]
+__all__ = ["CallDeadline", "UpstreamCall", "UpstreamClient"]
 
 _COMPRESSED_OK = "gzip, deflate"
 """Whole JSON answers may come compressed; httpx decodes them while reading."""
@@ -39,8 +42,8 @@ class UpstreamClient:
     a client keeps a cookie jar, and in a bridge shared by many callers a cookie
     that one caller's answer set (the CDN in front of a public API sets them)
     would ride along with every other caller's requests. Skipping the client's
-    layers (URL merging, cookies, auth and redirect hooks) also saves ~10% of
-    the bridge's CPU per unary call (BENCHMARKS.md). What the client did that we
+    layers (URL merging, cookies, auth and redirect hooks) also saves CPU per
+    unary call (BENCHMARKS.md). What the client did that we
     need is here: the absolute URLs, the default headers, the timeout extension.
     """
 
@@ -109,7 +112,7 @@ class UpstreamClient:
             accept="application/json",
             accept_encoding=_COMPRESSED_OK,
         )
-        return await EventStream(await self._send(request, call), call, self._config).completion()
+        return await completion(await self._send(request, call), call, self._config)
 
     async def list_models(self, call: UpstreamCall) -> dict[str, Any]:
         """GET /models and return the parsed JSON answer."""
@@ -121,7 +124,7 @@ class UpstreamClient:
             accept="application/json",
             accept_encoding=_COMPRESSED_OK,
         )
-        return await EventStream(await self._send(request, call), call, self._config).json()
+        return await json_object(await self._send(request, call), self._config)
 
     async def stream_chat_completion(self, body: bytes, call: UpstreamCall) -> EventStream:
         """POST /chat/completions (stream true); the answer's events, to iterate and close.
@@ -142,9 +145,10 @@ class UpstreamClient:
         return EventStream(await self._send(request, call), call, self._config)
 
     async def _send(self, request: httpx.Request, call: UpstreamCall) -> httpx.Response:
-        """Send `request`; retry only connections that failed before any byte was sent.
+        """Send `request` and return its 200 answer; any other status raises its error.
 
-        A failed connect (refused, unreachable, TLS handshake, connect timeout)
+        Retries only connections that failed before any byte was sent:
+        a failed connect (refused, unreachable, TLS handshake, connect timeout)
         means the request never left, so it is safe to try again, a bounded
         number of times with exponential backoff, within the call's deadline.
         Anything later (a reset, a read timeout, an error status) may already
@@ -171,4 +175,32 @@ class UpstreamClient:
                     )
                     await asyncio.sleep(delay)
         response.request = request
+        if response.status_code != 200:
+            raise await error_answer(response, call, self._config)
         return response
+
+
+class CallDeadline:
+    """Bounds a whole upstream exchange by the call's time budget (`UpstreamCall.timeout`);
+    running out raises `failures.budget_exhausted`.
+
+    Why a slotted class and not an ``asynccontextmanager`` (here, and for the other
+    per-call contexts): an open stream holds it for its whole life, and a
+    generator's frame costs far more memory per open stream than a few slots.
+    """
+
+    __slots__ = ("_call", "_timeout")
+
+    def __init__(self, call: UpstreamCall) -> None:
+        self._call = call
+        self._timeout = asyncio.timeout(call.timeout)
+
+    async def __aenter__(self) -> CallDeadline:
+        await self._timeout.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await self._timeout.__aexit__(*exc_info)  # never suppresses
+        except TimeoutError:
+            raise budget_exhausted(self._call) from None

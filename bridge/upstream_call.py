@@ -72,8 +72,9 @@ class CallPolicy:
         Checked in this order: a usable x-request-id (InvalidRequest), every other
         header taken from the caller's metadata (InvalidRequest naming the header,
         never quoting its value), credentials (MissingCredentials), time left
-        before the caller's deadline (UpstreamTimeout). The metadata is read once:
-        grpc decodes it anew at each `invocation_metadata` call.
+        before the caller's deadline (UpstreamTimeout). The metadata is read once
+        here, for every check (grpc decodes it anew at each `invocation_metadata`
+        call); `request_id` read it before, for the RPC's scope.
         """
         metadata = context.invocation_metadata() or ()
         _check_request_id(metadata)

@@ -155,7 +155,9 @@ def test_a_404_that_is_no_api_error_names_the_url_and_is_logged(make_bridge, ups
         "a wrong base path? check --upstream-url (MYROUTER_BASE_URL)"
     )
     assert error.details() == expected
-    warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "bridge.events"]
+    warnings = [
+        r for r in caplog.records if r.levelname == "WARNING" and r.name == "bridge.failures"
+    ]
     assert [r.getMessage() for r in warnings] == [expected]
 
 

@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from bridge.transport import AiohttpTransport, raw_reads
+from bridge.transport import AiohttpTransport, BodyReads, body_reads
 from myrouter_upstream import EmbeddedUpstream
 from support import CALLER_TOKEN
 
@@ -152,13 +152,23 @@ def test_reset_mid_body_is_a_transport_error_not_a_timeout(upstream):
     assert not isinstance(caught.value, httpx.TimeoutException)
 
 
-def test_raw_reads_give_the_same_bytes_as_aiter_raw(upstream):
+async def read_all(reads: BodyReads) -> list[bytes]:
+    """Every read of `reads` up to the body's end."""
+    out = []
+    while data := await reads.read():
+        out.append(data)
+    return out
+
+
+def test_body_reads_give_the_same_bytes_as_aiter_raw(upstream):
     async def body(client: httpx.AsyncClient) -> tuple[bytes, bytes]:
         out = []
         for fast in (True, False):
             async with client.stream("POST", "chat/completions", content=chat(True)) as response:
-                reads = raw_reads(response) if fast else response.aiter_raw()
-                out.append(b"".join([part async for part in reads]))
+                if fast:
+                    out.append(b"".join(await read_all(body_reads(response))))
+                else:
+                    out.append(b"".join([part async for part in response.aiter_raw()]))
         return out[0], out[1]
 
     fast, slow = run(upstream, body)

@@ -45,6 +45,8 @@ SERVER_ONLY = (
     "uvloop",
     "orjson",
     "prometheus-client",
+    "opentelemetry-semantic-conventions",
+    "opentelemetry-api",
     "grpcio-status",
     "grpcio-health-checking",
     "grpcio-reflection",

@@ -20,12 +20,11 @@ SSE = ServerSentEvent
 
 
 def decode(*chunks: bytes) -> list[ServerSentEvent]:
-    """Feed `chunks` to a fresh decoder, then close it; return every event."""
+    """Feed `chunks` to a fresh decoder; return every event."""
     decoder = SSEDecoder()
     events: list[ServerSentEvent] = []
     for chunk in chunks:
         events.extend(decoder.feed(chunk))
-    assert decoder.close() == []
     return events
 
 
@@ -266,29 +265,6 @@ def test_event_name_invalid_utf8_is_replaced() -> None:
 
 def test_data_is_raw_bytes_even_invalid_utf8() -> None:
     assert decode(b"data: \xff\xfe\n\n") == [SSE(data=b"\xff\xfe")]
-
-
-def test_unterminated_last_event_dropped_by_close() -> None:
-    decoder = SSEDecoder()
-    assert decoder.feed(b"data: a\n\ndata: b\n") == [SSE(data=b"a")]
-    assert decoder.close() == []
-
-
-def test_unterminated_last_line_dropped_by_close() -> None:
-    decoder = SSEDecoder()
-    assert decoder.feed(b"data: a") == []
-    assert decoder.close() == []
-
-
-def test_close_readies_decoder_for_a_new_stream() -> None:
-    decoder = SSEDecoder()
-    assert decoder.feed(b"id: 1\nevent: e\ndata: a\n\nid: 2\nevent: f\ndata: b\ndata: c") == [
-        SSE("e", b"a")
-    ]
-    assert decoder.close() == []
-    # Neither the partial line, the data nor the event type survive, and a BOM is
-    # stripped again.
-    assert decoder.feed(BOM + b"data: d\n\n") == [SSE(data=b"d")]
 
 
 # --- fields -----------------------------------------------------------------------
@@ -559,7 +535,6 @@ def test_realistic_stream_split_at_every_offset(name: str) -> None:
     for cut in range(len(stream) + 1):
         decoder = SSEDecoder()
         assert feed_all(decoder, [stream[:cut], stream[cut:]]) == STREAM_EVENTS, cut
-        assert decoder.close() == []
 
 
 @pytest.mark.parametrize("name", list(STREAMS))
@@ -636,7 +611,6 @@ def test_property_generated_events_with_random_splits(
     decoder = SSEDecoder()
     chunks = split_at(stream, [p % (len(stream) + 1) for p in points])
     assert feed_all(decoder, chunks) == expected
-    assert decoder.close() == []
 
 
 def reference_decode(stream: bytes) -> list[ServerSentEvent]:

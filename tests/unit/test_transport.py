@@ -14,12 +14,20 @@ import httpx
 import pytest
 
 from bridge import transport
-from bridge.transport import httpx_exception, raw_reads
+from bridge.transport import BodyReads, body_reads, httpx_exception
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_raw_reads_fall_back_to_aiter_raw_with_another_transport():
+async def read_all(reads: BodyReads) -> list[bytes]:
+    """Every read of `reads` up to the body's end."""
+    out = []
+    while data := await reads.read():
+        out.append(data)
+    return out
+
+
+def test_body_reads_fall_back_to_aiter_raw_with_another_transport():
     transport = httpx.MockTransport(
         lambda request: httpx.Response(200, stream=httpx.ByteStream(b"abc"))
     )
@@ -29,7 +37,7 @@ def test_raw_reads_fall_back_to_aiter_raw_with_another_transport():
             httpx.AsyncClient(transport=transport) as client,
             client.stream("GET", "http://upstream.test/") as response,
         ):
-            return b"".join([part async for part in raw_reads(response)])
+            return b"".join(await read_all(body_reads(response)))
 
     assert asyncio.run(main()) == b"abc"
 
