@@ -125,7 +125,7 @@ toolchain-deps:
 
 # The Go example: the protoc commands of docs/clients.md, then `go build` in GOPATH mode from
 # Debian's Go packages (.ci/run installs them), into examples/go/gen/bin/client.
-# tests/test_go_example.py builds its own copy in a temporary directory.
+# tests/toolchains/test_go_example.py builds its own copy in a temporary directory.
 .PHONY: go-example
 go-example:
 	bash examples/go/build.sh
@@ -140,7 +140,7 @@ java-example: $(VENV)/.installed
 	bash examples/java/build.sh
 
 # docs/configuration.md, generated from the settings in bridge/config.py (never edited by
-# hand; tests/test_config.py fails when it is stale).
+# hand; tests/unit/test_config.py fails when it is stale).
 docs: install
 	$(PY) -m bridge.config --markdown > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md

@@ -201,9 +201,9 @@ async def serve(config: BridgeConfig, prefetch: Sequence[dict[str, Any]] = ()) -
         raise
     server = grpc_server(config)
     add_chat_service(service, server)
-    port = server.add_insecure_port(config.listen)
+    port = server.add_insecure_port(config.listen.text)
     await server.start()
-    print(f"floor listening on {config.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+    print(f"floor listening on {config.listen.with_port(port).text}", flush=True)
     stop = asyncio.Event()
     running = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,6 +18,8 @@ The modules, each owning one thing:
 * ``loop``       which event loop runs the process (uvloop by default)
 * ``otel``       optional OpenTelemetry: server spans, upstream context, GenAI metrics
 * ``propagation`` which caller metadata (trace headers) goes upstream
+* ``callers``    who is calling: the identity from tls, xfcc or a header (pure)
+* ``policy``     the caller policy file: rules, labels, reloads
 * ``upstream_call`` what an RPC asks of the upstream: credentials, time budget, request id
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle

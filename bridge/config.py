@@ -9,6 +9,11 @@ fields, so a new setting cannot be forgotten in one of them. A flag wins over it
 environment variable, and an empty variable counts as unset. The result is
 passed explicitly to whatever needs it; no module reads the environment on its own.
 
+What a value must be is written in the same row (`Setting.check`); the few rules
+about settings valid only together are `_RULES`, just below the fields. An error
+names the setting as the operator gave it, by flag and variable
+(``--workers (BRIDGE_WORKERS): must be in [1, 256]``), whichever built the config.
+
 The service key is the one setting without a flag for its value, because flags
 are visible to every user of the machine through `ps`: it comes from
 ``MYROUTER_API_KEY`` or from a file named by ``--api-key-file``.
@@ -25,10 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .propagation import check_header_name
+from .callers import DEFAULT_SOURCES, IdentitySource, parse_identity_sources
+from .propagation import TRACE_HEADERS, check_header_name
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "DEFAULT_POLICY_RELOAD_INTERVAL",
     "DEFAULT_UPSTREAM_URL",
     "EVENT_LOOPS",
     "GROUPS",
@@ -38,12 +45,14 @@ __all__ = [
     "SETTINGS",
     "BridgeConfig",
     "ConfigError",
+    "ListenAddress",
     "Secret",
     "Setting",
     "add_serve_arguments",
     "config_from_args",
     "configuration_reference",
     "parse_serve_config",
+    "setting_label",
 ]
 
 DEFAULT_UPSTREAM_URL = "https://api.myrouter.example/api/v1"
@@ -52,9 +61,14 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 LOG_FORMATS = ("auto", "json", "text")
 OPENTELEMETRY_MODES = ("auto", "on", "off")
+DEFAULT_POLICY_RELOAD_INTERVAL = 2.0
 
 _SETTING = "bridge.config.Setting"
+_CHECK = "bridge.config.check"  # field metadata: the check of a field that is no setting
 _T = TypeVar("_T")
+
+_Check = Callable[[Any], "str | None"]
+"""A setting's own check: None when its value is good, else what is wrong (``must be >= 1``)."""
 
 
 class ConfigError(ValueError):
@@ -73,18 +87,94 @@ class Secret:
     __str__ = __repr__
 
 
+# Parsers: the text of a flag or a variable -> the field's value. A ValueError says what is
+# wrong in words that follow the setting's name (see `config_from_args`, `add_serve_arguments`).
+
+
 def _boolean(text: str) -> bool:
-    # The name shows in argparse's message for a bad flag value ("invalid _boolean value").
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"expected true or false, got {text!r}")
+    raise ValueError(f"must be true or false, got {text!r}")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"must be an integer, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"must be a number, got {text!r}") from None
+
+
+def _upper(text: str) -> str:
+    return text.upper()
 
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip().lower() for name in text.split(",") if name.strip())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where to listen: ``host:port`` parsed once, so no user of it splits the text again."""
+
+    host: str
+    """A name or an address (IPv6 without its brackets); empty: every interface."""
+    port: int
+    """0: a free port the system chooses."""
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """``host:port``, ``[v6]:port`` or ``:port`` (ValueError if not)."""
+        host, colon, port = text.rpartition(":")
+        if not colon or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+            raise ValueError(f"must be host:port, got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+    def with_port(self, port: int) -> ListenAddress:
+        """The same host on `port` (the one bound, when this one asked for port 0)."""
+        return dataclasses.replace(self, port=port)
+
+    @property
+    def text(self) -> str:
+        """As an operator writes it, and as gRPC's add_*_port takes it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# Checks of one value, for `Setting.check` (settings valid only together: `_RULES`).
+
+
+def _check(holds: Callable[[Any], bool], problem: str) -> _Check:
+    return lambda value: None if holds(value) else problem
+
+
+def _at_least(low: int) -> _Check:
+    return _check(lambda value: value >= low, f"must be >= {low}")
+
+
+def _within(low: float, high: float) -> _Check:
+    return _check(
+        lambda value: math.isfinite(value) and low <= value <= high, f"must be in [{low}, {high}]"
+    )
+
+
+_POSITIVE = _check(lambda value: math.isfinite(value) and value > 0, "must be a positive number")
+_CONNECTION_SECONDS = _within(0, 30 * 86400)  # up to 30 days
+
+
+def _header_names(names: tuple[str, ...]) -> str | None:
+    return next(filter(None, map(check_header_name, names)), None)
 
 
 GROUPS: Mapping[str, str] = {
@@ -95,6 +185,7 @@ GROUPS: Mapping[str, str] = {
     "Observability": "logs, metrics and tracing",
     "gRPC connections": "keepalive, connection age (rebalancing across replicas), limits",
     "TLS": "TLS/mTLS of the gRPC listener; upstream trust",
+    "Callers": "who is calling, and the policy for each caller (docs/callers.md)",
 }
 """The sections of `serve --help` and of docs/configuration.md, in order: title -> summary."""
 
@@ -116,8 +207,12 @@ class Setting:
     group: str
     """Its section, a key of `GROUPS`."""
     parse: Callable[[str], Any] = str
-    """Turns the flag's or the variable's text into the field's value (ValueError if bad)."""
+    """Turns the flag's or the variable's text into the field's value; if it cannot, a
+    ValueError says what is wrong (``must be an integer, got 'abc'``)."""
+    check: _Check | None = None
+    """What the value must be, checked by `BridgeConfig` however it was built."""
     choices: tuple[str, ...] = ()
+    """The values allowed, if only a few are (so `check` need not say it)."""
     metavar: str | None = None
     shown_default: str | None = None
     """The default in words, when the field's value says it badly (None, or per machine)."""
@@ -136,6 +231,17 @@ class Setting:
     def dest(self) -> str:
         """The attribute argparse stores the flag's value under."""
         return self.flag[2:].replace("-", "_")
+
+    @property
+    def label(self) -> str:
+        """How an error names the setting: as the operator gave it, by flag or by variable."""
+        return f"{self.flag} ({self.env})"
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` for this setting; None if nothing."""
+        if self.choices and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}"
+        return None if self.check is None else self.check(value)
 
 
 def _setting(default: _T, setting: Setting) -> _T:
@@ -159,9 +265,14 @@ def _cores() -> int:
 class BridgeConfig:
     """Everything the bridge process needs to know, validated on construction."""
 
-    listen: str = _setting(
-        DEFAULT_LISTEN,
-        Setting(env="BRIDGE_LISTEN", group="Serving", help="host:port to serve gRPC on"),
+    listen: ListenAddress = _setting(
+        ListenAddress.parse(DEFAULT_LISTEN),
+        Setting(
+            env="BRIDGE_LISTEN",
+            group="Serving",
+            parse=ListenAddress.parse,
+            help="host:port to serve gRPC on",
+        ),
     )
     workers: int = dataclasses.field(
         default_factory=_cores,
@@ -169,7 +280,8 @@ class BridgeConfig:
             _SETTING: Setting(
                 env="BRIDGE_WORKERS",
                 group="Serving",
-                parse=int,
+                parse=_integer,
+                check=_within(1, 256),
                 shown_default="the number of cores",
                 help="processes serving the port together with SO_REUSEPORT, each with its own "
                 "event loop and HTTP client (bridge/workers.py)",
@@ -201,6 +313,10 @@ class BridgeConfig:
         Setting(
             env="MYROUTER_BASE_URL",
             group="Upstream",
+            check=_check(
+                lambda url: url.startswith(("http://", "https://")),
+                "must be an http:// or https:// URL",
+            ),
             help="base URL of the MyRouter API; /chat/completions and /models hang off it",
         ),
     )
@@ -211,6 +327,7 @@ class BridgeConfig:
             group="Upstream",
             parse=Path,
             secret=True,
+            check=_check(lambda key: key is None or bool(key.value), "the service key is empty"),
             help="the bridge's own service key, used when a caller sends no authorization metadata",
         ),
     )
@@ -219,7 +336,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_CONNECT_TIMEOUT",
             group="Upstream",
-            parse=float,
+            parse=_number,
+            check=_POSITIVE,
             help="seconds to open a TCP/TLS connection to the upstream",
         ),
     )
@@ -228,7 +346,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_REQUEST_TIMEOUT",
             group="Upstream",
-            parse=float,
+            parse=_number,
+            check=_POSITIVE,
             help="cap in seconds on one whole upstream request; a shorter caller deadline wins "
             "(less a small margin, so the bridge's own status reaches the caller first)",
         ),
@@ -238,7 +357,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_STREAM_IDLE_TIMEOUT",
             group="Upstream",
-            parse=float,
+            parse=_number,
+            check=_POSITIVE,
             help="longest silence in seconds between bytes of an upstream stream before the "
             "call fails (keep-alive comments count as bytes)",
         ),
@@ -248,7 +368,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_UPSTREAM_CONNECTIONS",
             group="Upstream",
-            parse=int,
+            parse=_integer,
+            check=_at_least(1),
             help="size of the pooled HTTP client's connection pool towards the upstream",
         ),
     )
@@ -257,7 +378,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_CONNECT_RETRIES",
             group="Upstream",
-            parse=int,
+            parse=_integer,
+            check=_within(0, 10),
             help="retries of an upstream connection that failed before the request was sent "
             "(nothing that may have reached the model is retried)",
         ),
@@ -267,7 +389,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_CONNECT_RETRY_BACKOFF",
             group="Upstream",
-            parse=float,
+            parse=_number,
+            check=_within(0, 10),
             help="seconds before the first connect retry, doubled for each further one",
         ),
     )
@@ -277,12 +400,16 @@ class BridgeConfig:
             env="BRIDGE_PROPAGATE_HEADERS",
             group="Upstream",
             parse=_names,
+            check=_header_names,
             metavar="KEY,KEY",
             help="comma-separated metadata keys copied to the upstream request, in addition to "
             "traceparent, tracestate, baggage, b3, x-b3-* and the other trace headers",
         ),
     )
-    deadline_margin: float = 0.05
+    deadline_margin: float = dataclasses.field(
+        default=0.05,
+        metadata={_CHECK: _check(lambda margin: 0 <= margin < 10, "must be in [0, 10)")},
+    )
     """Seconds kept back from the caller's deadline so our own status reaches it first.
 
     Not a setting (no flag, no variable): a constant that tests can change."""
@@ -291,7 +418,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_CONCURRENT_RPCS",
             group="Limits",
-            parse=int,
+            parse=_integer,
+            check=_at_least(1),
             help="RPCs served at once; more fail RESOURCE_EXHAUSTED at once instead of queueing",
         ),
     )
@@ -300,7 +428,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_REQUEST_BYTES",
             group="Limits",
-            parse=int,
+            parse=_integer,
+            check=_at_least(1024),
             help="largest gRPC request message accepted (grpc.max_receive_message_length); "
             "a bigger one fails RESOURCE_EXHAUSTED",
         ),
@@ -310,7 +439,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_MESSAGES",
             group="Limits",
-            parse=int,
+            parse=_integer,
+            check=_at_least(1),
             help="most chat messages in one request (more: INVALID_ARGUMENT)",
         ),
     )
@@ -319,7 +449,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_RESPONSE_BYTES",
             group="Limits",
-            parse=int,
+            parse=_integer,
+            check=_at_least(1024),
             help="largest upstream answer body the bridge reads into memory (unary calls, "
             "model lists)",
         ),
@@ -329,7 +460,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_EVENT_BYTES",
             group="Limits",
-            parse=int,
+            parse=_integer,
+            check=_at_least(1024),
             help="largest single event of an upstream stream; a bigger one fails the call "
             "RESOURCE_EXHAUSTED (it bounds what one stream can buffer)",
         ),
@@ -339,7 +471,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_SHUTDOWN_DELAY",
             group="Shutdown",
-            parse=float,
+            parse=_number,
+            check=_within(0, 600),
             help="on SIGTERM, seconds to keep accepting calls while health reports "
             "NOT_SERVING, before the drain starts",
         ),
@@ -349,7 +482,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_SHUTDOWN_GRACE",
             group="Shutdown",
-            parse=float,
+            parse=_number,
+            check=_check(lambda s: math.isfinite(s) and s >= 0, "must be a number >= 0"),
             help="seconds in-flight calls may take to finish after SIGTERM (and the delay) "
             "before they are aborted with UNAVAILABLE; a second signal exits at once",
         ),
@@ -359,8 +493,9 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_LOG_LEVEL",
             group="Observability",
+            parse=_upper,
             choices=LOG_LEVELS,
-            help="log verbosity",
+            help="log verbosity (any case)",
         ),
     )
     log_format: str = _setting(
@@ -373,11 +508,12 @@ class BridgeConfig:
             "json otherwise",
         ),
     )
-    metrics_listen: str | None = _setting(
+    metrics_listen: ListenAddress | None = _setting(
         None,
         Setting(
             env="BRIDGE_METRICS_LISTEN",
             group="Observability",
+            parse=ListenAddress.parse,
             metavar="HOST:PORT",
             shown_default="no metrics endpoint",
             help="serve Prometheus metrics at http://HOST:PORT/metrics",
@@ -399,7 +535,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_KEEPALIVE_TIME",
             group="gRPC connections",
-            parse=float,
+            parse=_number,
+            check=_CONNECTION_SECONDS,
             help="seconds of silence on a connection before the server pings the client (0: never)",
         ),
     )
@@ -408,7 +545,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_KEEPALIVE_TIMEOUT",
             group="gRPC connections",
-            parse=float,
+            parse=_number,
+            check=_CONNECTION_SECONDS,
             help="seconds to wait for a ping's answer before dropping the connection",
         ),
     )
@@ -426,7 +564,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_KEEPALIVE_MIN_CLIENT_INTERVAL",
             group="gRPC connections",
-            parse=float,
+            parse=_number,
+            check=_CONNECTION_SECONDS,
             help="shortest interval in seconds between client pings accepted (more often: "
             "GOAWAY too_many_pings)",
         ),
@@ -436,7 +575,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_CONNECTION_IDLE",
             group="gRPC connections",
-            parse=float,
+            parse=_number,
+            check=_CONNECTION_SECONDS,
             help="close connections idle for this many seconds (0: never)",
         ),
     )
@@ -445,7 +585,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_CONNECTION_AGE",
             group="gRPC connections",
-            parse=float,
+            parse=_number,
+            check=_CONNECTION_SECONDS,
             help="ask clients to reconnect after this many seconds, so long-lived HTTP/2 "
             "connections spread over new replicas (0: never)",
         ),
@@ -455,7 +596,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_CONNECTION_AGE_GRACE",
             group="gRPC connections",
-            parse=float,
+            parse=_number,
+            check=_CONNECTION_SECONDS,
             help="after the age is reached, seconds the calls in flight may still take",
         ),
     )
@@ -464,7 +606,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_CONCURRENT_STREAMS",
             group="gRPC connections",
-            parse=int,
+            parse=_integer,
+            check=_at_least(0),
             help="calls at once on one HTTP/2 connection; more wait on the client (0: no limit)",
         ),
     )
@@ -473,7 +616,8 @@ class BridgeConfig:
         Setting(
             env="BRIDGE_MAX_SEND_BYTES",
             group="gRPC connections",
-            parse=int,
+            parse=_integer,
+            check=_at_least(1024),
             help="largest gRPC response message sent (grpc.max_send_message_length)",
         ),
     )
@@ -494,80 +638,129 @@ class BridgeConfig:
         shown_default="the system's trust store",
     )
 
+    # Callers: who is calling, and the policy (bridge/callers.py, bridge/policy.py)
+    caller_identity: tuple[IdentitySource, ...] = _setting(
+        DEFAULT_SOURCES,
+        Setting(
+            env="BRIDGE_CALLER_IDENTITY",
+            group="Callers",
+            parse=parse_identity_sources,
+            metavar="SOURCE,SOURCE",
+            help="where the caller's identity comes from, first that gives one wins: tls (the "
+            "client certificate), xfcc (the sidecar's x-forwarded-client-cert), header:NAME; "
+            "a source not listed is never read, and its header never forwarded",
+        ),
+    )
+    policy_file: Path | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_POLICY_FILE",
+            group="Callers",
+            parse=Path,
+            metavar="YAML",
+            shown_default="none: every caller may use the service key, without limits",
+            help="the caller policy: who may call, which models, on whose key, within which "
+            "limits; a bad file stops start-up, and it is reloaded when it changes",
+        ),
+    )
+    policy_reload_interval: float = _setting(
+        DEFAULT_POLICY_RELOAD_INTERVAL,
+        Setting(
+            env="BRIDGE_POLICY_RELOAD_INTERVAL",
+            group="Callers",
+            parse=_number,
+            check=_within(0.1, 3600),
+            help="seconds between looks at --policy-file for a change (a ConfigMap's swap "
+            "included); a bad new file keeps the last good policy",
+        ),
+    )
+    forward_caller_header: str | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_FORWARD_CALLER_HEADER",
+            group="Callers",
+            parse=str.lower,
+            check=lambda name: None if name is None else check_header_name(name),
+            metavar="NAME",
+            shown_default="not forwarded",
+            help="send the caller's identity upstream in this header",
+        ),
+    )
+
     def __post_init__(self) -> None:
-        _require(":" in self.listen, "listen must be host:port")
-        _require(
-            self.upstream_url.startswith(("http://", "https://")),
-            "upstream_url must be an http:// or https:// URL",
-        )
-        for name in ("connect_timeout", "request_timeout", "stream_idle_timeout"):
-            value = getattr(self, name)
-            _require(math.isfinite(value) and value > 0, f"{name} must be a positive number")
-        _require(0 <= self.deadline_margin < 10, "deadline_margin must be in [0, 10)")
-        _require(
-            math.isfinite(self.shutdown_delay) and 0 <= self.shutdown_delay <= 600,
-            "shutdown_delay must be in [0, 600]",
-        )
-        _require(
-            self.metrics_listen is None or ":" in self.metrics_listen,
-            "metrics_listen must be host:port",
-        )
-        _require(
-            self.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"
-        )
-        for name in (
-            "keepalive_time",
-            "keepalive_timeout",
-            "keepalive_min_client_interval",
-            "max_connection_idle",
-            "max_connection_age",
-            "max_connection_age_grace",
-        ):
-            value = getattr(self, name)
-            _require(math.isfinite(value) and 0 <= value <= 30 * 86400, f"{name} must be >= 0")
-        _require(
-            self.keepalive_time == 0 or self.keepalive_timeout > 0, "keepalive_timeout must be > 0"
-        )
-        _require(
-            (self.tls_cert_file is None) == (self.tls_key_file is None),
-            "tls_cert_file and tls_key_file go together",
-        )
-        _require(
-            self.tls_client_ca_file is None or self.tls_cert_file is not None,
-            "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file",
-        )
-        _require(self.opentelemetry in OPENTELEMETRY_MODES, "opentelemetry must be auto, on or off")
-        _require(1 <= self.workers <= 256, "workers must be in [1, 256]")
-        _require(self.max_concurrent_streams >= 0, "max_concurrent_streams must be >= 0")
-        _require(self.max_send_bytes >= 1024, "max_send_bytes must be >= 1024")
-        for name in self.propagate_headers:
-            problem = check_header_name(name)
-            _require(problem is None, f"propagate_headers: {problem}")
-        _require(self.max_upstream_connections >= 1, "max_upstream_connections must be >= 1")
-        _require(self.max_response_bytes >= 1024, "max_response_bytes must be >= 1024")
-        for name in ("max_event_bytes", "max_request_bytes"):
-            _require(getattr(self, name) >= 1024, f"{name} must be >= 1024")
-        for name in ("max_messages", "max_concurrent_rpcs"):
-            _require(getattr(self, name) >= 1, f"{name} must be >= 1")
-        _require(
-            math.isfinite(self.shutdown_grace) and self.shutdown_grace >= 0,
-            "shutdown_grace must be a number >= 0",
-        )
-        _require(0 <= self.connect_retries <= 10, "connect_retries must be in [0, 10]")
-        _require(
-            math.isfinite(self.connect_retry_backoff) and 0 <= self.connect_retry_backoff <= 10,
-            "connect_retry_backoff must be in [0, 10]",
-        )
-        _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
-        _require(
-            self.event_loop in EVENT_LOOPS, f"event_loop must be one of {', '.join(EVENT_LOOPS)}"
-        )
-        _require(self.api_key is None or bool(self.api_key.value), "the service key is empty")
+        for label, name, check in _CHECKS:
+            problem = check(getattr(self, name))
+            if problem is not None:
+                raise ConfigError(f"{label}: {problem}")
+        for rule in _RULES:
+            problem = rule(self)
+            if problem is not None:
+                raise ConfigError(problem)
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+# Rules about settings valid only together, each named for what it requires; a rule
+# returns what is wrong, naming every setting involved, or None.
+
+
+def _tls_needs_cert_and_key(config: BridgeConfig) -> str | None:
+    if (config.tls_cert_file is None) == (config.tls_key_file is None):
+        return None
+    return f"{setting_label('tls_cert_file')} and {setting_label('tls_key_file')} go together"
+
+
+def _mtls_needs_tls(config: BridgeConfig) -> str | None:
+    if config.tls_client_ca_file is None or config.tls_cert_file is not None:
+        return None
+    return (
+        f"{setting_label('tls_client_ca_file')} (mTLS) needs {setting_label('tls_cert_file')} "
+        f"and {setting_label('tls_key_file')}"
+    )
+
+
+def _keepalive_needs_a_timeout(config: BridgeConfig) -> str | None:
+    if config.keepalive_time == 0 or config.keepalive_timeout > 0:
+        return None
+    return (
+        f"{setting_label('keepalive_timeout')} must be > 0 unless "
+        f"{setting_label('keepalive_time')} is 0"
+    )
+
+
+def _identity_headers(config: BridgeConfig) -> set[str]:
+    return {s.header or "" for s in config.caller_identity if s.kind == "header"}
+
+
+def _identity_never_propagated(config: BridgeConfig) -> str | None:
+    """An identity header never leaves the bridge."""
+    for name in config.propagate_headers:
+        if name in _identity_headers(config):
+            return (
+                f"{setting_label('propagate_headers')}: {name!r} names the caller "
+                f"({setting_label('caller_identity')} header:{name}), and identity headers "
+                "are never forwarded upstream"
+            )
+    return None
+
+
+def _forwarded_caller_header_of_its_own(config: BridgeConfig) -> str | None:
+    """The caller's identity sent upstream overwrites no other header."""
+    forwarded = config.forward_caller_header
+    taken = TRACE_HEADERS | set(config.propagate_headers) | _identity_headers(config)
+    if forwarded is None or forwarded not in taken:
+        return None
+    return (
+        f"{setting_label('forward_caller_header')}: {forwarded!r} is already a trace, "
+        "propagated or identity header; the caller's identity needs a header of its own"
+    )
+
+
+_RULES: tuple[Callable[[BridgeConfig], str | None], ...] = (
+    _tls_needs_cert_and_key,
+    _mtls_needs_tls,
+    _keepalive_needs_a_timeout,
+    _identity_never_propagated,
+    _forwarded_caller_header_of_its_own,
+)
 
 
 def _settings() -> tuple[Setting, ...]:
@@ -584,6 +777,28 @@ def _settings() -> tuple[Setting, ...]:
 SETTINGS: tuple[Setting, ...] = _settings()
 """Every setting, in the order of `serve --help` and of docs/configuration.md."""
 
+_BY_NAME: Mapping[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+
+def setting_label(name: str) -> str:
+    """How an error names the setting behind field `name`: its flag and its variable."""
+    return _BY_NAME[name].label
+
+
+_CHECKS: tuple[tuple[str, str, _Check], ...] = (
+    *(
+        (setting.label, setting.name, setting.problem)
+        for setting in SETTINGS
+        if setting.check or setting.choices
+    ),
+    *(
+        (field.name, field.name, field.metadata[_CHECK])
+        for field in dataclasses.fields(BridgeConfig)
+        if _CHECK in field.metadata
+    ),
+)
+"""What `BridgeConfig` checks of each field alone: (how errors name it, field, check)."""
+
 
 def _shown(value: object) -> str:
     """A default as an operator would type it."""
@@ -592,7 +807,7 @@ def _shown(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, tuple):
-        return ",".join(value)
+        return ",".join(map(str, value))
     return str(value)
 
 
@@ -628,11 +843,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
             text = f"{text} [env {setting.env}, default {default}]"
         groups[setting.group].add_argument(
             setting.flag,
-            type=setting.parse,
+            type=_flag_type(setting.parse),
             choices=setting.choices or None,
             metavar="true|false" if setting.parse is _boolean else setting.metavar,
             help=text.replace("%", "%%"),  # argparse formats help with %
         )
+
+
+def _flag_type(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """`parse` for argparse, whose message for a bad value then says what is wrong."""
+
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> BridgeConfig:
@@ -647,7 +874,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Br
             try:
                 raw = setting.parse(environ[setting.env])
             except ValueError as exc:
-                raise ConfigError(f"{setting.env}: {exc}") from None
+                raise ConfigError(f"{setting.label}: {exc}") from None
         if raw is not None:
             values[setting.name] = raw
     return BridgeConfig(**values)  # type: ignore[arg-type]
@@ -685,7 +912,7 @@ def configuration_reference() -> str:
     lines = [
         f"<!-- Generated from the settings in bridge/config.py by `{REFERENCE_COMMAND}` "
         "(python -m bridge.config --markdown). Edit those, then run it; "
-        "tests/test_config.py fails when this file is stale. -->",
+        "tests/unit/test_config.py fails when this file is stale. -->",
         "",
         "# Configuration reference",
         "",

@@ -273,28 +273,77 @@ def _int_in(bounds: tuple[int, int]) -> Converter:
     return convert
 
 
+_INT_BOUNDS: Mapping[int, tuple[int, int]] = {
+    FieldDescriptor.TYPE_INT32: _INT32,
+    FieldDescriptor.TYPE_INT64: _INT64,
+}
+
 _SCALARS: Mapping[int, Converter] = {
     FieldDescriptor.TYPE_STRING: _to_str,
     FieldDescriptor.TYPE_BOOL: _to_bool,
     FieldDescriptor.TYPE_DOUBLE: _to_double,
-    FieldDescriptor.TYPE_INT32: _int_in(_INT32),
-    FieldDescriptor.TYPE_INT64: _int_in(_INT64),
+    **{kind: _int_in(bounds) for kind, bounds in _INT_BOUNDS.items()},
 }
+
+
+class _Shared:
+    """One JSON member that two fields share, told apart by the JSON value's type.
+
+    A string fills the field named like the member; any other shape fills
+    `other`, by that field's own converter. With `text_too` (`other` is then an
+    integer field), a number also leaves its text in the string field, so that
+    field always says it. Both directions are derived from this one statement:
+    `_Plan` decoding (see `_install_special_members`) and `encode`, which writes
+    `other` back under the member's name; with `text_too`, only while the string
+    field still says it.
+    """
+
+    __slots__ = ("member", "other", "text_too")
+
+    def __init__(self, member: str, other: str, *, text_too: bool = False) -> None:
+        self.member, self.other, self.text_too = member, other, text_too
+
+    def converter(self, other: Converter, other_type: int) -> Converter:
+        """The decoding converter of the member, given `other`'s converter and field type."""
+        member, field = self.member, self.other
+        if self.text_too:
+            low, high = _INT_BOUNDS[other_type]  # checked inline: no call per number
+
+            def both(value: Any) -> Any:
+                if type(value) is int and low <= value <= high:
+                    return {member: str(value), field: value}
+                return {member: value} if type(value) is str else MISMATCH
+
+            return both
+
+        def one(value: Any) -> Any:
+            if type(value) is str:
+                return {member: value}
+            converted = other(value)
+            return MISMATCH if converted is MISMATCH else {field: converted}
+
+        return one
+
+
+_SHARED: Mapping[str, _Shared] = {
+    # "content": the text, or an array of parts (multimodal)
+    "myrouter.chat.v1.ChatMessage": _Shared("content", "content_parts"),
+    # an error's "code": a name ("server_error"), or an HTTP status as a number
+    "myrouter.chat.v1.StreamError": _Shared("code", "http_status", text_too=True),
+}
+"""Message type -> its shared member (at most one per type)."""
 
 
 def _install_special_members() -> None:
     """Members whose JSON shape varies, and JSON aliases of modelled fields."""
-    parts = _repeated(_message_converter(chat_pb2.ContentPart.DESCRIPTOR))
-
-    def content(value: Any) -> Any:
-        if type(value) is str:
-            return {"content": value}
-        converted = parts(value)
-        return MISMATCH if converted is MISMATCH else {"content_parts": converted}
-
-    message = _plan_for(chat_pb2.ChatMessage.DESCRIPTOR)
-    message.fields["content"] = (None, None, content)
-    del message.fields["content_parts"]  # JSON calls it "content"
+    for full_name, shared in _SHARED.items():
+        descriptor = _message_descriptor(full_name)
+        plan = _plan_for(descriptor)
+        _, _, other = plan.fields.pop(shared.other)  # no JSON member of its own
+        member, other_field = (descriptor.fields_by_name[n] for n in (shared.member, shared.other))
+        assert member.number < other_field.number  # so `encode` writes `other` over it
+        other_type = other_field.type
+        plan.fields[shared.member] = (None, None, shared.converter(other, other_type))
 
     named = _message_converter(chat_pb2.NamedToolChoice.DESCRIPTOR)
 
@@ -310,18 +359,15 @@ def _install_special_members() -> None:
         tool_choice,
     )
 
-    def error_code(value: Any) -> Any:
-        if type(value) is int and _INT32[0] <= value <= _INT32[1]:
-            return {"code": str(value), "http_status": value}
-        return {"code": value} if type(value) is str else MISMATCH
-
-    error = _plan_for(chat_pb2.StreamError.DESCRIPTOR)
-    error.fields["code"] = (None, None, error_code)
-    del error.fields["http_status"]  # derived from "code", never a JSON member
-
-    usage = _plan_for(chat_pb2.Usage.DESCRIPTOR)
+    usage = _plan_for(chat_pb2.Usage.DESCRIPTOR)  # the OpenAI dialect, read but never written
     usage.fields["prompt_tokens"] = ("input_tokens", None, _int_in(_INT32))
     usage.fields["completion_tokens"] = ("output_tokens", None, _int_in(_INT32))
+
+
+def _message_descriptor(full_name: str) -> Descriptor:
+    descriptor = chat_pb2.DESCRIPTOR.message_types_by_name[full_name.rpartition(".")[2]]
+    assert descriptor.full_name == full_name
+    return descriptor
 
 
 _install_special_members()
@@ -368,23 +414,14 @@ _ALWAYS_WRITTEN: Mapping[str, frozenset[str]] = {
     "myrouter.chat.v1.ToolCallDelta": frozenset({"index"}),
 }
 
-_JSON_NAMES: Mapping[tuple[str, str], str] = {
-    ("myrouter.chat.v1.ChatMessage", "content_parts"): "content",
-}
-"""Fields written under another JSON member name than their own."""
-
-_DERIVED: frozenset[tuple[str, str]] = frozenset({("myrouter.chat.v1.StreamError", "http_status")})
-"""Fields computed from another member on decode, so never written themselves."""
-
 
 def member_names(descriptor: Descriptor) -> frozenset[str]:
-    """The JSON members a message's modelled fields are written as (`extra` excluded)."""
-    full_name = descriptor.full_name
-    return frozenset(
-        _JSON_NAMES.get((full_name, field.name), field.name)
-        for field in descriptor.fields
-        if field.name != EXTRA
-    ) | frozenset(field.name for field in descriptor.fields if field.name != EXTRA)
+    """The names an `extra` member of this message may not take: its fields' own names.
+
+    They include every JSON member the fields are written as, since a shared
+    member is named after its string field (see `_Shared`).
+    """
+    return frozenset(field.name for field in descriptor.fields if field.name != EXTRA)
 
 
 def encode(message: Message) -> dict[str, Any]:
@@ -395,6 +432,7 @@ def encode(message: Message) -> dict[str, Any]:
     """
     descriptor = message.DESCRIPTOR
     full_name = descriptor.full_name
+    shared = _SHARED.get(full_name)
     out: dict[str, Any] = {}
     if EXTRA in descriptor.fields_by_name and message.HasField(EXTRA):
         out.update(struct_to_dict(getattr(message, EXTRA)))
@@ -403,8 +441,12 @@ def encode(message: Message) -> dict[str, Any]:
             out[name] = getattr(message, name)
     for field, value in message.ListFields():
         name = field.name
-        if name == EXTRA or (full_name, name) in _DERIVED:
+        if name == EXTRA:
             continue
+        if shared is not None and name == shared.other:
+            if shared.text_too and getattr(message, shared.member) != str(value):
+                continue  # the text was changed since: it wins
+            name = shared.member
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             encoded: Any = (
                 [_encode_message(item) for item in value]
@@ -415,13 +457,7 @@ def encode(message: Message) -> dict[str, Any]:
             encoded = list(value)
         else:
             encoded = value
-        out[_JSON_NAMES.get((full_name, name), name)] = encoded
-    if (
-        isinstance(message, chat_pb2.StreamError)
-        and message.HasField("http_status")
-        and message.code == str(message.http_status)
-    ):
-        out["code"] = message.http_status
+        out[name] = encoded
     return out
 
 

@@ -21,6 +21,8 @@ the sum (`multiprocess_registry`).
     bridge_tokens_total{model,kind}                usage tokens: input, output,
                                                    cache_read, cache_write, reasoning
     bridge_max_concurrent_rpcs                     the admission cap (max_concurrent_rpcs)
+    bridge_policy_reloads_total{result}            policy file reloads: ok, error
+                                                   (an error keeps the last good policy)
 
 Beside them, the chat RPCs are published under the OpenTelemetry GenAI semantic
 conventions (`GENAI_SEMCONV`), named by the Prometheus mapping of the
@@ -52,6 +54,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from myrouter.chat.v1 import chat_pb2
+
+from .config import ListenAddress
 
 __all__ = [
     "CALL_LABELS",
@@ -292,6 +296,12 @@ class Metrics:
         )
         self.genai_first_token = _genai_histogram(GENAI_TIME_TO_FIRST_TOKEN, call, r)
         self.genai_per_output_token = _genai_histogram(GENAI_TIME_PER_OUTPUT_TOKEN, call, r)
+        self.policy_reloads = Counter(
+            "bridge_policy_reloads",
+            "Reloads of the caller policy file, by result (ok; error: the last good one is kept)",
+            ["result"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -353,6 +363,10 @@ class Metrics:
     def upstream_error(self, http_status: str, reason: str) -> None:
         self._child(self.upstream_errors, http_status, reason).inc()
 
+    def policy_reloaded(self, result: str) -> None:
+        """Count a policy file reload (`bridge.policy.PolicyFile`'s ``on_result``)."""
+        self._child(self.policy_reloads, result).inc()
+
 
 def _genai_histogram(
     metric: GenAiMetric, labels: list[str], registry: CollectorRegistry
@@ -376,15 +390,13 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
 class MetricsServer:
     """The /metrics HTTP endpoint, on its own port, in a daemon thread."""
 
-    def __init__(self, listen: str, registry: CollectorRegistry) -> None:
-        host, _, port = listen.rpartition(":")
+    def __init__(self, listen: ListenAddress, registry: CollectorRegistry) -> None:
+        host = listen.host or "0.0.0.0"
         self._httpd: WSGIServer
         self._thread: threading.Thread
-        self._httpd, self._thread = start_http_server(
-            int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry
-        )
+        self._httpd, self._thread = start_http_server(listen.port, addr=host, registry=registry)
         self.port: int = self._httpd.server_port
-        log.info("metrics at http://%s:%d/metrics", host or "0.0.0.0", self.port)
+        log.info("metrics at http://%s/metrics", ListenAddress(host, self.port).text)
 
     def close(self) -> None:
         self._httpd.shutdown()

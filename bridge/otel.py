@@ -31,7 +31,7 @@ from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
-from .config import ConfigError
+from .config import ConfigError, setting_label
 from .metrics import (
     GENAI_REQUEST_DURATION,
     GENAI_SEMCONV,
@@ -69,7 +69,7 @@ def enabled(mode: str) -> bool:
     if not installed():
         if mode == "on":
             raise ConfigError(
-                "opentelemetry: 'on' needs the OpenTelemetry packages "
+                f"{setting_label('opentelemetry')}: 'on' needs the OpenTelemetry packages "
                 "(pip install 'myrouter-bridge[otel]')"
             )
         return False

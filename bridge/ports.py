@@ -34,7 +34,9 @@ import socket
 import struct
 from collections.abc import Iterator
 
-__all__ = ["BindError", "check_free", "claim_for_workers", "split_listen"]
+from .config import ListenAddress
+
+__all__ = ["BindError", "check_free", "claim_for_workers"]
 
 LOCK_PREFIX = "myrouter-bridge:port:"
 
@@ -43,7 +45,7 @@ class BindError(OSError):
     """The bridge cannot listen on an address (or serve its metrics on one)."""
 
     @classmethod
-    def of(cls, address: str, exc: OSError) -> BindError:
+    def of(cls, address: ListenAddress, exc: OSError) -> BindError:
         reason = _REASONS.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
         return cls(exc.errno, f"cannot listen on {address}: {reason}")
 
@@ -58,24 +60,17 @@ _REASONS = {
 }
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    """(host, port) of a listen address such as ``0.0.0.0:50051`` or ``[::1]:0``."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def _socket_for(host: str, port: int) -> tuple[socket.socket, tuple[object, ...]]:
+def _socket_for(listen: ListenAddress) -> tuple[socket.socket, tuple[object, ...]]:
     family, kind, proto, _, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        listen.host or None, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     return socket.socket(family, kind, proto), address
 
 
-def _bind(listen: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A socket bound to the listen address's host and `port`; BindError if it cannot be."""
-    host, _ = split_listen(listen)
+def _bind(listen: ListenAddress, *, reuse_port: bool) -> socket.socket:
+    """A socket bound to the address; BindError if it cannot be."""
     try:
-        sock, address = _socket_for(host, port)
+        sock, address = _socket_for(listen)
     except socket.gaierror as exc:
         raise BindError(errno.EADDRNOTAVAIL, f"cannot listen on {listen}: {exc.strerror}") from None
     try:
@@ -86,38 +81,37 @@ def _bind(listen: str, port: int, *, reuse_port: bool) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise BindError.of(_join(host, port), exc) from None
+        raise BindError.of(listen, exc) from None
     return sock
 
 
-def check_free(listen: str) -> None:
+def check_free(listen: ListenAddress) -> None:
     """Raise BindError unless the address can be bound now by a socket of its own."""
-    _bind(listen, split_listen(listen)[1], reuse_port=False).close()
+    _bind(listen, reuse_port=False).close()
 
 
 @contextlib.contextmanager
-def claim_for_workers(listen: str) -> Iterator[int]:
-    """Hold the address for this process's workers (steps 1-3 above); yield the port.
+def claim_for_workers(listen: ListenAddress) -> Iterator[ListenAddress]:
+    """Hold the address for this process's workers (steps 1-3 above); yield it with its port.
 
     Port 0 becomes a fixed free port, which the workers are then told to bind.
     """
-    host, port = split_listen(listen)
     with contextlib.ExitStack() as held:
-        if port:
-            held.enter_context(_port_lock(listen, port))
-        probe = _bind(listen, port, reuse_port=False)
-        port = int(probe.getsockname()[1])
-        if not split_listen(listen)[1]:
-            held.enter_context(_port_lock(_join(host, port), port))
+        if listen.port:
+            held.enter_context(_port_lock(listen))
+        probe = _bind(listen, reuse_port=False)
+        bound = listen.with_port(int(probe.getsockname()[1]))
+        if not listen.port:
+            held.enter_context(_port_lock(bound))
         probe.close()
-        held.enter_context(_bind(listen, port, reuse_port=True))
-        yield port
+        held.enter_context(_bind(bound, reuse_port=True))
+        yield bound
 
 
 @contextlib.contextmanager
-def _port_lock(address: str, port: int) -> Iterator[None]:
+def _port_lock(address: ListenAddress) -> Iterator[None]:
     """Hold ``@myrouter-bridge:port:N``; BindError naming the holder if another process does."""
-    name = f"\0{LOCK_PREFIX}{port}"
+    name = f"\0{LOCK_PREFIX}{address.port}"
     lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         lock.bind(name)
@@ -145,7 +139,3 @@ def _holder_pid(name: str) -> int:
             return 0
     pid, _, _ = struct.unpack("3i", credentials)
     return int(pid)
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

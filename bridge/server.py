@@ -24,7 +24,7 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from . import otel
 from .admission import Admission
-from .config import BridgeConfig
+from .config import BridgeConfig, ListenAddress
 from .health import HEALTH_SERVICE_NAME, Health
 from .logs import quiet_grpc_metadata_decoding
 from .metrics import Metrics, MetricsServer
@@ -117,7 +117,7 @@ class BridgeServer:
         self.health.set_serving()
         log.info(
             "bridge listening on %s (%s; upstream %s)",
-            _listen_address(self.config.listen, self.port),
+            self.config.listen.with_port(self.port).text,
             transport_security(self.config),
             self.config.upstream_url,
         )
@@ -233,7 +233,7 @@ def grpc_server_options(config: BridgeConfig, reuse_port: bool) -> Sequence[tupl
 
 def _bind(
     server: grpc.aio.Server,
-    listen: str,
+    listen: ListenAddress,
     credentials: grpc.ServerCredentials | None,
     *,
     reuse_port: bool,
@@ -249,9 +249,9 @@ def _bind(
     port: int
     try:
         if credentials is None:
-            port = server.add_insecure_port(listen)
+            port = server.add_insecure_port(listen.text)
         else:
-            port = server.add_secure_port(listen, credentials)
+            port = server.add_secure_port(listen.text, credentials)
     except RuntimeError:  # grpc: "Failed to bind to address"
         port = 0
     if port == 0:  # taken between the check and grpc's bind
@@ -266,11 +266,6 @@ def transport_security(config: BridgeConfig) -> str:
     if config.tls_client_ca_file is None:
         return "TLS"
     return "mTLS, client certificates required"
-
-
-def _listen_address(listen: str, port: int) -> str:
-    host = listen.rsplit(":", 1)[0]
-    return f"{host}:{port}"
 
 
 async def serve(

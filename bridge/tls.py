@@ -18,18 +18,19 @@ from pathlib import Path
 
 import grpc
 
-from .config import BridgeConfig, ConfigError
+from .config import BridgeConfig, ConfigError, setting_label
 
 __all__ = ["server_credentials", "upstream_ssl_context"]
 
 
 def _read(path: Path, setting: str) -> bytes:
+    """The file of setting `setting` (a field name), or a ConfigError naming its flag."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{setting_label(setting)}: cannot read {path}: {exc.strerror}") from None
     if not data.strip():
-        raise ConfigError(f"{setting}: {path} is empty")
+        raise ConfigError(f"{setting_label(setting)}: {path} is empty")
     return data
 
 
@@ -59,6 +60,7 @@ def upstream_ssl_context(config: BridgeConfig) -> ssl.SSLContext | None:
         context.load_verify_locations(cadata=pem.decode("ascii", "replace"))
     except ssl.SSLError as exc:
         raise ConfigError(
-            f"upstream_ca_file: {config.upstream_ca_file} holds no usable certificate ({exc})"
+            f"{setting_label('upstream_ca_file')}: {config.upstream_ca_file} holds no usable "
+            f"certificate ({exc})"
         ) from None
     return context

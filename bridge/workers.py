@@ -50,7 +50,7 @@ import time
 from types import FrameType
 
 from .config import BridgeConfig
-from .ports import BindError, claim_for_workers, split_listen
+from .ports import BindError, claim_for_workers
 
 __all__ = ["WorkerJob", "run_workers", "worker_main"]
 
@@ -113,11 +113,8 @@ def run_workers(config: BridgeConfig) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with claim_for_workers(config.listen) as port:
-            host, _ = split_listen(config.listen)
-            job = WorkerJob(
-                dataclasses.replace(config, listen=_join(host, port)), ready_write, os.getpid()
-            )
+        with claim_for_workers(config.listen) as bound:
+            job = WorkerJob(dataclasses.replace(config, listen=bound), ready_write, os.getpid())
             if config.metrics_listen:  # before the workers: a busy port stops us at once
                 try:
                     metrics_server = MetricsServer(
@@ -133,7 +130,7 @@ def run_workers(config: BridgeConfig) -> int:
             if pids is not None:
                 log.info(
                     "bridge listening on %s with %d workers (pids %s; %s; upstream %s)",
-                    _join(host, port),
+                    bound.text,
                     count,
                     " ".join(map(str, pids)),
                     transport_security(config),
@@ -174,10 +171,6 @@ def _spawn(job: WorkerJob, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with contextlib.suppress(BrokenPipeError):
         process.stdin.close()
     return process
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _send(workers: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:

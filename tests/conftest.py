@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import pytest
 
-from bridge.config import BridgeConfig, Secret
+from bridge.config import BridgeConfig, ListenAddress, Secret
 from bridge.logs import JSONFormatter
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2_grpc
@@ -105,7 +105,7 @@ def make_bridge(upstream: EmbeddedUpstream) -> Iterator[Callable[..., BridgeThre
 
     def make(**overrides: Any) -> BridgeThread:
         settings: dict[str, Any] = {
-            "listen": "127.0.0.1:0",
+            "listen": ListenAddress("127.0.0.1", 0),
             "upstream_url": upstream.base_url,
             "api_key": Secret(SERVICE_KEY),
             **overrides,

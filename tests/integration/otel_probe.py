@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 import grpc
 from opentelemetry import metrics, trace
@@ -20,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bridge.config import BridgeConfig, Secret
+from bridge.config import BridgeConfig, ListenAddress, Secret
 from bridge.server import BridgeServer
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
@@ -33,7 +34,9 @@ async def main(upstream_url: str, traceparent: str, key: str) -> None:
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 
-    config = BridgeConfig(listen="127.0.0.1:0", upstream_url=upstream_url, api_key=Secret(key))
+    config = BridgeConfig(
+        listen=ListenAddress("127.0.0.1", 0), upstream_url=upstream_url, api_key=Secret(key)
+    )
     bridge = BridgeServer(config)
     port = await bridge.start()
     try:
@@ -67,7 +70,7 @@ async def main(upstream_url: str, traceparent: str, key: str) -> None:
             "unit": metric.unit,
             "scope": scope.scope.name,
             "schema_url": scope.schema_url,
-            "attributes": dict(point.attributes),
+            "attributes": dict(point.attributes or {}),
             "count": point.count,
             "sum": point.sum,
             "bounds": list(point.explicit_bounds),
@@ -75,9 +78,14 @@ async def main(upstream_url: str, traceparent: str, key: str) -> None:
         for resource in (data.resource_metrics if data else [])
         for scope in resource.scope_metrics
         for metric in scope.metrics
-        for point in metric.data.data_points
+        for point in _histogram_points(metric.data.data_points)
     ]
     print(json.dumps({"spans": spans, "metrics": points}))
+
+
+def _histogram_points(points: Any) -> list[Any]:
+    """The GenAI metrics are histograms: their points, typed loosely for the JSON above."""
+    return list(points)
 
 
 if __name__ == "__main__":

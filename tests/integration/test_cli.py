@@ -81,7 +81,23 @@ def test_models_lists_model_ids(bridge_process):
 def test_serve_refuses_bad_configuration():
     result = _run("serve", "--upstream-url", "ftp://nowhere")
     assert result.returncode == 2
-    assert "upstream_url" in result.stderr
+    assert result.stderr == (
+        "error: --upstream-url (MYROUTER_BASE_URL): must be an http:// or https:// URL\n"
+    )
+
+
+def test_serve_names_the_setting_of_a_bad_number():
+    from_env = _run("serve", BRIDGE_MAX_CONCURRENT_RPCS="abc")
+    assert from_env.returncode == 2
+    assert from_env.stderr == (
+        "error: --max-concurrent-rpcs (BRIDGE_MAX_CONCURRENT_RPCS): must be an integer, got 'abc'\n"
+    )
+    from_flag = _run("serve", "--max-concurrent-rpcs", "abc")
+    assert from_flag.returncode == 2  # a usage error: the usage, then one line
+    assert from_flag.stderr.splitlines()[-1] == (
+        "myrouter-bridge serve: error: argument --max-concurrent-rpcs: "
+        "must be an integer, got 'abc'"
+    )
 
 
 def test_demo_runs_end_to_end():

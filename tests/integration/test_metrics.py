@@ -9,6 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.config import ListenAddress
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from support import CALLER_METADATA, chat_request, with_scenario
 
@@ -32,7 +33,7 @@ def value(samples, name, **labels):
 @pytest.fixture
 def metered(make_bridge):
     """A new bridge (so every count starts at zero) with /metrics on a free port: (stub, port)."""
-    bridge = make_bridge(metrics_listen="127.0.0.1:0")
+    bridge = make_bridge(metrics_listen=ListenAddress("127.0.0.1", 0))
     assert bridge.server is not None
     port = bridge.server.metrics_port
     assert port

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_genai_histograms_reach_the_configured_meter_provider(probed):
     points = probed[0]["metrics"]
     assert {p["scope"] for p in points} == {"bridge"}
     assert {p["schema_url"] for p in points} == {GENAI_SEMCONV}
-    by_name = {}
+    by_name: dict[str, list[dict[str, Any]]] = {}
     for point in points:
         by_name.setdefault(point["name"], []).append(point)
     assert set(by_name) == {

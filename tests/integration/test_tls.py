@@ -85,7 +85,10 @@ def test_serve_with_an_unreadable_key_exits_with_a_clear_error(certs, tmp_path):
         timeout=30,
     )
     assert result.returncode == 2
-    assert "tls_key_file" in result.stderr and "nope.key" in result.stderr
+    assert (
+        "--tls-key-file (BRIDGE_TLS_KEY_FILE): cannot read" in result.stderr
+        and "nope.key" in result.stderr
+    )
 
 
 # --------------------------------------------------------------------------- #

@@ -27,6 +27,7 @@ import httpx
 import pytest
 import yaml
 
+from bridge.config import ListenAddress
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from support import CALLER_METADATA, chat_request, with_scenario
 
@@ -129,7 +130,7 @@ def test_every_alert_is_a_query_against_a_threshold_with_a_runbook():
 @needs_promtool
 def test_rules_pass_promtool_check():
     result = subprocess.run(
-        [PROMTOOL, "check", "rules", RULES], capture_output=True, text=True, timeout=60
+        [str(PROMTOOL), "check", "rules", RULES], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(_alerts())} rules found" in result.stdout
@@ -150,7 +151,7 @@ def test_promtool_unit_tests_fire_and_resolve_every_alert():
         assert fired, f"{alert['alert']} never fires in {RULE_TESTS.name}"
         assert any(t > min(fired) for t in quiet), f"{alert['alert']} never resolves"
     result = subprocess.run(
-        [PROMTOOL, "test", "rules", RULE_TESTS.name],
+        [str(PROMTOOL), "test", "rules", RULE_TESTS.name],
         capture_output=True,
         text=True,
         timeout=60,
@@ -240,7 +241,7 @@ def _load(stub: chat_pb2_grpc.ChatServiceStub) -> None:
             )
         )
     stub.ListModels(chat_pb2.ListModelsRequest(), metadata=CALLER_METADATA, timeout=10)
-    failing = [
+    failing: list[tuple[str, dict[str, Any]]] = [
         ("CreateChatCompletion", {"kind": "status", "status": 503}),
         ("CreateChatCompletion", {"kind": "status", "status": 429}),
         ("StreamChatCompletion", {"kind": "status", "status": 429}),
@@ -257,7 +258,7 @@ def _load(stub: chat_pb2_grpc.ChatServiceStub) -> None:
 @pytest.fixture(scope="module")
 def scraped(make_bridge, tmp_path_factory) -> Iterator[Prometheus]:
     """A Prometheus that has scraped a bridge (and a dead target) before and after load."""
-    bridge = make_bridge(metrics_listen="127.0.0.1:0", max_concurrent_rpcs=16)
+    bridge = make_bridge(metrics_listen=ListenAddress("127.0.0.1", 0), max_concurrent_rpcs=16)
     metrics_port = bridge.server.metrics_port
     dead = f"127.0.0.1:{_free_port()}"  # nothing listens: MyRouterBridgeDown's case
     prometheus = Prometheus(
@@ -288,7 +289,8 @@ def _evaluate(prometheus: Prometheus, queries: dict[str, str]) -> dict[str, int]
         return found if all(found.values()) else None
 
     try:
-        return prometheus.wait(counts, "series for every query", seconds=30)
+        found: dict[str, int] = prometheus.wait(counts, "series for every query", seconds=30)
+        return found
     except pytest.fail.Exception:
         found = {name: len(prometheus.query(q)) for name, q in queries.items()}
         missing = {name: queries[name] for name, n in found.items() if not n}

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import pytest
 
+from bridge.callers import IdentitySource
 from bridge.cli import build_parser
 from bridge.config import (
     DEFAULT_LISTEN,
@@ -19,6 +20,7 @@ from bridge.config import (
     SETTINGS,
     BridgeConfig,
     ConfigError,
+    ListenAddress,
     Secret,
     configuration_reference,
     parse_serve_config,
@@ -36,7 +38,8 @@ def test_defaults_with_no_flags_and_no_environment() -> None:
     config = parse_serve_config([], {})
 
     assert config == BridgeConfig()
-    assert config.listen == DEFAULT_LISTEN == "0.0.0.0:50051"
+    assert config.listen == ListenAddress("0.0.0.0", 50051)
+    assert config.listen.text == DEFAULT_LISTEN == "0.0.0.0:50051"
     assert config.upstream_url == DEFAULT_UPSTREAM_URL
     assert config.api_key is None
     assert config.connect_timeout == 5.0
@@ -56,7 +59,7 @@ def _as_given(field: str, flag_value: str, env_value: str) -> tuple[str, str, st
 
 
 SAMPLES = [
-    _as_given("listen", "127.0.0.1:1", "[::]:2"),
+    ("listen", "127.0.0.1:1", "[::]:2", ListenAddress("127.0.0.1", 1), ListenAddress("::", 2)),
     _as_given("upstream_url", "http://localhost:8080/v1", "https://env.example/api"),
     ("connect_timeout", "1.5", "2.5", 1.5, 2.5),
     ("request_timeout", "30", "45", 30.0, 45.0),
@@ -83,7 +86,13 @@ SAMPLES = [
 SAMPLES += [
     ("reflection", "false", "off", False, False),
     ("shutdown_delay", "2", "3.5", 2.0, 3.5),
-    _as_given("metrics_listen", "127.0.0.1:9464", "[::]:9090"),
+    (
+        "metrics_listen",
+        "127.0.0.1:9464",
+        "[::]:9090",
+        ListenAddress("127.0.0.1", 9464),
+        ListenAddress("::", 9090),
+    ),
     _as_given("log_format", "json", "text"),
     ("workers", "4", "3", 4, 3),
     _as_given("opentelemetry", "on", "off"),
@@ -104,6 +113,19 @@ SAMPLES += [
         ("x-tenant", "x-team"),
         ("x-env",),
     ),
+]
+# callers (issue 18)
+SAMPLES += [
+    (
+        "caller_identity",
+        "xfcc,tls",
+        "header:L5d-Client-Id",
+        (IdentitySource("xfcc", "x-forwarded-client-cert"), IdentitySource("tls")),
+        (IdentitySource("header", "l5d-client-id"),),
+    ),
+    ("policy_file", "/a/p.yaml", "/b/p.yaml", Path("/a/p.yaml"), Path("/b/p.yaml")),
+    ("policy_reload_interval", "5", "0.5", 5.0, 0.5),
+    ("forward_caller_header", "X-Caller", "x-myrouter-caller", "x-caller", "x-myrouter-caller"),
 ]
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -260,32 +282,131 @@ def test_missing_service_key_file_is_refused_naming_flag_and_file(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("argv", "environ", "setting"),
+    ("argv", "environ", "message"),
     [
-        (["--upstream-url", "api.myrouter.example/v1"], {}, "upstream_url"),
-        (["--upstream-url", "ftp://api.example"], {}, "upstream_url"),
-        ([], {"MYROUTER_BASE_URL": "localhost:8080"}, "upstream_url"),
-        (["--listen", "50051"], {}, "listen"),
-        (["--connect-timeout", "-1"], {}, "connect_timeout"),
-        (["--connect-timeout", "0"], {}, "connect_timeout"),
-        (["--request-timeout", "-0.5"], {}, "request_timeout"),
-        (["--request-timeout", "inf"], {}, "request_timeout"),
-        (["--stream-idle-timeout", "nan"], {}, "stream_idle_timeout"),
-        ([], {"BRIDGE_STREAM_IDLE_TIMEOUT": "-5"}, "stream_idle_timeout"),
-        (["--max-upstream-connections", "0"], {}, "max_upstream_connections"),
-        ([], {"BRIDGE_LOG_LEVEL": "verbose"}, "log_level"),
-        ([], {"BRIDGE_CONNECT_TIMEOUT": "five"}, "BRIDGE_CONNECT_TIMEOUT"),
-        ([], {"BRIDGE_REQUEST_TIMEOUT": "10s"}, "BRIDGE_REQUEST_TIMEOUT"),
-        ([], {"BRIDGE_MAX_UPSTREAM_CONNECTIONS": "1.5"}, "BRIDGE_MAX_UPSTREAM_CONNECTIONS"),
+        (
+            ["--upstream-url", "api.myrouter.example/v1"],
+            {},
+            "--upstream-url (MYROUTER_BASE_URL): must be an http:// or https:// URL",
+        ),
+        (
+            ["--upstream-url", "ftp://api.example"],
+            {},
+            "--upstream-url (MYROUTER_BASE_URL): must be an http:// or https:// URL",
+        ),
+        (
+            [],
+            {"MYROUTER_BASE_URL": "localhost:8080"},
+            "--upstream-url (MYROUTER_BASE_URL): must be an http:// or https:// URL",
+        ),
+        (
+            [],
+            {"BRIDGE_LISTEN": "50051"},
+            "--listen (BRIDGE_LISTEN): must be host:port, got '50051'",
+        ),
+        (
+            [],
+            {"BRIDGE_METRICS_LISTEN": "host:http"},
+            "--metrics-listen (BRIDGE_METRICS_LISTEN): must be host:port, got 'host:http'",
+        ),
+        (
+            ["--connect-timeout", "-1"],
+            {},
+            "--connect-timeout (BRIDGE_CONNECT_TIMEOUT): must be a positive number",
+        ),
+        (
+            ["--connect-timeout", "0"],
+            {},
+            "--connect-timeout (BRIDGE_CONNECT_TIMEOUT): must be a positive number",
+        ),
+        (
+            ["--request-timeout", "-0.5"],
+            {},
+            "--request-timeout (BRIDGE_REQUEST_TIMEOUT): must be a positive number",
+        ),
+        (
+            ["--request-timeout", "inf"],
+            {},
+            "--request-timeout (BRIDGE_REQUEST_TIMEOUT): must be a positive number",
+        ),
+        (
+            ["--stream-idle-timeout", "nan"],
+            {},
+            "--stream-idle-timeout (BRIDGE_STREAM_IDLE_TIMEOUT): must be a positive number",
+        ),
+        (
+            [],
+            {"BRIDGE_STREAM_IDLE_TIMEOUT": "-5"},
+            "--stream-idle-timeout (BRIDGE_STREAM_IDLE_TIMEOUT): must be a positive number",
+        ),
+        (
+            ["--max-upstream-connections", "0"],
+            {},
+            "--max-upstream-connections (BRIDGE_MAX_UPSTREAM_CONNECTIONS): must be >= 1",
+        ),
+        (
+            [],
+            {"BRIDGE_LOG_LEVEL": "verbose"},
+            "--log-level (BRIDGE_LOG_LEVEL): must be one of DEBUG, INFO, WARNING, ERROR",
+        ),
+        (
+            [],
+            {"BRIDGE_CONNECT_TIMEOUT": "five"},
+            "--connect-timeout (BRIDGE_CONNECT_TIMEOUT): must be a number, got 'five'",
+        ),
+        (
+            [],
+            {"BRIDGE_REQUEST_TIMEOUT": "10s"},
+            "--request-timeout (BRIDGE_REQUEST_TIMEOUT): must be a number, got '10s'",
+        ),
+        (
+            [],
+            {"BRIDGE_MAX_UPSTREAM_CONNECTIONS": "1.5"},
+            "--max-upstream-connections (BRIDGE_MAX_UPSTREAM_CONNECTIONS): "
+            "must be an integer, got '1.5'",
+        ),
+        (
+            [],
+            {"BRIDGE_MAX_CONCURRENT_RPCS": "abc"},
+            "--max-concurrent-rpcs (BRIDGE_MAX_CONCURRENT_RPCS): must be an integer, got 'abc'",
+        ),
+        (
+            [],
+            {"BRIDGE_REFLECTION": "maybe"},
+            "--reflection (BRIDGE_REFLECTION): must be true or false, got 'maybe'",
+        ),
+        (
+            ["--workers", "0"],
+            {},
+            "--workers (BRIDGE_WORKERS): must be in [1, 256]",
+        ),
+        (
+            [],
+            {"BRIDGE_TLS_CERT_FILE": "/c.pem"},
+            "--tls-cert-file (BRIDGE_TLS_CERT_FILE) and --tls-key-file (BRIDGE_TLS_KEY_FILE) "
+            "go together",
+        ),
+        (
+            ["--tls-client-ca-file", "/ca.pem"],
+            {},
+            "--tls-client-ca-file (BRIDGE_TLS_CLIENT_CA_FILE) (mTLS) needs "
+            "--tls-cert-file (BRIDGE_TLS_CERT_FILE) and --tls-key-file (BRIDGE_TLS_KEY_FILE)",
+        ),
+        (
+            ["--keepalive-timeout", "0"],
+            {},
+            "--keepalive-timeout (BRIDGE_KEEPALIVE_TIMEOUT) must be > 0 unless "
+            "--keepalive-time (BRIDGE_KEEPALIVE_TIME) is 0",
+        ),
     ],
 )
-def test_invalid_value_raises_config_error_naming_the_setting(
-    argv: list[str], environ: dict[str, str], setting: str
+def test_invalid_value_raises_config_error_naming_flag_and_variable(
+    argv: list[str], environ: dict[str, str], message: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_serve_config(argv, environ)
 
-    assert setting in str(caught.value)
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(
@@ -303,12 +424,48 @@ def test_invalid_value_raises_config_error_naming_the_setting(
         ("connect_retries", -1),
         ("connect_retries", 11),
         ("connect_retry_backoff", float("nan")),
-        ("listen", "no-port"),
     ],
 )
 def test_invalid_config_field_raises_naming_it(field: str, value: object) -> None:
-    with pytest.raises(ConfigError, match=field):
+    # a setting by its flag and variable; deadline_margin, no setting, by its field
+    name = f"{BY_NAME[field].flag} ({BY_NAME[field].env})" if field in BY_NAME else field
+    with pytest.raises(ConfigError) as caught:
         BridgeConfig(**{field: value})  # type: ignore[arg-type]
+
+    assert str(caught.value).startswith(f"{name}: must be ")
+
+
+@pytest.mark.parametrize("text", ["no-port", "50051", "host:", "host:http", "host:65536", ""])
+def test_listen_address_refuses_what_is_not_host_and_port(text: str) -> None:
+    with pytest.raises(ValueError, match="must be host:port"):
+        ListenAddress.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "written"),
+    [
+        ("0.0.0.0:50051", "0.0.0.0", 50051, "0.0.0.0:50051"),
+        ("[::]:0", "::", 0, "[::]:0"),
+        ("[::1]:9090", "::1", 9090, "[::1]:9090"),
+        (":7", "", 7, ":7"),
+        ("localhost:65535", "localhost", 65535, "localhost:65535"),
+    ],
+)
+def test_listen_address_is_parsed_once_and_written_back_as_given(
+    text: str, host: str, port: int, written: str
+) -> None:
+    address = ListenAddress.parse(text)
+
+    assert (address.host, address.port) == (host, port)
+    assert address.text == str(address) == written
+    assert address.with_port(1234) == ListenAddress(host, 1234)
+
+
+@pytest.mark.parametrize("given", ["INFO", "info", "Info", "dEbUg"])
+def test_log_level_accepts_any_case(given: str) -> None:
+    expected = given.upper()
+    assert parse_serve_config(["--log-level", given], {}).log_level == expected
+    assert parse_serve_config([], {"BRIDGE_LOG_LEVEL": given}).log_level == expected
 
 
 def test_config_error_is_a_value_error() -> None:
@@ -319,7 +476,7 @@ def test_config_is_frozen() -> None:
     config = BridgeConfig()
 
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.listen = "x:1"  # type: ignore[misc]
+        config.listen = ListenAddress("x", 1)  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------- #
@@ -455,9 +612,72 @@ def test_deadline_margin_is_no_setting() -> None:
         parse_serve_config(["--deadline-margin", "1"], {})
 
 
-def test_bad_flag_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--connect-timeout", "x"], ["--reflection", "maybe"], ["--log-format", "xml"]):
-        with pytest.raises(SystemExit) as caught:
-            parse_serve_config(argv, {})
-        assert caught.value.code == 2
-        assert argv[0] in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--connect-timeout", "x"], "argument --connect-timeout: must be a number, got 'x'"),
+        (
+            ["--max-concurrent-rpcs", "abc"],
+            "argument --max-concurrent-rpcs: must be an integer, got 'abc'",
+        ),
+        (["--reflection", "maybe"], "argument --reflection: must be true or false, got 'maybe'"),
+        (["--log-format", "xml"], "argument --log-format: invalid choice: 'xml'"),
+        (["--listen", "50051"], "argument --listen: must be host:port, got '50051'"),
+    ],
+)
+def test_bad_flag_values_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], error: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse_serve_config(argv, {})
+    assert caught.value.code == 2
+    assert error in capsys.readouterr().err.splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- #
+# Callers: identity sources, policy reloads, the forwarded caller header
+# --------------------------------------------------------------------------- #
+
+
+def test_caller_identity_defaults_to_tls_and_no_policy() -> None:
+    config = BridgeConfig()
+    assert config.caller_identity == (IdentitySource("tls"),)
+    assert config.policy_file is None and config.forward_caller_header is None
+
+
+def test_a_bad_identity_source_names_the_flag_or_the_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_serve_config(["--caller-identity", "tls,tsl"], {})
+    assert "argument --caller-identity: unknown identity source 'tsl'" in capsys.readouterr().err
+    with pytest.raises(ConfigError) as caught:
+        parse_serve_config([], {"BRIDGE_CALLER_IDENTITY": "header:cookie"})
+    assert str(caught.value).startswith(
+        "--caller-identity (BRIDGE_CALLER_IDENTITY): header:cookie: a credential"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--caller-identity", "header:x-id", "--propagate-headers", "x-id"], "never forwarded"),
+        (["--propagate-headers", "x-forwarded-client-cert"], "never forwarded upstream"),
+        (["--policy-reload-interval", "0"], "--policy-reload-interval"),
+        (["--policy-reload-interval", "nan"], "--policy-reload-interval"),
+        (
+            ["--forward-caller-header", "authorization"],
+            r"--forward-caller-header \(BRIDGE_FORWARD_CALLER_HEADER\): 'authorization'",
+        ),
+        (["--forward-caller-header", "traceparent"], "already a trace, propagated"),
+        (["--forward-caller-header", "x-a", "--propagate-headers", "x-a"], "already a trace"),
+        (
+            ["--forward-caller-header", "x-id", "--caller-identity", "header:x-id"],
+            "identity header",
+        ),
+        (["--forward-caller-header", "x-forwarded-client-cert"], "never forwarded"),
+    ],
+)
+def test_caller_settings_that_cannot_work_are_refused(argv: list[str], why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        parse_serve_config(argv, {})

@@ -32,7 +32,7 @@ def test_event_loop_setting_from_flag_and_env():
     assert parse_serve_config([], {"BRIDGE_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
     flag = ["--event-loop", "uvloop"]
     assert parse_serve_config(flag, {"BRIDGE_EVENT_LOOP": "asyncio"}).event_loop == "uvloop"
-    with pytest.raises(ConfigError, match="event_loop"):
+    with pytest.raises(ConfigError, match="BRIDGE_EVENT_LOOP"):
         parse_serve_config([], {"BRIDGE_EVENT_LOOP": "trio"})
 
 

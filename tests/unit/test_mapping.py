@@ -20,7 +20,14 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.mapping import decode, decode_each, encode, struct_from_dict, struct_to_dict
+from bridge.mapping import (
+    decode,
+    decode_each,
+    encode,
+    member_names,
+    struct_from_dict,
+    struct_to_dict,
+)
 from myrouter.chat.v1 import chat_pb2 as pb
 
 JSON = dict[str, Any]
@@ -1508,3 +1515,18 @@ def test_decode_each_builds_the_chunks_decode_would_build_one_by_one() -> None:
     assert list(batch.chunks) == [decode(pb.ChatCompletionChunk, event) for event in events]
     assert batch.chunks[-1].error.http_status == 429
     assert struct_to_dict(batch.chunks[-1].extra) == {"odd": {"kept": [1, "a"]}}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pb.ChatMessage(role="user", content_parts=[pb.ContentPart(type="text", text="hi")]),
+        pb.ChatMessage(role="user", content="hi", name="n"),
+        pb.StreamError(code="429", http_status=429, message="slow down"),
+        pb.StreamError(code="server_error", http_status=500, message="oops"),
+    ],
+)
+def test_member_names_hold_every_member_encode_writes(message: Any) -> None:
+    # validation refuses an `extra` member named like any of them (bridge/validation.py)
+    assert set(encode(message)) <= member_names(message.DESCRIPTOR)
+    assert "content_parts" in member_names(pb.ChatMessage.DESCRIPTOR)  # the field's own name too

@@ -3,6 +3,7 @@ semantic-convention names beside ours."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from bridge.metrics import (
     token_counts,
 )
 from bridge.observe import Observer
+from bridge.policy import PolicyFile
 from myrouter.chat.v1 import chat_pb2
 
 pytestmark = pytest.mark.timeout(30)
@@ -233,3 +235,19 @@ def test_the_pinned_conventions_are_the_installed_and_documented_ones():
     operations = (root / "docs" / "operations.md").read_text()
     assert f"version **{SEMCONV_PACKAGE_VERSION}**" in operations
     assert f"schema **{schema}**" in operations
+
+
+def test_policy_reloads_are_counted_by_result(tmp_path):
+    metrics = Metrics()
+    path = tmp_path / "policy.yaml"
+    path.write_text("default: {service_key: true}\n")
+    watch = PolicyFile(path, on_result=metrics.policy_reloaded)
+    for text in ("default: {service_key: maybe}\n", "default: {service_key: false}\n"):
+        path.write_text(text)
+        os.utime(path, ns=(0, path.stat().st_mtime_ns + 10**9))  # a change, even in one tick
+        watch.check()
+
+    def count(result: str) -> float | None:
+        return metrics.registry.get_sample_value("bridge_policy_reloads_total", {"result": result})
+
+    assert (count("ok"), count("error")) == (1.0, 1.0)

@@ -6,7 +6,8 @@ import errno
 
 import pytest
 
-from bridge.ports import BindError, split_listen
+from bridge.config import ListenAddress
+from bridge.ports import BindError
 
 
 @pytest.mark.parametrize(
@@ -18,20 +19,12 @@ from bridge.ports import BindError, split_listen
     ],
 )
 def test_a_bind_error_names_the_address_and_why(code, reason):
-    error = BindError.of("0.0.0.0:443", OSError(code, "kernel words"))
+    error = BindError.of(ListenAddress.parse("0.0.0.0:443"), OSError(code, "kernel words"))
     assert str(error) == f"cannot listen on 0.0.0.0:443: {reason}"
     assert error.errno == code
     assert isinstance(error, OSError)
 
 
 def test_an_unlisted_error_keeps_the_systems_words():
-    error = BindError.of("127.0.0.1:1", OSError(errno.EINVAL, "Invalid argument"))
-    assert str(error) == "cannot listen on 127.0.0.1:1: invalid argument"
-
-
-@pytest.mark.parametrize(
-    ("listen", "parts"),
-    [("0.0.0.0:50051", ("0.0.0.0", 50051)), ("[::1]:0", ("::1", 0)), (":8080", ("", 8080))],
-)
-def test_split_listen(listen, parts):
-    assert split_listen(listen) == parts
+    error = BindError.of(ListenAddress("::1", 1), OSError(errno.EINVAL, "Invalid argument"))
+    assert str(error) == "cannot listen on [::1]:1: invalid argument"

@@ -40,9 +40,20 @@ def test_the_default_set_has_w3c_and_b3():
 )
 def test_names_that_cannot_be_propagated(name):
     assert check_header_name(name) is not None
-    with pytest.raises(ConfigError, match="propagate_headers"):
+    with pytest.raises(ConfigError, match="BRIDGE_PROPAGATE_HEADERS"):
         BridgeConfig(propagate_headers=(name,))
 
 
 def test_a_plain_name_is_accepted():
     assert check_header_name("x-tenant-id") is None
+
+
+def test_identity_and_reserved_headers_never_leave_whatever_the_keys_say():
+    keys = propagated_keys(
+        ["x-forwarded-client-cert", "authorization", "l5d-client-id", "x-tenant"],
+        withheld=["l5d-client-id"],
+    )
+    assert keys == TRACE_HEADERS | {"x-tenant"}
+    metadata = [("x-forwarded-client-cert", "URI=spiffe://x/y"), ("l5d-client-id", "a.b")]
+    assert propagated_headers(metadata, keys) == {}
+    assert "never forwarded" in (check_header_name("x-forwarded-client-cert") or "")

@@ -15,5 +15,5 @@ def test_tls_settings_are_validated(certs, tmp_path):
         BridgeConfig(tls_cert_file=certs.server_cert)
     with pytest.raises(ConfigError, match="mTLS"):
         BridgeConfig(tls_client_ca_file=certs.client_ca_file)
-    with pytest.raises(ConfigError, match="upstream_ca_file"):
+    with pytest.raises(ConfigError, match="--upstream-ca-file"):
         upstream_ssl_context(BridgeConfig(upstream_ca_file=tmp_path / "missing.pem"))
