@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
@@ -58,6 +59,9 @@ def held_by_workers(upstream):
         "2",
         env={"MYROUTER_API_KEY": SERVICE_KEY},
     )
+    deadline = time.monotonic() + 30  # the first worker's line came; now the supervisor's
+    while "with 2 workers (pids" not in bridge.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
     yield bridge, port
     bridge.kill()
 
