@@ -39,21 +39,30 @@ skip = echo "$(if $(STRICT),REQUIRE_ALL=$(STRICT): cannot set up,skipping) $(1):
 .PHONY: install dev proto docs tools node-example ruby-example toolchain-deps demo test \
 	test-unit soak bench lint release-contract wheel clean
 
-# The runtime, the stub generator, the two projects in editable mode, and the stubs.
+# The runtime, the stub generator, the three projects in editable mode, and the stubs.
+# setuptools' default editable mode serves all three: the two whose sources sit in the
+# repository root (package-dir) get a plain path entry for it, so the stubs that
+# `make proto` generates after this install are importable too.
 install: $(VENV)/.installed $(GEN) $(GEN_PROTO) $(GEN_TYPED)
 
 $(VENV)/.installed: pyproject.toml $(CLIENT)/pyproject.toml $(UPSTREAM)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) --config-settings editable_mode=compat -e ./$(CLIENT) -e ./$(UPSTREAM) \
-		-e '.[codegen]'
+	$(PIP) -e ./$(CLIENT) -e ./$(UPSTREAM) -e '.[codegen]'
 	touch $@
 
-# Everything test, lint, bench and wheel use: pytest, mypy, ruff, OpenTelemetry, ...
+# Everything test, lint and bench use: pytest, mypy, ruff, OpenTelemetry, ...
 dev: install $(VENV)/.dev
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PIP) --config-settings editable_mode=compat -e '.[dev]'
+	$(PIP) -e '.[dev]'
+	touch $@
+
+# What `make wheel` builds with (no build isolation, so no download per wheel): the
+# build-system requirements of pyproject.toml, read from it, and nothing else.
+$(VENV)/.build: $(VENV)/.installed pyproject.toml
+	$(PIP) $$($(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))\
+		["build-system"]["requires"])')
 	touch $@
 
 # The one command that produces the generated code (never edited by hand).
@@ -195,7 +204,7 @@ lint: dev tools
 # a caller's own tests (aiohttp and orjson only).
 # setuptools' build/ dirs are removed first: a module deleted from the tree would
 # otherwise still ship from a stale build/lib.
-wheel: dev
+wheel: install $(VENV)/.build
 	rm -rf build $(CLIENT)/build $(UPSTREAM)/build
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist ./$(CLIENT) \
 		./$(UPSTREAM) .

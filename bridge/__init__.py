@@ -27,6 +27,8 @@ The modules, each owning one thing:
 * ``quotas``     per-caller limits and token budgets, in process or shared in Redis
 * ``access``     what a caller may do, decided per call: identity, policy, limits
 * ``workers``    ``--workers N``: N processes on one port (SO_REUSEPORT)
+* ``ports``      one bridge per port: the check, the lock, clear bind errors
+* ``open_files`` the open-files limit raised at start, and a warning when short
 * ``server_options`` the grpc.aio server's options: keepalive, connection age, sizes
 * ``tls``        TLS/mTLS credentials of the listener; the upstream's CA bundle
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)

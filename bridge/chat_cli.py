@@ -24,6 +24,7 @@ __all__ = [
     "chat",
     "describe_error",
     "describe_usage",
+    "hint",
     "list_models",
     "open_channel",
     "read_prompt",
@@ -38,9 +39,37 @@ def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None
     return grpc.secure_channel(target, credentials)
 
 
-def tls_credentials(ca_pem: bytes | None = None) -> grpc.ChannelCredentials:
-    """TLS trusting `ca_pem` (a private CA), or the system's roots when it is None."""
-    return grpc.ssl_channel_credentials(root_certificates=ca_pem)
+def tls_credentials(
+    ca_pem: bytes | None = None, cert_pem: bytes | None = None, key_pem: bytes | None = None
+) -> grpc.ChannelCredentials:
+    """TLS trusting `ca_pem` (a private CA), or the system's roots when it is None; with
+    `cert_pem` and `key_pem`, the client certificate an mTLS bridge asks for."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
+    )
+
+
+def hint(exc: grpc.RpcError, *, tls: bool, client_cert: bool, token: str | None) -> str | None:
+    """A line on what to try, for the failures a newcomer meets first; None for the rest.
+
+    A plaintext call to a TLS listener, and a TLS call without a certificate to
+    an mTLS one, both end as UNAVAILABLE "Socket closed" (the handshake fails
+    before any RPC); a call without a token to a bridge without a service key
+    is UNAUTHENTICATED.
+    """
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = str(exc.details()) if isinstance(exc, grpc.Call) else ""
+    if code is grpc.StatusCode.UNAVAILABLE and "Socket closed" in details:
+        if not tls:
+            return "hint: does the bridge listen with TLS? add --tls or --ca-file FILE"
+        if not client_cert:
+            return (
+                "hint: does the bridge require client certificates (mTLS)? "
+                "add --cert-file FILE --key-file FILE"
+            )
+    if code is grpc.StatusCode.UNAUTHENTICATED and token is None:
+        return "hint: set MYROUTER_TOKEN to your token; it is sent as the authorization metadata"
+    return None
 
 
 def chat(
@@ -55,6 +84,7 @@ def chat(
     request_id: str | None = None,
     extra: dict[str, Any] | None = None,
     credentials: grpc.ChannelCredentials | None = None,
+    client_cert: bool = False,
     as_json: bool = False,
     timeout: float | None = None,
     out: TextIO = sys.stdout,
@@ -87,7 +117,7 @@ def chat(
                     usage = chunk.usage
         except grpc.RpcError as exc:
             _end_line(out, wrote_text)
-            err.write(describe_error(exc) + "\n")
+            _report(exc, err, tls=credentials is not None, client_cert=client_cert, token=token)
             return 1
         except KeyboardInterrupt:
             call.cancel()
@@ -145,6 +175,7 @@ def list_models(
     token: str | None = None,
     timeout: float | None = None,
     credentials: grpc.ChannelCredentials | None = None,
+    client_cert: bool = False,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -156,11 +187,20 @@ def list_models(
                 chat_pb2.ListModelsRequest(), metadata=call_metadata(token), timeout=timeout
             )
         except grpc.RpcError as exc:
-            err.write(describe_error(exc) + "\n")
+            _report(exc, err, tls=credentials is not None, client_cert=client_cert, token=token)
             return 1
     for model in models.data:
         out.write(f"{model.id}\t{model.name}\n" if model.name else f"{model.id}\n")
     return 0
+
+
+def _report(
+    exc: grpc.RpcError, err: TextIO, *, tls: bool, client_cert: bool, token: str | None
+) -> None:
+    err.write(describe_error(exc) + "\n")
+    line = hint(exc, tls=tls, client_cert=client_cert, token=token)
+    if line is not None:
+        err.write(line + "\n")
 
 
 def describe_error(exc: grpc.RpcError) -> str:
@@ -174,7 +214,9 @@ def describe_error(exc: grpc.RpcError) -> str:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
-            extras += [f"{v.field}: {v.description}" for v in bad.field_violations]
+            # the status message usually says these already: each is printed once
+            violations = (f"{v.field}: {v.description}" for v in bad.field_violations)
+            extras += [text for text in violations if text not in str(message)]
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)

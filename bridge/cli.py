@@ -1,4 +1,4 @@
-"""`myrouter-bridge` and `python -m bridge`: serve, chat, models, upstream, demo."""
+"""`myrouter-bridge` and `python -m bridge`: serve, chat, models, health, upstream, demo."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from .config import ConfigError, add_serve_arguments, config_from_args
 from .logs import setup_logging
 
-__all__ = ["DEFAULT_TARGET", "build_parser", "main"]
+__all__ = ["DEFAULT_TARGET", "HEALTH_TIMEOUT", "build_parser", "main"]
 
 DEFAULT_TARGET = "localhost:50051"
+HEALTH_TIMEOUT = 5.0
+"""`health`'s default deadline: a probe that hangs is worse than one that fails."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,20 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
             epilog="The caller's token is read from the environment variable MYROUTER_TOKEN "
             "and sent as the authorization metadata.",
         )
-        sub.add_argument(
-            "--target",
-            default=os.environ.get("BRIDGE_TARGET", DEFAULT_TARGET),
-            help=f"bridge address [env BRIDGE_TARGET, default {DEFAULT_TARGET}]",
-        )
-        sub.add_argument("--timeout", type=float, help="deadline of the call, in seconds")
-        sub.add_argument(
-            "--tls", action="store_true", help="connect with TLS, trusting the system's CAs"
-        )
-        sub.add_argument(
-            "--ca-file",
-            type=Path,
-            help="connect with TLS, trusting the CA certificates (PEM) in this file",
-        )
+        _add_connection_arguments(sub, timeout_help="deadline of the call, in seconds")
         if name == "chat":
             sub.add_argument(
                 "--model",
@@ -70,12 +61,84 @@ def build_parser() -> argparse.ArgumentParser:
                 "prompt", nargs="*", help="the prompt; read from stdin if absent or '-'"
             )
 
+    health = commands.add_parser(
+        "health",
+        help="ask a bridge's grpc.health.v1 service; exit 0 only if it is SERVING",
+        allow_abbrev=False,
+        epilog="Prints the status (SERVING, NOT_SERVING, ...). Exit status: 0 SERVING; "
+        "1 any other status, or no answer; 2 a usage error. Fit for exec probes.",
+    )
+    _add_connection_arguments(
+        health, timeout_default=HEALTH_TIMEOUT, timeout_help="seconds to wait for the answer"
+    )
+    health.add_argument(
+        "--service",
+        default="",
+        help="the service to ask about, e.g. myrouter.chat.v1.ChatService "
+        "[default: the whole server]",
+    )
+
     commands.add_parser(
         "upstream",
         help="run the embedded MyRouter API (for demos and tests); see `upstream --help`",
     )
     commands.add_parser("demo", help="run the embedded upstream and the bridge; stream an answer")
     return parser
+
+
+def _add_connection_arguments(
+    sub: argparse.ArgumentParser, *, timeout_help: str, timeout_default: float | None = None
+) -> None:
+    """--target, --timeout and the TLS options that chat, models and health share."""
+    sub.add_argument(
+        "--target",
+        default=os.environ.get("BRIDGE_TARGET", DEFAULT_TARGET),
+        help=f"bridge address [env BRIDGE_TARGET, default {DEFAULT_TARGET}]",
+    )
+    sub.add_argument("--timeout", type=float, default=timeout_default, help=timeout_help)
+    sub.add_argument(
+        "--tls", action="store_true", help="connect with TLS, trusting the system's CAs"
+    )
+    sub.add_argument(
+        "--ca-file",
+        type=Path,
+        help="connect with TLS, trusting the CA certificates (PEM) in this file",
+    )
+    sub.add_argument(
+        "--cert-file",
+        type=Path,
+        help="connect with TLS and present this client certificate chain (PEM), for a bridge "
+        "with mTLS (--tls-client-ca-file); needs --key-file",
+    )
+    sub.add_argument("--key-file", type=Path, help="the private key (PEM) of --cert-file")
+
+
+class _UsageError(Exception):
+    """A command-line mistake found after parsing: one line, exit status 2."""
+
+
+def _read_pem(path: Path | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise _UsageError(f"{flag}: cannot read {path}: {exc.strerror}") from None
+
+
+def _channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials when any TLS option is given; None for plaintext."""
+    from . import chat_cli
+
+    if (args.cert_file is None) != (args.key_file is None):
+        raise _UsageError("--cert-file and --key-file go together (the client certificate)")
+    if not (args.tls or args.ca_file or args.cert_file):
+        return None
+    return chat_cli.tls_credentials(
+        _read_pem(args.ca_file, "--ca-file"),
+        _read_pem(args.cert_file, "--cert-file"),
+        _read_pem(args.key_file, "--key-file"),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,20 +158,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ModuleNotFoundError as exc:
             return _upstream_missing(exc)
         return run_demo()
+    try:
+        credentials = _channel_credentials(args)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "health":
+        return _health(args, credentials)
     from . import chat_cli
 
     token = os.environ.get("MYROUTER_TOKEN") or None
-    credentials = None
-    if args.tls or args.ca_file:
-        try:
-            ca_pem = args.ca_file.read_bytes() if args.ca_file else None
-        except OSError as exc:
-            print(f"error: --ca-file: cannot read {args.ca_file}: {exc.strerror}", file=sys.stderr)
-            return 2
-        credentials = chat_cli.tls_credentials(ca_pem)
+    client_cert = args.cert_file is not None
     if args.command == "models":
         return chat_cli.list_models(
-            args.target, token=token, timeout=args.timeout, credentials=credentials
+            args.target,
+            token=token,
+            timeout=args.timeout,
+            credentials=credentials,
+            client_cert=client_cert,
         )
     if not args.model:
         print("error: --model is required (or set MYROUTER_MODEL); see `models`", file=sys.stderr)
@@ -129,9 +196,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         request_id=args.request_id,
         extra=args.extra,
         credentials=credentials,
+        client_cert=client_cert,
         as_json=args.json,
         timeout=args.timeout,
     )
+
+
+def _health(args: argparse.Namespace, credentials: grpc.ChannelCredentials | None) -> int:
+    """`health`: print the status; 0 only for SERVING, so that it can serve as a probe."""
+    from . import chat_cli
+    from .health import SERVING, check, status_name
+
+    with chat_cli.open_channel(args.target, credentials) as channel:
+        try:
+            status = check(channel, args.service, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(chat_cli.describe_error(exc), file=sys.stderr)
+            line = chat_cli.hint(
+                exc, tls=credentials is not None, client_cert=args.cert_file is not None, token=""
+            )
+            if line is not None:
+                print(line, file=sys.stderr)
+            return 1
+    print(status_name(status))
+    return 0 if status == SERVING else 1
 
 
 def _upstream_missing(exc: ModuleNotFoundError) -> int:
@@ -182,14 +270,17 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config)
     from .loop import run
+    from .open_files import raise_file_limit
+    from .ports import BindError
     from .server import serve
     from .workers import run_workers
 
+    raise_file_limit(config)  # before the workers, which inherit it
     try:
         if config.workers > 1:
             return run_workers(config)
         run(serve(config), config.event_loop)
-    except ConfigError as exc:  # a file named by a setting (TLS) is unusable
+    except (ConfigError, BindError) as exc:  # a file named by a setting (TLS); a busy port
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -19,6 +19,7 @@ call's credentials here. The status each exception gets is `errors.to_status`'s.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,8 @@ __all__ = [
     "reported_error",
     "transport_failure",
 ]
+
+log = logging.getLogger("bridge.failures")
 
 
 class Phase(enum.Enum):
@@ -180,6 +183,8 @@ def http_error(response: httpx.Response, body: bytes, call: UpstreamCall) -> Bri
     status = response.status_code
     error = body_error(body)
     message = _message_of(error, body) or f"the upstream answered HTTP {status}"
+    if status == 404 and not error:
+        message = _wrong_path_message(response.request)
     message = redact(message, call.secrets())
     if status in (401, 403) and call.using_service_key:
         return ServiceKeyRejected(
@@ -194,6 +199,17 @@ def http_error(response: httpx.Response, body: bytes, call: UpstreamCall) -> Bri
         retry_after=parse_retry_after(response.headers.get("retry-after")),
         metadata=_error_metadata(error, call),
     )
+
+
+def _wrong_path_message(request: httpx.Request) -> str:
+    """A 404 that is no error object of the API: the URL is wrong, not the model. Logged too,
+    since only the operator (its --upstream-url, base path included) can put it right."""
+    message = (
+        f"the upstream answered HTTP 404, not an API error, to {request.method} {request.url}: "
+        "a wrong base path? check --upstream-url (MYROUTER_BASE_URL)"
+    )
+    log.warning("%s", message)
+    return message
 
 
 def reported_error(

@@ -10,6 +10,9 @@ The servicer is ours rather than grpcio-health-checking's asyncio one (whose
 generated messages and registration we use) for one reason: its Watch streams
 never end, so a single watching client would hold every drain for the whole
 grace period. `close` ends them, after they have seen NOT_SERVING.
+
+`check` is the client side, for `myrouter-bridge health`: a probe for scripts,
+containers and kubelet exec probes that needs no grpcurl.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["HEALTH_SERVICE_NAME", "NOT_SERVING", "SERVICE_UNKNOWN", "SERVING", "Health"]
+__all__ = [
+    "HEALTH_SERVICE_NAME",
+    "NOT_SERVING",
+    "SERVICE_UNKNOWN",
+    "SERVING",
+    "Health",
+    "check",
+    "status_name",
+]
 
 HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -92,3 +103,18 @@ class Health(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # untyped m
             if self._closed:
                 return
             await changed.wait()
+
+
+def check(
+    channel: grpc.Channel, service: str = "", timeout: float | None = None
+) -> health_pb2.HealthCheckResponse.ServingStatus:
+    """Ask grpc.health.v1 Check on `channel` how `service` ("" for the whole server) is;
+    grpc.RpcError when there is no answer (unreachable, unknown service, deadline)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    return response.status
+
+
+def status_name(status: int) -> str:
+    """SERVING, NOT_SERVING, ...: the name grpcurl and the kubelet print for a status."""
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))

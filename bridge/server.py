@@ -9,6 +9,7 @@ a test) can run several bridges side by side.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -24,11 +25,12 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from . import otel
 from .access import Access
 from .admission import Admission
-from .config import BridgeConfig
+from .config import BridgeConfig, ListenAddress
 from .health import HEALTH_SERVICE_NAME, Health
 from .logs import quiet_grpc_metadata_decoding
 from .metrics import Metrics, MetricsServer
 from .observe import Observer
+from .ports import BindError, check_free
 from .server_options import server_options
 from .service import ChatService, request_decoder
 from .tls import server_credentials
@@ -44,6 +46,7 @@ __all__ = [
     "grpc_server",
     "grpc_server_options",
     "serve",
+    "transport_security",
 ]
 
 log = logging.getLogger("bridge.server")
@@ -105,20 +108,21 @@ class BridgeServer:
                 (CHAT_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
             )
         credentials = server_credentials(self.config)
-        if credentials is None:
-            self.port = server.add_insecure_port(self.config.listen.text)
-        else:
-            self.port = server.add_secure_port(self.config.listen.text, credentials)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
+        self.port = _bind(server, self.config.listen, credentials, reuse_port=self._reuse_port)
         if self.config.metrics_listen and self._serve_metrics:
-            self._metrics_server = MetricsServer(self.config.metrics_listen, self.metrics.registry)
+            try:
+                self._metrics_server = MetricsServer(
+                    self.config.metrics_listen, self.metrics.registry
+                )
+            except OSError as exc:
+                raise BindError.of(self.config.metrics_listen, exc) from None
         await server.start()
         self._server = server
         self.health.set_serving()
         log.info(
-            "bridge listening on %s (upstream %s)",
+            "bridge listening on %s (%s; upstream %s)",
             self.config.listen.with_port(self.port).text,
+            transport_security(self.config),
             self.config.upstream_url,
         )
         return self.port
@@ -232,6 +236,43 @@ def grpc_server_options(config: BridgeConfig, reuse_port: bool) -> Sequence[tupl
         ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_RPCS),
         *server_options(config),
     ]
+
+
+def _bind(
+    server: grpc.aio.Server,
+    listen: ListenAddress,
+    credentials: grpc.ServerCredentials | None,
+    *,
+    reuse_port: bool,
+) -> int:
+    """Add the listening port; a BindError naming the address if it cannot be had.
+
+    A lone process checks the address itself first (bridge/ports), since grpc
+    reports a busy port with a core log line and a RuntimeError that says only
+    "Failed to bind"; a worker shares the port its supervisor claimed.
+    """
+    if not reuse_port:
+        check_free(listen)
+    port: int
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(listen.text)
+        else:
+            port = server.add_secure_port(listen.text, credentials)
+    except RuntimeError:  # grpc: "Failed to bind to address"
+        port = 0
+    if port == 0:  # taken between the check and grpc's bind
+        raise BindError(errno.EADDRINUSE, f"cannot listen on {listen}: grpc could not bind it")
+    return port
+
+
+def transport_security(config: BridgeConfig) -> str:
+    """What the start-up line says of the listener: plaintext, TLS, or mTLS."""
+    if config.tls_cert_file is None:
+        return "plaintext, no TLS"
+    if config.tls_client_ca_file is None:
+        return "TLS"
+    return "mTLS, client certificates required"
 
 
 async def serve(

@@ -129,7 +129,9 @@ class CallPolicy:
         if self._config.api_key is not None:
             return f"Bearer {self._config.api_key.value}", True
         raise MissingCredentials(
-            "no authorization metadata was sent and the bridge has no service key configured"
+            "no authorization metadata was sent and the bridge has no service key configured: "
+            "send authorization: Bearer <token>, or give the bridge MYROUTER_API_KEY "
+            "(or --api-key-file)"
         )
 
 

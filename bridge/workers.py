@@ -1,8 +1,9 @@
 """`--workers N`: N bridge processes serving one port, for all the machine's cores.
 
 One Python process runs one event loop on one core. To use them all, the
-supervisor (the process started by `serve`) reserves the port with
-SO_REUSEPORT and starts N worker processes that each bind it too: the kernel
+supervisor (the process started by `serve`) claims the port (bridge/ports:
+a lock, a check that no one holds it, then a SO_REUSEPORT socket of its own)
+and starts N worker processes that each bind it too: the kernel
 spreads new connections over them (the pattern of grpc's Python
 multiprocessing example). Each worker is a fresh interpreter (a new program,
 never a `fork`: gRPC's threads do not survive a fork) with its own event loop,
@@ -41,16 +42,15 @@ import pickle
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from types import FrameType
 
-from .config import BridgeConfig, ListenAddress
+from .config import BridgeConfig
+from .ports import BindError, claim_for_workers
 
 __all__ = ["WorkerJob", "run_workers", "worker_main"]
 
@@ -83,29 +83,11 @@ class WorkerJob:
     """The supervisor's pid: a worker whose parent changes stops (see `_watch_parent`)."""
 
 
-@contextlib.contextmanager
-def reserve_port(listen: ListenAddress) -> Iterator[int]:
-    """Bind (without listening) the address with SO_REUSEPORT; yield the port.
-
-    Holding the socket keeps the port ours (port 0 becomes a fixed one) while
-    the workers bind the same address with SO_REUSEPORT.
-    """
-    family, kind, proto, _, address = socket.getaddrinfo(
-        listen.host or None, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        yield int(sock.getsockname()[1])
-    finally:
-        sock.close()
-
-
 def run_workers(config: BridgeConfig) -> int:
     """Supervise `config.workers` worker processes until they exit; the process exit status."""
     from .metrics import MULTIPROC_ENV, MetricsServer, multiprocess_registry
     from .policy import load_policy
+    from .server import transport_security
     from .tls import server_credentials, upstream_ssl_context
 
     server_credentials(config)  # unusable TLS files: one clear ConfigError here, not N crashes
@@ -134,23 +116,27 @@ def run_workers(config: BridgeConfig) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with reserve_port(config.listen) as port:
-            bound = config.listen.with_port(port)
+        with claim_for_workers(config.listen) as bound:
             job = WorkerJob(dataclasses.replace(config, listen=bound), ready_write, os.getpid())
+            if config.metrics_listen:  # before the workers: a busy port stops us at once
+                try:
+                    metrics_server = MetricsServer(
+                        config.metrics_listen, multiprocess_registry(metrics_dir)
+                    )
+                except OSError as exc:
+                    raise BindError.of(config.metrics_listen, exc) from None
             for _ in range(count):
                 workers.append(_spawn(job, worker_env))
             os.close(ready_write)  # the workers hold it now: EOF once they all have gone
             ready_write = -1
             pids = _await_ready(ready_read, workers, count)
-            if config.metrics_listen:
-                registry = multiprocess_registry(metrics_dir)
-                metrics_server = MetricsServer(config.metrics_listen, registry)
             if pids is not None:
                 log.info(
-                    "bridge listening on %s with %d workers (pids %s; upstream %s)",
+                    "bridge listening on %s with %d workers (pids %s; %s; upstream %s)",
                     bound.text,
                     count,
                     " ".join(map(str, pids)),
+                    transport_security(config),
                     config.upstream_url,
                 )
             else:

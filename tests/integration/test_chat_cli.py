@@ -167,3 +167,70 @@ def test_chat_and_models_speak_tls_with_a_private_ca(make_bridge, tmp_path):
     missing = _chat(bridge.target, "--ca-file", str(tmp_path / "nope.pem"), "hi")
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: --ca-file: cannot read ")
+
+
+def _client(*args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_chat_and_models_present_a_client_certificate_to_an_mtls_bridge(make_bridge, certs):
+    bridge = make_bridge(
+        tls_cert_file=certs.server_cert,
+        tls_key_file=certs.server_key,
+        tls_client_ca_file=certs.client_ca_file,
+    )
+    key, chain = certs.client_pair(certs.client_ca)
+    key_file, cert_file = certs.dir / "client.key", certs.dir / "client.pem"
+    key_file.write_bytes(key)
+    cert_file.write_bytes(chain)
+    tls = ("--ca-file", str(certs.server_ca_file))
+    mtls = (*tls, "--cert-file", str(cert_file), "--key-file", str(key_file))
+
+    result = _chat(bridge.target, *mtls, "with", "a", "certificate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "You said: with a certificate\n"
+    models = _client("models", "--target", bridge.target, *mtls)
+    assert models.returncode == 0, models.stderr
+    assert "myrouter/echo" in models.stdout
+
+    without = _chat(bridge.target, *tls, "hi")  # TLS, but no certificate: the hint says which
+    assert without.returncode == 1
+    assert without.stderr.splitlines()[1:] == [
+        "hint: does the bridge require client certificates (mTLS)? "
+        "add --cert-file FILE --key-file FILE"
+    ]
+    half = _chat(bridge.target, *tls, "--cert-file", str(cert_file), "hi")
+    assert half.returncode == 2
+    assert half.stderr == "error: --cert-file and --key-file go together (the client certificate)\n"
+
+
+def test_a_plaintext_call_to_a_tls_bridge_hints_at_tls(make_bridge, certs):
+    bridge = make_bridge(tls_cert_file=certs.server_cert, tls_key_file=certs.server_key)
+    for result in (_chat(bridge.target, "hi"), _client("models", "--target", bridge.target)):
+        assert result.returncode == 1
+        first, hint = result.stderr.splitlines()
+        assert first.startswith("error: UNAVAILABLE: ")
+        assert hint == "hint: does the bridge listen with TLS? add --tls or --ca-file FILE"
+
+
+def test_a_refused_call_without_a_token_hints_at_myrouter_token(make_bridge):
+    bridge = make_bridge(api_key=None)  # no service key: the caller's token is needed
+    env = {k: v for k, v in ENV.items() if k != "MYROUTER_TOKEN"}
+    result = _client("models", "--target", bridge.target, env=env)
+    assert result.returncode == 1
+    first, hint = result.stderr.splitlines()
+    assert first.startswith("error: UNAUTHENTICATED: ")
+    assert "MYROUTER_API_KEY" in first  # what the operator of the bridge could do instead
+    assert hint == (
+        "hint: set MYROUTER_TOKEN to your token; it is sent as the authorization metadata"
+    )
+
+
+def test_a_validation_error_is_printed_once(bridge):
+    result = _chat(bridge.target, "--temperature", "5", "hi")
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.count("must be between 0 and 2") == 1, line
+    assert line.startswith("error: INVALID_ARGUMENT: invalid request: temperature: must be")

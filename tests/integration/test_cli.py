@@ -36,7 +36,7 @@ def bridge_process(start_bridge_process):
 def test_help_lists_the_commands_and_settings():
     result = _run("--help")
     assert result.returncode == 0
-    for command in ("serve", "chat", "models", "upstream", "demo"):
+    for command in ("serve", "chat", "models", "health", "upstream", "demo"):
         assert command in result.stdout
     serve_help = _run("serve", "--help").stdout
     for setting in ("BRIDGE_LISTEN", "MYROUTER_BASE_URL", "MYROUTER_API_KEY", "--api-key-file"):

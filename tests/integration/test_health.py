@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
+import time
 
 import grpc
 import pytest
@@ -83,3 +86,61 @@ def test_sigterm_not_serving_while_an_inflight_stream_completes(start_bridge_pro
         assert text.count("tok") == 8
         assert list(watch) == []  # the watch ends so it cannot hold the drain
     assert proc.wait(timeout=15) == 0
+
+
+def _health_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """`myrouter-bridge health`, as a probe runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "health", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_health_command_exits_0_and_prints_serving_for_a_serving_bridge(bridge):
+    result = _health_command("--target", bridge.target)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "SERVING\n", "")
+    per_service = _health_command("--target", bridge.target, "--service", CHAT_SERVICE_NAME)
+    assert (per_service.returncode, per_service.stdout) == (0, "SERVING\n")
+
+
+def test_health_command_exits_1_for_a_stopped_bridge(make_bridge):
+    bridge = make_bridge()
+    target = bridge.target
+    bridge.stop()
+    result = _health_command("--target", target, "--timeout", "3")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: UNAVAILABLE: ")
+
+
+def test_health_command_exits_1_for_not_serving_and_unknown_services(make_bridge):
+    bridge = make_bridge(shutdown_delay=3.0)
+    stopping = threading.Thread(target=bridge.stop)
+    stopping.start()  # health turns NOT_SERVING for shutdown_delay while the listener stays
+    try:
+        deadline = time.monotonic() + 10
+        result = _health_command("--target", bridge.target)
+        while result.stdout != "NOT_SERVING\n" and time.monotonic() < deadline:
+            result = _health_command("--target", bridge.target)
+        assert (result.returncode, result.stdout) == (1, "NOT_SERVING\n")
+    finally:
+        stopping.join(30)
+
+
+def test_health_command_speaks_tls_and_mtls(make_bridge, certs, tmp_path):
+    bridge = make_bridge(
+        tls_cert_file=certs.server_cert,
+        tls_key_file=certs.server_key,
+        tls_client_ca_file=certs.client_ca_file,
+    )
+    key, chain = certs.client_pair(certs.client_ca)
+    (tmp_path / "c.key").write_bytes(key)
+    (tmp_path / "c.pem").write_bytes(chain)
+    tls = ("--target", bridge.target, "--ca-file", str(certs.server_ca_file))
+    mtls = (*tls, "--cert-file", str(tmp_path / "c.pem"), "--key-file", str(tmp_path / "c.key"))
+    assert _health_command(*mtls).stdout == "SERVING\n"
+    refused = _health_command(*tls)
+    assert refused.returncode == 1
+    assert "add --cert-file FILE --key-file FILE" in refused.stderr

@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from bridge.config import BridgeConfig, Secret
+from myrouter.chat.v1 import chat_pb2
 from support import (
     CALLER_METADATA,
     chat_request,
@@ -131,3 +132,38 @@ def test_config_object_is_what_the_bridge_uses(make_bridge):
     bridge = make_bridge(api_key=Secret("x" * 12))
     assert isinstance(bridge.config, BridgeConfig)
     assert "x" * 12 not in repr(bridge.config)
+
+
+@pytest.mark.parametrize("rpc", ["unary", "stream", "models"])
+def test_a_404_that_is_no_api_error_names_the_url_and_is_logged(make_bridge, upstream, rpc, caplog):
+    """A wrong base path (here /v1 for /api/v1) must not read as an unknown model."""
+    wrong = upstream.base_url.replace("/api/v1", "/v1")
+    channel, stub = stub_for(make_bridge(upstream_url=wrong).target)
+    path = "models" if rpc == "models" else "chat/completions"
+    method = "GET" if rpc == "models" else "POST"
+    with channel, pytest.raises(grpc.RpcError) as caught, caplog.at_level("WARNING"):
+        if rpc == "unary":
+            stub.CreateChatCompletion(chat_request(), metadata=CALLER_METADATA)
+        elif rpc == "stream":
+            list(stub.StreamChatCompletion(chat_request(), metadata=CALLER_METADATA))
+        else:
+            stub.ListModels(chat_pb2.ListModelsRequest(), metadata=CALLER_METADATA)
+    error = caught.value
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    expected = (
+        f"the upstream answered HTTP 404, not an API error, to {method} {wrong}/{path}: "
+        "a wrong base path? check --upstream-url (MYROUTER_BASE_URL)"
+    )
+    assert error.details() == expected
+    warnings = [
+        r for r in caplog.records if r.levelname == "WARNING" and r.name == "bridge.failures"
+    ]
+    assert [r.getMessage() for r in warnings] == [expected]
+
+
+def test_a_404_with_the_apis_error_object_keeps_its_words(stub):
+    """An unknown model is the API's own 404 with an error object: its message, unchanged."""
+    request = with_scenario(chat_request(), kind="status", status=404, message="no such model")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreateChatCompletion(request, metadata=CALLER_METADATA)
+    assert caught.value.details() == "no such model"

@@ -156,3 +156,17 @@ def test_upstream_with_a_private_ca(certs, tls_upstream, start_bridge_process):
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         _stop(untrusted)
+
+
+def test_the_start_up_line_says_plaintext_tls_or_mtls(start_bridge_process, certs):
+    tls = ("--tls-cert-file", str(certs.server_cert), "--tls-key-file", str(certs.server_key))
+    mtls = (*tls, "--tls-client-ca-file", str(certs.client_ca_file))
+    for flags, said in (
+        ((), "(plaintext, no TLS; upstream "),
+        (tls, "(TLS; upstream "),
+        (mtls, "(mTLS, client certificates required; upstream "),
+    ):
+        process = start_bridge_process(*flags)
+        listening = next(line for line in process.lines if "listening on" in line)
+        assert said in listening, listening
+        process.kill()

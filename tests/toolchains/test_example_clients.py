@@ -28,7 +28,8 @@ CLIENTS = {
     ),
     "ruby": (
         "ruby",
-        "the Ruby example needs Ruby and the grpc gem (Debian: ruby-grpc, ruby-grpc-tools)",
+        "the Ruby example needs Ruby and the grpc gem (Debian: ruby-grpc, ruby-grpc-tools); "
+        "`make ruby-example` run as root installs them",
         "client.rb",
         "gen/myrouter/chat/v1/chat_services_pb.rb",
     ),

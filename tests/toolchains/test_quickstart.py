@@ -147,6 +147,9 @@ def test_make_demo_passes_for_a_newcomer_with_only_python_make_and_git(newcomer,
     assert proc.returncode == 0, f"make demo failed after {took:.0f} s:\n{output}"
     assert STREAMED in output.splitlines(), output
     assert "» done: both processes stopped." in output
+    # The demo, not the set-up's noise: no setuptools warning box (editable "compat" mode).
+    boxes = [line for line in output.splitlines() if "*" * 20 in line or "Warning:" in line]
+    assert not boxes, output
     # It installed what the demo needs and nothing of the development tools or toolchains.
     listed = subprocess.run(
         [clone / ".venv" / "bin" / "python", "-m", "pip", "list", "--format", "freeze"],

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bridge.cli import main
+from bridge.cli import HEALTH_TIMEOUT, build_parser, main
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,3 +51,25 @@ def test_a_broken_myrouter_upstream_is_not_mistaken_for_a_missing_one(monkeypatc
     _without(monkeypatch, "myrouter_upstream.cli")
     with pytest.raises(ModuleNotFoundError):
         main(["upstream"])
+
+
+def test_chat_models_and_health_share_the_tls_options():
+    parser = build_parser()
+    for command in ("chat", "models", "health"):
+        args = parser.parse_args(
+            [command, "--ca-file", "ca.pem", "--cert-file", "c.pem", "--key-file", "c.key"]
+        )
+        assert (str(args.ca_file), str(args.cert_file), str(args.key_file)) == (
+            "ca.pem",
+            "c.pem",
+            "c.key",
+        )
+    assert parser.parse_args(["health"]).timeout == HEALTH_TIMEOUT  # a probe never hangs
+    assert parser.parse_args(["health"]).service == ""
+
+
+def test_a_client_certificate_without_its_key_is_a_usage_error(capsys):
+    assert main(["health", "--cert-file", "c.pem"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --cert-file and --key-file go together (the client certificate)\n"
+    )

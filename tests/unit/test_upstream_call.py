@@ -45,7 +45,9 @@ def test_the_service_key_serves_a_caller_without_credentials_and_none_is_refused
     call = policy(api_key=Secret("svc-key-123")).call_for(Context(), "r")
     assert call.authorization == "Bearer svc-key-123"
     assert call.using_service_key
-    with pytest.raises(MissingCredentials):
+    with pytest.raises(
+        MissingCredentials, match=r"give the bridge MYROUTER_API_KEY \(or --api-key-file\)"
+    ):
         policy().call_for(Context(), "r")
 
 
