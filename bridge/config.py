@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from .propagation import check_header_name
@@ -43,6 +44,7 @@ __all__ = [
     "add_serve_arguments",
     "config_from_args",
     "configuration_reference",
+    "parse_fallbacks",
     "parse_serve_config",
 ]
 
@@ -81,6 +83,25 @@ def _boolean(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_fallbacks(text: str) -> Mapping[str, tuple[str, ...]]:
+    """``primary=fb1|fb2,other=fb3`` as {primary: (fb1, fb2), other: (fb3,)}."""
+    chains: dict[str, tuple[str, ...]] = {}
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        model, equals, rest = entry.partition("=")
+        model = model.strip()
+        chain = tuple(name.strip() for name in rest.split("|"))
+        if not equals or not model or not all(chain):
+            raise ValueError(f"expected model=fallback|fallback, got {entry.strip()!r}")
+        if model in chains:
+            raise ValueError(f"{model!r} is given twice")
+        if model in chain or len(set(chain)) != len(chain):
+            raise ValueError(f"the chain of {model!r} repeats a model")
+        chains[model] = chain
+    return MappingProxyType(chains)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -269,6 +290,135 @@ class BridgeConfig:
             group="Upstream",
             parse=float,
             help="seconds before the first connect retry, doubled for each further one",
+        ),
+    )
+    retry_attempts: int = _setting(
+        3,
+        Setting(
+            env="BRIDGE_RETRY_ATTEMPTS",
+            group="Upstream",
+            parse=int,
+            help="tries per model of a call that fails retryably before the caller has seen "
+            "anything (502, 503, 504, 408, 429, an overloaded first event; "
+            "docs/reliability.md), the first included: 1 = no retries",
+        ),
+    )
+    retry_backoff: float = _setting(
+        0.1,
+        Setting(
+            env="BRIDGE_RETRY_BACKOFF",
+            group="Upstream",
+            parse=float,
+            help="most seconds before the first retry, doubled for each further one; the "
+            "wait is random below it (full jitter)",
+        ),
+    )
+    retry_max_backoff: float = _setting(
+        2.0,
+        Setting(
+            env="BRIDGE_RETRY_MAX_BACKOFF",
+            group="Upstream",
+            parse=float,
+            help="cap in seconds on the doubled backoff",
+        ),
+    )
+    retry_budget: float = _setting(
+        0.1,
+        Setting(
+            env="BRIDGE_RETRY_BUDGET",
+            group="Upstream",
+            parse=float,
+            help="retries and fallbacks allowed, as a share of the calls over the budget's "
+            "window (with the floor), so an outage adds at most that much load upstream",
+        ),
+    )
+    retry_budget_floor: int = _setting(
+        10,
+        Setting(
+            env="BRIDGE_RETRY_BUDGET_FLOOR",
+            group="Upstream",
+            parse=int,
+            help="retries allowed per window on top of the share, so a quiet bridge can retry",
+        ),
+    )
+    retry_budget_window: float = _setting(
+        10.0,
+        Setting(
+            env="BRIDGE_RETRY_BUDGET_WINDOW",
+            group="Upstream",
+            parse=float,
+            help="seconds of the retry budget's sliding window",
+        ),
+    )
+    fallback_models: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata={
+            _SETTING: Setting(
+                env="BRIDGE_FALLBACK_MODELS",
+                group="Upstream",
+                parse=parse_fallbacks,
+                metavar="MODEL=FB|FB,...",
+                help="fallback models tried in order when a model fails retryably before the "
+                "caller has seen anything, e.g. a/big=a/small|b/big,c/x=c/y",
+            )
+        },
+    )
+    breaker_failures: int = _setting(
+        5,
+        Setting(
+            env="BRIDGE_BREAKER_FAILURES",
+            group="Upstream",
+            parse=int,
+            help="consecutive retryable failures of a model that open its circuit breaker "
+            "(0: no such rule)",
+        ),
+    )
+    breaker_failure_rate: float = _setting(
+        0.5,
+        Setting(
+            env="BRIDGE_BREAKER_FAILURE_RATE",
+            group="Upstream",
+            parse=float,
+            help="share of a model's calls failing retryably over the breaker's window that "
+            "opens its breaker (0: no such rule; both 0: no breakers)",
+        ),
+    )
+    breaker_min_calls: int = _setting(
+        20,
+        Setting(
+            env="BRIDGE_BREAKER_MIN_CALLS",
+            group="Upstream",
+            parse=int,
+            help="calls of a model in the window before its failure rate counts",
+        ),
+    )
+    breaker_window: float = _setting(
+        30.0,
+        Setting(
+            env="BRIDGE_BREAKER_WINDOW",
+            group="Upstream",
+            parse=float,
+            help="seconds of the breaker's sliding window",
+        ),
+    )
+    breaker_cooldown: float = _setting(
+        10.0,
+        Setting(
+            env="BRIDGE_BREAKER_COOLDOWN",
+            group="Upstream",
+            parse=float,
+            help="seconds an open breaker fails calls at once (UNAVAILABLE, "
+            "UPSTREAM_CIRCUIT_OPEN) before it lets probe calls through",
+        ),
+    )
+    breaker_probes: int = _setting(
+        2,
+        Setting(
+            env="BRIDGE_BREAKER_PROBES",
+            group="Upstream",
+            parse=int,
+            help="probe calls a half-open breaker lets through; that many successes close it, "
+            "one failure opens it again",
         ),
     )
     propagate_headers: tuple[str, ...] = _setting(
@@ -557,6 +707,20 @@ class BridgeConfig:
             math.isfinite(self.connect_retry_backoff) and 0 <= self.connect_retry_backoff <= 10,
             "connect_retry_backoff must be in [0, 10]",
         )
+        _require(1 <= self.retry_attempts <= 10, "retry_attempts must be in [1, 10]")
+        for name in ("retry_backoff", "retry_max_backoff"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and 0 <= value <= 60, f"{name} must be in [0, 60]")
+        for name in ("retry_budget", "breaker_failure_rate"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and 0 <= value <= 1, f"{name} must be in [0, 1]")
+        for name in ("retry_budget_floor", "breaker_failures", "breaker_min_calls"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0")
+        for name in ("retry_budget_window", "breaker_window", "breaker_cooldown"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and 0 < value <= 3600, f"{name} must be in (0, 3600]")
+        _require(self.breaker_probes >= 1, "breaker_probes must be >= 1")
+        _require(isinstance(self.fallback_models, Mapping), "fallback_models must be a mapping")
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
         _require(
             self.event_loop in EVENT_LOOPS, f"event_loop must be one of {', '.join(EVENT_LOOPS)}"

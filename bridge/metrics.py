@@ -20,6 +20,13 @@ the sum (`multiprocess_registry`).
     bridge_upstream_errors_total{http_status,reason}  upstream failures
     bridge_tokens_total{model,kind}                usage tokens: input, output,
                                                    cache_read, cache_write, reasoning
+    bridge_upstream_retries_total{reason}          upstream attempts retried, by why
+    bridge_upstream_fallbacks_total{reason}        calls moved on to a fallback model
+    bridge_upstream_breaker_state{model}           0 closed, 1 half-open, 2 open; with
+                                                   workers, the worst live worker's
+
+The retry and breaker metrics are written when an attempt fails or a breaker
+changes state (bridge.retries), never on a call that succeeds at once.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from myrouter.chat.v1 import chat_pb2
 
 __all__ = [
+    "BREAKER_STATES",
     "FIRST_CHUNK_BUCKETS",
     "LATENCY_BUCKETS",
     "MULTIPROC_ENV",
@@ -55,6 +63,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 60
 FIRST_CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+"""The gauge's value per breaker state (bridge.breaker): higher is worse."""
 
 
 def token_counts(usage: chat_pb2.Usage) -> dict[str, int]:
@@ -130,6 +140,26 @@ class Metrics:
             ["model", "kind"],
             registry=r,
         )
+        self.retries = Counter(
+            "bridge_upstream_retries",
+            "Upstream attempts retried before the caller saw anything, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "bridge_upstream_fallbacks",
+            "Calls moved on to a fallback model, by the reason the model before failed",
+            ["reason"],
+            registry=r,
+        )
+        self.breakers = Gauge(
+            "bridge_upstream_breaker_state",
+            "Circuit breaker state per upstream model: 0 closed, 1 half-open, 2 open "
+            "(per process; with workers, the worst live worker's)",
+            ["model"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -171,6 +201,15 @@ class Metrics:
 
     def upstream_error(self, http_status: str, reason: str) -> None:
         self._child(self.upstream_errors, http_status, reason).inc()
+
+    def retried(self, reason: str) -> None:
+        self._child(self.retries, reason).inc()
+
+    def fell_back(self, reason: str) -> None:
+        self._child(self.fallbacks, reason).inc()
+
+    def breaker_state(self, model: str, state: str) -> None:
+        self._child(self.breakers, model).set(BREAKER_STATES[state])
 
 
 def multiprocess_registry(directory: str) -> CollectorRegistry:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -32,6 +33,7 @@ class RpcRecord:
 
     __slots__ = (
         "answering_model",
+        "attempts",
         "cancelled",
         "chunks",
         "error",
@@ -56,6 +58,8 @@ class RpcRecord:
         self.answering_model = ""
         self.error: BaseException | None = None
         self.cancelled = False
+        self.attempts: Sequence[tuple[str, str]] = ()
+        """(model, outcome) of the upstream attempts, when bridge.retries made several."""
 
     def answered(self, message: chat_pb2.ChatCompletion | chat_pb2.ChatCompletionChunk) -> None:
         """Take the token counts, and the model that answered, from a message with usage.
@@ -113,6 +117,10 @@ class Observer:
                 fields["chunks"] = record.chunks
             if tokens:
                 fields["tokens"] = tokens
+            if len(record.attempts) > 1:
+                fields["attempts"] = [
+                    {"model": model, "outcome": outcome} for model, outcome in record.attempts
+                ]
             if isinstance(error, BridgeError):
                 fields["reason"] = error.reason
                 fields["error"] = error.message

@@ -5,7 +5,8 @@ the application copies the tracing headers from its inbound request to its
 outbound ones; nothing else in the mesh can do it. The W3C and B3 headers (and
 the other headers Istio's documentation lists) are copied by default, plus any
 keys the operator adds. Binary (`-bin`) metadata cannot become an HTTP header,
-and headers the bridge sets itself are never taken from the caller.
+and headers the bridge sets itself are never taken from the caller, nor is its own
+control metadata (``x-bridge-*``, such as ``x-bridge-retry``).
 
 Pure and cheap: one pass over the metadata with a set lookup per item.
 """
@@ -77,7 +78,7 @@ def check_header_name(name: str) -> str | None:
         return f"{name!r} is not a lower-case HTTP header name"
     if name.endswith("-bin"):
         return f"{name!r} is binary metadata, which cannot be sent as an HTTP header"
-    if name in RESERVED_HEADERS or name.startswith(("grpc-", ":")):
+    if name in RESERVED_HEADERS or name.startswith(("grpc-", ":", "x-bridge-")):
         return f"{name!r} is set by the bridge itself and cannot be propagated"
     return None
 

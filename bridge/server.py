@@ -86,7 +86,9 @@ class BridgeServer:
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful with port 0)."""
         quiet_grpc_metadata_decoding()
-        self._upstream = UpstreamClient(self.config, transport=self._transport)
+        self._upstream = UpstreamClient(
+            self.config, transport=self._transport, metrics=self.metrics
+        )
         server = grpc_server(self.config, reuse_port=self._reuse_port)
         self._admission = Admission(
             max_calls=self.config.max_concurrent_rpcs, shutdown_grace=self.config.shutdown_grace

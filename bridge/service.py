@@ -85,7 +85,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
         async with self._scope(context, "CreateChatCompletion", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id)
+            call = rpc.upstream_call(self._calls.call_for(context, rpc.request_id, request.model))
             validate_chat_request(request, max_messages=self._config.max_messages)
             body = orjson.dumps(request_body(request, stream=False))
             rpc.record.upstream_at = time.perf_counter()
@@ -104,7 +104,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         async with self._scope(context, "StreamChatCompletion", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id)
+            call = rpc.upstream_call(self._calls.call_for(context, rpc.request_id, request.model))
             validate_chat_request(request, max_messages=self._config.max_messages)
             record = rpc.record
             decode = mapping.decode
@@ -144,7 +144,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         (a write, a system call, a loop wake-up) is paid once per read.
         """
         async with self._scope(context, "StreamChatCompletionBatches", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id)
+            model = request.request.model
+            call = rpc.upstream_call(self._calls.call_for(context, rpc.request_id, model))
             max_delay = validate_batches_request(request, max_messages=self._config.max_messages)
             record = rpc.record
             limit = self._config.max_send_bytes
@@ -186,7 +187,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListModelsResponse:
         async with self._scope(context, "ListModels", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id)
+            call = rpc.upstream_call(self._calls.call_for(context, rpc.request_id))
             rpc.record.upstream_at = time.perf_counter()
             async with CallDeadline(call):
                 answer = await self._upstream.list_models(call)
@@ -239,6 +240,11 @@ class RpcScope:
         except BridgeError as refused:  # undecodable, over the cap or draining: a failure
             await self.__aexit__(type(refused), refused, refused.__traceback__)
         return self
+
+    def upstream_call(self, call: UpstreamCall) -> UpstreamCall:
+        """`call`, its attempts noted in this RPC's record (its log line names them)."""
+        self.record.attempts = call.attempts
+        return call
 
     async def __aexit__(
         self,
