@@ -358,8 +358,9 @@ class BridgeConfig:
                 group="Upstream",
                 parse=parse_fallbacks,
                 metavar="MODEL=FB|FB,...",
-                help="fallback models tried in order when a model fails retryably before the "
-                "caller has seen anything, e.g. a/big=a/small|b/big,c/x=c/y",
+                help="fallback models, tried in order when a model fails retryably before the "
+                "caller has seen anything: comma-separated entries model=fallback, a model's "
+                "fallbacks separated by vertical bars",
             )
         },
     )
