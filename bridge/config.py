@@ -23,7 +23,6 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 from .propagation import check_header_name
@@ -101,7 +100,7 @@ def parse_fallbacks(text: str) -> Mapping[str, tuple[str, ...]]:
         if model in chain or len(set(chain)) != len(chain):
             raise ValueError(f"the chain of {model!r} repeats a model")
         chains[model] = chain
-    return MappingProxyType(chains)
+    return chains  # a dict: the config is pickled for --workers (a mappingproxy is not)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -351,7 +350,7 @@ class BridgeConfig:
         ),
     )
     fallback_models: Mapping[str, tuple[str, ...]] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({}),
+        default_factory=dict,
         metadata={
             _SETTING: Setting(
                 env="BRIDGE_FALLBACK_MODELS",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from types import MappingProxyType
 from typing import NamedTuple
 
 import pytest
@@ -118,8 +117,8 @@ SAMPLES += [
         "fallback_models",
         "a/x=a/y|b/z, c=d",
         "e=f",
-        MappingProxyType({"a/x": ("a/y", "b/z"), "c": ("d",)}),
-        MappingProxyType({"e": ("f",)}),
+        {"a/x": ("a/y", "b/z"), "c": ("d",)},
+        {"e": ("f",)},
     ),
     ("breaker_failures", "0", "3", 0, 3),
     ("breaker_failure_rate", "0.25", "1", 0.25, 1.0),
