@@ -16,7 +16,10 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from bridge.errors import grpc_code_for_http_status
 from myrouter_upstream import Scenario
 from support import (
     CALLER_METADATA,
@@ -302,3 +305,45 @@ def test_an_outage_opens_the_breaker_then_it_recovers(make_bridge, upstream):
     finally:
         upstream.reset_scenario()
         channel.close()
+
+
+# The status contract, whatever the retries did: a smaller real-socket property.
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    status=st.sampled_from([400, 500, 502, 503, 504]),
+    times=st.integers(0, 3),
+    rpc=st.sampled_from(["unary", "stream"]),
+)
+def test_every_outcome_keeps_the_status_contract(retrying, stub, upstream, rpc_lines, status,
+                                                 times, rpc):  # fmt: skip
+    request_id = f"contract-{status}-{times}-{rpc}-{next(_ids)}"
+    method = "CreateChatCompletion" if rpc == "unary" else "StreamChatCompletion"
+    retried = status in (502, 503, 504)
+    served = times == 0 or (retried and times < 3)
+    code = "OK" if served else grpc_code_for_http_status(status).name
+    before = _counted(retrying, "bridge_rpcs_total", {"method": method, "code": code})
+    request = with_scenario(
+        chat_request(model="myrouter/echo-large"), kind="status", status=status, times=times
+    )
+    metadata = _metadata(request_id)
+    if rpc == "unary":
+        try:
+            answer, call = stub.CreateChatCompletion.with_call(request, metadata=metadata,
+                                                               timeout=10)  # fmt: skip
+            error, sent = None, call.initial_metadata()
+        except grpc.RpcError as failed:
+            error, sent = failed, failed.trailing_metadata()
+    else:
+        chunks, error, call = read_stream(stub, request, metadata, timeout=10)
+        sent = call.initial_metadata() if error is None else error.trailing_metadata()
+    assert (error is None) is served
+    if error is not None:
+        assert error.code().name == code
+    assert metadata_dict(sent)["x-request-id"] == request_id
+    assert _line(rpc_lines, request_id)["status"] == code
+    made = 1 if times == 0 or not retried else min(times + 1, 3)
+    assert len(_attempts(upstream, request_id)) == made
+    after = _counted(retrying, "bridge_rpcs_total", {"method": method, "code": code})
+    assert after == before + 1
