@@ -116,9 +116,7 @@ def test_a_503_then_an_answer_is_retried_under_one_request_id(
 
 def test_a_429_whose_retry_after_fits_is_retried_after_it(stub, upstream):
     request_id = f"r429-short-{next(_ids)}"
-    request = with_scenario(
-        chat_request(), kind="status", status=429, retry_after="0.3", times=1
-    )
+    request = with_scenario(chat_request(), kind="status", status=429, retry_after="0.3", times=1)
     started = time.monotonic()
     stub.CreateChatCompletion(request, metadata=_metadata(request_id), timeout=10)
     assert time.monotonic() - started >= 0.3
@@ -259,7 +257,8 @@ def _health(target: str) -> int:
     channel = grpc.insecure_channel(target)
     try:
         stub = health_pb2_grpc.HealthStub(channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+        status: int = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+        return status
     finally:
         channel.close()
 
@@ -330,13 +329,12 @@ def test_every_outcome_keeps_the_status_contract(retrying, stub, upstream, rpc_l
     metadata = _metadata(request_id)
     if rpc == "unary":
         try:
-            answer, call = stub.CreateChatCompletion.with_call(request, metadata=metadata,
-                                                               timeout=10)  # fmt: skip
+            _, call = stub.CreateChatCompletion.with_call(request, metadata=metadata, timeout=10)
             error, sent = None, call.initial_metadata()
         except grpc.RpcError as failed:
             error, sent = failed, failed.trailing_metadata()
     else:
-        chunks, error, call = read_stream(stub, request, metadata, timeout=10)
+        _, error, call = read_stream(stub, request, metadata, timeout=10)
         sent = call.initial_metadata() if error is None else error.trailing_metadata()
     assert (error is None) is served
     if error is not None:

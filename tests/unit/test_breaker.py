@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bridge.breaker import (
@@ -24,12 +26,21 @@ class Clock:
         return self.now
 
 
-def _breaker(**settings: object) -> tuple[Breaker, Clock, list[tuple[str, str]]]:
+def _breaker(**settings: Any) -> tuple[Breaker, Clock, list[tuple[str, str]]]:
     clock = Clock()
     changes: list[tuple[str, str]] = []
-    given = {"failures": 3, "failure_rate": 0.0, "cooldown": 5.0, "probes": 2, **settings}
+    given: dict[str, Any] = {
+        "failures": 3,
+        "failure_rate": 0.0,
+        "cooldown": 5.0,
+        "probes": 2,
+        **settings,
+    }
     breaker = Breaker(
-        "m", BreakerSettings(**given), clock, lambda m, s: changes.append((m, s))  # type: ignore[arg-type]
+        "m",
+        BreakerSettings(**given),
+        clock,
+        lambda m, s: changes.append((m, s)),
     )
     return breaker, clock, changes
 
@@ -86,7 +97,7 @@ def test_a_probe_without_an_outcome_frees_its_slot():
 
 
 def test_the_failure_rate_opens_it_only_with_enough_calls_in_the_window():
-    breaker, clock, _ = _breaker(failures=0, failure_rate=0.5, min_calls=10, window=10.0)
+    breaker, _, _ = _breaker(failures=0, failure_rate=0.5, min_calls=10, window=10.0)
     for _ in range(4):
         breaker.record(False)
         breaker.record(True)
