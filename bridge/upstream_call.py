@@ -100,8 +100,10 @@ class CallPolicy:
 
         Checked in this order: a usable x-request-id (InvalidRequest), every other
         header taken from the caller's metadata (InvalidRequest naming the header,
-        never quoting its value), credentials (MissingCredentials), time left
-        before the caller's deadline (UpstreamTimeout). The metadata is read once
+        never quoting its value), credentials (MissingCredentials), the retry
+        opt-out (`RETRY_KEY`: InvalidRequest unless on or off), time left before
+        the caller's deadline (UpstreamTimeout). `model` is the request's, for its
+        fallbacks and breaker (bridge.retries). The metadata is read once
         here, for every check (grpc decodes it anew at each `invocation_metadata`
         call); `request_id` read it before, for the RPC's scope.
         """
