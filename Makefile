@@ -121,6 +121,15 @@ toolchain-deps:
 go-example:
 	bash examples/go/build.sh
 
+# The Java example: pom.xml's dependencies resolved from Debian's Maven repository
+# (/usr/share/maven-repo; .ci/run installs the packages), the protoc command of
+# docs/clients.md, then javac, into examples/java/gen/bin/client. The venv supplies
+# google/rpc/error_details.proto, which Debian's Java common protos predate.
+# tests/toolchains/test_java_example.py builds its own copy in a temporary directory.
+.PHONY: java-example
+java-example: $(VENV)/.installed
+	bash examples/java/build.sh
+
 # docs/configuration.md, generated from the settings in bridge/config.py (never edited by
 # hand; tests/test_config.py fails when it is stale).
 docs: install
@@ -132,8 +141,8 @@ demo: install
 
 # Every test but the soak: tests/unit (pure), tests/integration (the bridge, the
 # embedded upstream and child processes over loopback), tests/toolchains (the wheels,
-# Node, Ruby, Go, buf, the deploy manifests); ~2-4 minutes. Tests whose toolchain
-# (Node, Ruby, Go, root) is missing skip with the reason in the summary (pytest -ra),
+# Node, Ruby, Go, Java, buf, the deploy manifests); ~2-4 minutes. Tests whose toolchain
+# (Node, Ruby, Go, Java, root) is missing skip with the reason in the summary (pytest -ra),
 # and fail instead under REQUIRE_ALL.
 test: dev toolchain-deps
 	$(PY) -m pytest -q -m "not soak"
@@ -172,8 +181,9 @@ lint: dev tools
 	node --check examples/node/client.js
 	@if command -v ruby >/dev/null; then ruby -wc examples/ruby/client.rb; \
 	else $(call skip,ruby -wc examples/ruby/client.rb,ruby not on PATH); fi
-	$(VENV)/bin/ruff check bridge myrouter_client myrouter_upstream tests bench conftest.py
-	$(VENV)/bin/ruff format --check bridge myrouter_client myrouter_upstream tests bench conftest.py
+	$(VENV)/bin/ruff check bridge myrouter_client myrouter_upstream tests bench examples/java conftest.py
+	$(VENV)/bin/ruff format --check bridge myrouter_client myrouter_upstream tests bench examples/java \
+		conftest.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy tests --allow-untyped-defs --allow-incomplete-defs \
 		--allow-untyped-calls --check-untyped-defs
@@ -196,7 +206,7 @@ release-contract: $(TOOLS)
 
 clean:
 	rm -rf $(VENV) myrouter build $(CLIENT)/build $(UPSTREAM)/build dist *.egg-info .pytest_cache tools/node_modules \
-		examples/node/node_modules examples/ruby/gen examples/go/gen bench/goload/gen
+		examples/node/node_modules examples/ruby/gen examples/go/gen examples/java/gen bench/goload/gen
 
 # The container image (Dockerfile; docs/image.md): built with podman, or docker when
 # podman is absent, from wheels built here; tagged $(IMAGE_NAME):latest and

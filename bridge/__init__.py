@@ -19,8 +19,10 @@ The modules, each owning one thing:
 * ``breaker``    a circuit breaker per upstream model (pure)
 * ``transport``  the httpx transport under it: aiohttp's connector and C parser
 * ``loop``       which event loop runs the process (uvloop by default)
-* ``otel``       optional OpenTelemetry server spans and upstream context
+* ``otel``       optional OpenTelemetry: server spans, upstream context, GenAI metrics
 * ``propagation`` which caller metadata (trace headers) goes upstream
+* ``callers``    who is calling: the identity from tls, xfcc or a header (pure)
+* ``policy``     the caller policy file: rules, labels, reloads
 * ``upstream_call`` what an RPC asks of the upstream: credentials, time budget, request id
 * ``service``    the gRPC ChatService
 * ``server``     the grpc.aio server's lifecycle
@@ -29,7 +31,7 @@ The modules, each owning one thing:
 * ``server_options`` the grpc.aio server's options: keepalive, connection age, sizes
 * ``tls``        TLS/mTLS credentials of the listener; the upstream's CA bundle
 * ``health``     grpc.health.v1 statuses (SERVING, NOT_SERVING on shutdown)
-* ``metrics``    Prometheus metrics and the /metrics endpoint
+* ``metrics``    Prometheus metrics (ours and the GenAI conventions') and /metrics
 * ``observe``    the per-RPC record: one metrics update and one log line
 * ``logs``       the logging set-up: JSON / text format and redaction, installed together
 * ``redaction``  credentials out of every text that leaves: statuses, details, log lines

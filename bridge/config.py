@@ -25,10 +25,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .propagation import check_header_name
+from .callers import DEFAULT_SOURCES, IdentitySource, parse_identity_sources
+from .propagation import TRACE_HEADERS, check_header_name
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "DEFAULT_POLICY_RELOAD_INTERVAL",
     "DEFAULT_UPSTREAM_URL",
     "EVENT_LOOPS",
     "GROUPS",
@@ -53,6 +55,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 LOG_FORMATS = ("auto", "json", "text")
 OPENTELEMETRY_MODES = ("auto", "on", "off")
+DEFAULT_POLICY_RELOAD_INTERVAL = 2.0
 
 _SETTING = "bridge.config.Setting"
 _T = TypeVar("_T")
@@ -107,6 +110,18 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip().lower() for name in text.split(",") if name.strip())
 
 
+class _BadSettingText(argparse.ArgumentTypeError, ValueError):
+    """Bad setting text whose reason argparse shows after the flag (a plain ValueError only
+    says "invalid value"); `config_from_args` shows it after the variable."""
+
+
+def _caller_identity(text: str) -> tuple[IdentitySource, ...]:
+    try:
+        return parse_identity_sources(text)
+    except ValueError as exc:
+        raise _BadSettingText(str(exc)) from None
+
+
 GROUPS: Mapping[str, str] = {
     "Serving": "the gRPC listener and the processes behind it",
     "Upstream": "the MyRouter API and how the bridge talks to it",
@@ -115,6 +130,7 @@ GROUPS: Mapping[str, str] = {
     "Observability": "logs, metrics and tracing",
     "gRPC connections": "keepalive, connection age (rebalancing across replicas), limits",
     "TLS": "TLS/mTLS of the gRPC listener; upstream trust",
+    "Callers": "who is calling, and the policy for each caller (docs/callers.md)",
 }
 """The sections of `serve --help` and of docs/configuration.md, in order: title -> summary."""
 
@@ -539,8 +555,9 @@ class BridgeConfig:
             env="BRIDGE_OPENTELEMETRY",
             group="Observability",
             choices=OPENTELEMETRY_MODES,
-            help="OpenTelemetry tracing (server spans, context sent upstream): auto = on when "
-            "the OpenTelemetry packages are installed and a tracer provider is configured",
+            help="OpenTelemetry tracing (server spans with GenAI attributes, context sent "
+            "upstream) and GenAI metrics: auto = tracing when the OpenTelemetry packages are "
+            "installed and a tracer provider is configured, metrics when a meter provider is",
         ),
     )
     keepalive_time: float = _setting(
@@ -643,6 +660,53 @@ class BridgeConfig:
         shown_default="the system's trust store",
     )
 
+    # Callers: who is calling, and the policy (bridge/callers.py, bridge/policy.py)
+    caller_identity: tuple[IdentitySource, ...] = _setting(
+        DEFAULT_SOURCES,
+        Setting(
+            env="BRIDGE_CALLER_IDENTITY",
+            group="Callers",
+            parse=_caller_identity,
+            metavar="SOURCE,SOURCE",
+            help="where the caller's identity comes from, first that gives one wins: tls (the "
+            "client certificate), xfcc (the sidecar's x-forwarded-client-cert), header:NAME; "
+            "a source not listed is never read, and its header never forwarded",
+        ),
+    )
+    policy_file: Path | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_POLICY_FILE",
+            group="Callers",
+            parse=Path,
+            metavar="YAML",
+            shown_default="none: every caller may use the service key, without limits",
+            help="the caller policy: who may call, which models, on whose key, within which "
+            "limits; a bad file stops start-up, and it is reloaded when it changes",
+        ),
+    )
+    policy_reload_interval: float = _setting(
+        DEFAULT_POLICY_RELOAD_INTERVAL,
+        Setting(
+            env="BRIDGE_POLICY_RELOAD_INTERVAL",
+            group="Callers",
+            parse=float,
+            help="seconds between looks at --policy-file for a change (a ConfigMap's swap "
+            "included); a bad new file keeps the last good policy",
+        ),
+    )
+    forward_caller_header: str | None = _setting(
+        None,
+        Setting(
+            env="BRIDGE_FORWARD_CALLER_HEADER",
+            group="Callers",
+            parse=str.lower,
+            metavar="NAME",
+            shown_default="not forwarded",
+            help="send the caller's identity upstream in this header",
+        ),
+    )
+
     def __post_init__(self) -> None:
         _require(":" in self.listen, "listen must be host:port")
         _require(
@@ -726,6 +790,32 @@ class BridgeConfig:
             self.event_loop in EVENT_LOOPS, f"event_loop must be one of {', '.join(EVENT_LOOPS)}"
         )
         _require(self.api_key is None or bool(self.api_key.value), "the service key is empty")
+        self._check_callers()
+
+    def _check_callers(self) -> None:
+        """The Callers group: an identity header never leaves the bridge, nor is it overwritten."""
+        identity_headers = {s.header or "" for s in self.caller_identity if s.kind == "header"}
+        for name in self.propagate_headers:
+            _require(
+                name not in identity_headers,
+                f"--propagate-headers: {name!r} names the caller (--caller-identity "
+                f"header:{name}), and identity headers are never forwarded upstream",
+            )
+        _require(
+            math.isfinite(self.policy_reload_interval)
+            and 0.1 <= self.policy_reload_interval <= 3600,
+            "--policy-reload-interval must be in [0.1, 3600] seconds",
+        )
+        forwarded = self.forward_caller_header
+        if forwarded is not None:
+            problem = check_header_name(forwarded)
+            _require(problem is None, f"--forward-caller-header: {problem}")
+            taken = TRACE_HEADERS | set(self.propagate_headers) | identity_headers
+            _require(
+                forwarded not in taken,
+                f"--forward-caller-header: {forwarded!r} is already a trace, propagated or "
+                "identity header; the caller's identity needs a header of its own",
+            )
 
 
 def _require(condition: bool, message: str) -> None:
@@ -755,7 +845,7 @@ def _shown(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, tuple):
-        return ",".join(value)
+        return ",".join(map(str, value))
     return str(value)
 
 

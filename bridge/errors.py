@@ -4,6 +4,8 @@
     ├── InvalidRequest               caller must fix the request      INVALID_ARGUMENT
     ├── UndecodableRequest           request bytes do not decode      INVALID_ARGUMENT
     ├── MissingCredentials           caller must authenticate         UNAUTHENTICATED
+    ├── InvalidCallerIdentity        the caller's identity is malformed UNAUTHENTICATED
+    ├── CallerNotAllowed             the policy refuses the caller    PERMISSION_DENIED
     ├── ServiceKeyRejected           operator must fix the key        INTERNAL
     ├── BridgeOverloaded             too many calls at once           RESOURCE_EXHAUSTED
     ├── ShuttingDown                 the bridge is draining           UNAVAILABLE
@@ -45,6 +47,8 @@ __all__ = [
     "MAX_RETRY_DELAY_SECONDS",
     "BridgeError",
     "BridgeOverloaded",
+    "CallerNotAllowed",
+    "InvalidCallerIdentity",
     "InvalidRequest",
     "MissingCredentials",
     "ServiceKeyRejected",
@@ -242,6 +246,47 @@ class MissingCredentials(BridgeError):
 
     code = grpc.StatusCode.UNAUTHENTICATED
     reason = "MISSING_CREDENTIALS"
+
+
+class InvalidCallerIdentity(BridgeError):
+    """What names the caller (its certificate, XFCC, an identity header) is malformed.
+
+    UNAUTHENTICATED, not INVALID_ARGUMENT: the request's fields are fine, its
+    authentication is not, and no retry of the same call can succeed. The message
+    says which source and why, never the value itself (it could be anything, of
+    any length). Logged at WARNING: a broken mesh header is the operator's to see.
+    """
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "CALLER_IDENTITY_MALFORMED"
+    log_level = logging.WARNING
+
+    def __init__(self, source: str, why: str) -> None:
+        super().__init__(
+            f"the caller's identity from {source} is malformed: {why}", metadata={"source": source}
+        )
+        self.source = source
+
+
+class CallerNotAllowed(BridgeError):
+    """The caller policy (bridge/policy.py) refuses this caller, this model, or the service key.
+
+    The caller must act (ask for access, pick another model, send its own
+    token), so PERMISSION_DENIED; nothing reached the upstream.
+    """
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "CALLER_NOT_ALLOWED"
+    REASONS = frozenset({"CALLER_NOT_ALLOWED", "MODEL_NOT_ALLOWED", "SERVICE_KEY_NOT_ALLOWED"})
+    """The ErrorInfo reasons it may carry."""
+
+    def __init__(
+        self, message: str, *, reason: str, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"CallerNotAllowed: unknown reason {reason!r}")
+        super().__init__(message, metadata=metadata)
+        self.reason = reason
 
 
 class ServiceKeyRejected(BridgeError):

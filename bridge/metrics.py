@@ -24,6 +24,18 @@ the sum (`multiprocess_registry`).
     bridge_upstream_fallbacks_total{reason}        calls moved on to a fallback model
     bridge_upstream_breaker_state{model}           0 closed, 1 half-open, 2 open; with
                                                    workers, the worst live worker's
+    bridge_max_concurrent_rpcs                     the admission cap (max_concurrent_rpcs)
+    bridge_policy_reloads_total{result}            policy file reloads: ok, error
+                                                   (an error keeps the last good policy)
+
+Beside them, the chat RPCs are published under the OpenTelemetry GenAI semantic
+conventions (`GENAI_SEMCONV`), named by the Prometheus mapping of the
+OpenTelemetry compatibility spec (`prometheus_name`): `gen_ai_client_token_usage`,
+`gen_ai_server_request_duration_seconds`, `gen_ai_server_time_to_first_token_seconds`,
+`gen_ai_server_time_per_output_token_seconds`. Their names, units and descriptions
+come from the `opentelemetry-semantic-conventions` package, never written out here,
+and a `GenAiCall` carries one RPC's values to every exporter (this registry and
+OpenTelemetry's, bridge/otel.py), so both say the same.
 
 The retry and breaker metrics are written when an attempt fails or a breaker
 changes state (bridge.retries), never on a call that succeeds at once.
@@ -32,11 +44,19 @@ changes state (bridge.retries), never on a call that succeeds at once.
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, cast
 from wsgiref.simple_server import WSGIServer
 
+from opentelemetry.metrics import Histogram as OtelHistogram
+from opentelemetry.metrics import Meter
+from opentelemetry.semconv import version as semconv_version
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.schemas import Schemas
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -44,13 +64,26 @@ from myrouter.chat.v1 import chat_pb2
 
 __all__ = [
     "BREAKER_STATES",
+    "CALL_LABELS",
     "FIRST_CHUNK_BUCKETS",
+    "GENAI_ATTRIBUTES",
+    "GENAI_METRICS",
+    "GENAI_REQUEST_DURATION",
+    "GENAI_SEMCONV",
+    "GENAI_TIME_PER_OUTPUT_TOKEN",
+    "GENAI_TIME_TO_FIRST_TOKEN",
+    "GENAI_TOKEN_USAGE",
     "LATENCY_BUCKETS",
     "MULTIPROC_ENV",
+    "SEMCONV_PACKAGE_VERSION",
     "TOKEN_KINDS",
+    "GenAiCall",
+    "GenAiMetric",
     "Metrics",
     "MetricsServer",
     "multiprocess_registry",
+    "prometheus_label",
+    "prometheus_name",
     "token_counts",
 ]
 
@@ -65,6 +98,122 @@ FIRST_CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 """The gauge's value per breaker state (bridge.breaker): higher is worse."""
+
+SEMCONV_PACKAGE_VERSION: str = semconv_version.__version__
+"""The `opentelemetry-semantic-conventions` release the GenAI names come from."""
+
+GENAI_SEMCONV: str = Schemas.V1_44_0.value
+"""The semantic-conventions schema the GenAI metrics and span attributes follow: the
+newest one `opentelemetry-semantic-conventions` (pinned in pyproject.toml) knows."""
+
+CALL_LABELS: tuple[str, ...] = ()
+"""Labels that every request and token metric carries after its own, ours and the GenAI
+ones, on Prometheus and OpenTelemetry alike (e.g. ``"caller"``). Adding one is one name
+here; its value is ``RpcRecord.labels[name]``, set by whoever knows it."""
+
+GENAI_ATTRIBUTES: tuple[str, ...] = (
+    gen_ai.GEN_AI_OPERATION_NAME,
+    gen_ai.GEN_AI_PROVIDER_NAME,
+    gen_ai.GEN_AI_REQUEST_MODEL,
+    gen_ai.GEN_AI_RESPONSE_MODEL,
+    *CALL_LABELS,
+)
+"""The attributes of every GenAI metric, in label order (`GenAiCall.attributes`' keys)."""
+
+
+class GenAiMetric(NamedTuple):
+    """One GenAI histogram as the conventions define it, with the buckets they advise."""
+
+    name: str
+    unit: str
+    description: str
+    buckets: tuple[float, ...]
+
+    @classmethod
+    def of(
+        cls, create: Callable[[Meter], OtelHistogram], buckets: tuple[float, ...]
+    ) -> GenAiMetric:
+        """The definition the package's `create_gen_ai_*` function would register.
+
+        The package has the name, unit and description only inside those functions,
+        so one is called with a stand-in meter that keeps what it was asked for.
+        """
+        return cast(GenAiMetric, create(cast(Meter, _DefinitionMeter(buckets))))
+
+
+class _DefinitionMeter:
+    """The part of a Meter that `create_gen_ai_*` calls: returns the definition it gets."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self._buckets = buckets
+
+    def create_histogram(self, name: str, unit: str = "", description: str = "") -> GenAiMetric:
+        return GenAiMetric(name, unit, description, self._buckets)
+
+
+GENAI_TOKEN_USAGE = GenAiMetric.of(
+    gen_ai_metrics.create_gen_ai_client_token_usage,
+    (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864),
+)
+GENAI_REQUEST_DURATION = GenAiMetric.of(
+    gen_ai_metrics.create_gen_ai_server_request_duration,
+    (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92),
+)
+GENAI_TIME_TO_FIRST_TOKEN = GenAiMetric.of(
+    gen_ai_metrics.create_gen_ai_server_time_to_first_token,
+    (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0),
+)
+GENAI_TIME_PER_OUTPUT_TOKEN = GenAiMetric.of(
+    gen_ai_metrics.create_gen_ai_server_time_per_output_token,
+    (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5),
+)
+GENAI_METRICS = (
+    GENAI_TOKEN_USAGE,
+    GENAI_REQUEST_DURATION,
+    GENAI_TIME_TO_FIRST_TOKEN,
+    GENAI_TIME_PER_OUTPUT_TOKEN,
+)
+"""The GenAI histograms the bridge publishes, with the buckets the conventions advise."""
+
+
+_PROMETHEUS_UNITS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "ratio"}
+
+
+def prometheus_name(name: str, unit: str) -> str:
+    """An OpenTelemetry metric's Prometheus name, by the compatibility spec's mapping.
+
+    Characters Prometheus does not allow become ``_``; the unit is added as a suffix
+    in its Prometheus spelling (``s`` -> ``_seconds``), unless the name already ends
+    with it; annotations in braces (``{token}``) are dropped. Histograms only here:
+    a counter's ``_total`` is prometheus_client's.
+    """
+    base = prometheus_label(name)
+    unit = re.sub(r"\{[^}]*\}", "", unit)
+    suffix = prometheus_label(_PROMETHEUS_UNITS.get(unit, unit)).strip("_")
+    if suffix and not base.endswith(f"_{suffix}"):
+        base = f"{base}_{suffix}"
+    return base
+
+
+def prometheus_label(attribute: str) -> str:
+    """An OpenTelemetry attribute's (or name's) Prometheus spelling: ``gen_ai.token.type``
+    -> ``gen_ai_token_type``."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
+
+
+class GenAiCall(NamedTuple):
+    """One chat RPC as the GenAI conventions see it: built once, by the observer, and read
+    by every exporter, so Prometheus and OpenTelemetry always agree."""
+
+    attributes: Mapping[str, str]
+    """`GENAI_ATTRIBUTES` -> value, in that order."""
+    error_type: str
+    """`error.type` of the request duration ("" when the call succeeded)."""
+    duration: float
+    first_token: float | None
+    per_output_token: float | None
+    tokens: Mapping[str, int]
+    """`gen_ai.token.type` -> count."""
 
 
 def token_counts(usage: chat_pb2.Usage) -> dict[str, int]:
@@ -93,13 +242,13 @@ class Metrics:
         self.rpcs = Counter(
             "bridge_rpcs",
             "RPCs handled, by method and gRPC status code",
-            ["method", "code"],
+            ["method", "code", *CALL_LABELS],
             registry=r,
         )
         self.duration = Histogram(
             "bridge_rpc_duration_seconds",
             "Duration of whole RPCs",
-            ["method"],
+            ["method", *CALL_LABELS],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -137,7 +286,28 @@ class Metrics:
             "bridge_tokens",
             "Tokens reported in usage, by model and kind "
             "(input, output, cache_read, cache_write, reasoning)",
-            ["model", "kind"],
+            ["model", "kind", *CALL_LABELS],
+            registry=r,
+        )
+        self.admission_cap = Gauge(
+            "bridge_max_concurrent_rpcs",
+            "The admission cap (max_concurrent_rpcs): RPCs in flight beyond it are refused",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        call = [prometheus_label(name) for name in GENAI_ATTRIBUTES]
+        self.genai_tokens = _genai_histogram(
+            GENAI_TOKEN_USAGE, [*call, prometheus_label(gen_ai.GEN_AI_TOKEN_TYPE)], r
+        )
+        self.genai_duration = _genai_histogram(
+            GENAI_REQUEST_DURATION, [*call, prometheus_label(ERROR_TYPE)], r
+        )
+        self.genai_first_token = _genai_histogram(GENAI_TIME_TO_FIRST_TOKEN, call, r)
+        self.genai_per_output_token = _genai_histogram(GENAI_TIME_PER_OUTPUT_TOKEN, call, r)
+        self.policy_reloads = Counter(
+            "bridge_policy_reloads",
+            "Reloads of the caller policy file, by result (ok; error: the last good one is kept)",
+            ["result"],
             registry=r,
         )
         self.retries = Counter(
@@ -173,6 +343,10 @@ class Metrics:
     def started(self, method: str) -> None:
         self._child(self.active, method).inc()
 
+    def admission(self, max_calls: int) -> None:
+        """Publish the cap `Admission` enforces (summed over workers, as the calls are)."""
+        self.admission_cap.set(max_calls)
+
     def finished(
         self,
         method: str,
@@ -184,12 +358,14 @@ class Metrics:
         chunks: int,
         tokens: Mapping[str, int],
         model: str,
+        labels: tuple[str, ...] = (),
+        genai: GenAiCall | None = None,
     ) -> None:
-        """Publish everything about one finished RPC."""
+        """Publish everything about one finished RPC; `labels` are `CALL_LABELS`' values."""
         child = self._child
         child(self.active, method).dec()
-        child(self.rpcs, method, code).inc()
-        child(self.duration, method).observe(duration)
+        child(self.rpcs, method, code, *labels).inc()
+        child(self.duration, method, *labels).observe(duration)
         if upstream_latency is not None:
             child(self.upstream_latency, method).observe(upstream_latency)
         if first_chunk is not None:
@@ -197,10 +373,27 @@ class Metrics:
         if chunks:
             child(self.chunks, method).inc(chunks)
         for kind, count in tokens.items():
-            child(self.tokens, model, kind).inc(count)
+            child(self.tokens, model, kind, *labels).inc(count)
+        if genai is not None:
+            self._genai(genai)
+
+    def _genai(self, call: GenAiCall) -> None:
+        child = self._child
+        values = tuple(call.attributes[name] for name in GENAI_ATTRIBUTES)
+        child(self.genai_duration, *values, call.error_type).observe(call.duration)
+        if call.first_token is not None:
+            child(self.genai_first_token, *values).observe(call.first_token)
+        if call.per_output_token is not None:
+            child(self.genai_per_output_token, *values).observe(call.per_output_token)
+        for token_type, count in call.tokens.items():
+            child(self.genai_tokens, *values, token_type).observe(count)
 
     def upstream_error(self, http_status: str, reason: str) -> None:
         self._child(self.upstream_errors, http_status, reason).inc()
+
+    def policy_reloaded(self, result: str) -> None:
+        """Count a policy file reload (`bridge.policy.PolicyFile`'s ``on_result``)."""
+        self._child(self.policy_reloads, result).inc()
 
     def retried(self, reason: str) -> None:
         self._child(self.retries, reason).inc()
@@ -210,6 +403,18 @@ class Metrics:
 
     def breaker_state(self, model: str, state: str) -> None:
         self._child(self.breakers, model).set(BREAKER_STATES[state])
+
+
+def _genai_histogram(
+    metric: GenAiMetric, labels: list[str], registry: CollectorRegistry
+) -> Histogram:
+    return Histogram(
+        prometheus_name(metric.name, metric.unit),
+        metric.description,
+        labels,
+        buckets=metric.buckets,
+        registry=registry,
+    )
 
 
 def multiprocess_registry(directory: str) -> CollectorRegistry:

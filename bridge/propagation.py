@@ -5,8 +5,12 @@ the application copies the tracing headers from its inbound request to its
 outbound ones; nothing else in the mesh can do it. The W3C and B3 headers (and
 the other headers Istio's documentation lists) are copied by default, plus any
 keys the operator adds. Binary (`-bin`) metadata cannot become an HTTP header,
-and headers the bridge sets itself are never taken from the caller, nor is its own
-control metadata (``x-bridge-*``, such as ``x-bridge-retry``).
+headers the bridge sets itself are never taken from the caller, and headers that
+tell the bridge who is calling (`x-forwarded-client-cert`, and any header the
+operator names as an identity source, bridge/callers.py) never leave it: the
+configuration refuses them in ``--propagate-headers``, and `propagated_keys`
+drops them should a caller of this module ask anyway. Nor is the bridge's
+own control metadata (``x-bridge-*``, such as ``x-bridge-retry``) ever taken.
 
 Pure and cheap: one pass over the metadata with a set lookup per item.
 """
@@ -17,8 +21,10 @@ import re
 from collections.abc import Iterable
 
 __all__ = [
+    "IDENTITY_HEADERS",
     "RESERVED_HEADERS",
     "TRACE_HEADERS",
+    "XFCC_HEADER",
     "check_header_name",
     "propagated_headers",
     "propagated_keys",
@@ -69,6 +75,13 @@ RESERVED_HEADERS: frozenset[str] = frozenset(
 )
 """Headers the bridge sets itself (or must never forward); no configuration can add them."""
 
+XFCC_HEADER = "x-forwarded-client-cert"
+"""What an Envoy or Istio sidecar says about the caller's client certificate."""
+
+IDENTITY_HEADERS: frozenset[str] = frozenset({XFCC_HEADER})
+"""The mesh's word about the caller, for the bridge alone: never forwarded, whether or not
+the bridge reads it (an identity source's own header is refused by the configuration)."""
+
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 
 
@@ -76,6 +89,8 @@ def check_header_name(name: str) -> str | None:
     """Why `name` cannot be propagated, or None if it can (for config validation)."""
     if not _HEADER_NAME.fullmatch(name):
         return f"{name!r} is not a lower-case HTTP header name"
+    if name in IDENTITY_HEADERS:
+        return f"{name!r} tells the bridge who is calling and is never forwarded upstream"
     if name.endswith("-bin"):
         return f"{name!r} is binary metadata, which cannot be sent as an HTTP header"
     if name in RESERVED_HEADERS or name.startswith(("grpc-", ":", "x-bridge-")):
@@ -83,9 +98,16 @@ def check_header_name(name: str) -> str | None:
     return None
 
 
-def propagated_keys(extra: Iterable[str]) -> frozenset[str]:
-    """The full set of metadata keys to copy: the trace headers plus `extra`."""
-    return TRACE_HEADERS | frozenset(extra)
+def propagated_keys(extra: Iterable[str], withheld: Iterable[str] = ()) -> frozenset[str]:
+    """The full set of metadata keys to copy: the trace headers plus `extra`, less `withheld`
+    (the identity sources' headers) and the headers that never leave (`IDENTITY_HEADERS`,
+    `RESERVED_HEADERS`), whatever `extra` says."""
+    return (
+        (TRACE_HEADERS | frozenset(extra))
+        - IDENTITY_HEADERS
+        - RESERVED_HEADERS
+        - frozenset(withheld)
+    )
 
 
 def propagated_headers(

@@ -93,7 +93,9 @@ class BridgeServer:
         self._admission = Admission(
             max_calls=self.config.max_concurrent_rpcs, shutdown_grace=self.config.shutdown_grace
         )
-        service = ChatService(self.config, self._upstream, self._admission, Observer(self.metrics))
+        self.metrics.admission(self.config.max_concurrent_rpcs)
+        observer = Observer(self.metrics, otel.telemetry(self.config.opentelemetry))
+        service = ChatService(self.config, self._upstream, self._admission, observer)
         add_chat_service(service, server)
         self.health.add_to_server(server)
         if self.config.reflection:

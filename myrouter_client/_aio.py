@@ -1,62 +1,186 @@
-"""stream_chat and create_chat over a grpc.aio channel, raising ChatCallError on failure."""
+"""The grpc.aio side: AsyncClient, and stream_chat / create_chat over a channel of your own."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncGenerator, Iterable
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Sequence
+from types import TracebackType
 from typing import Any
 
 import grpc
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
-from ._errors import ChatCallError
+from ._config import Retries, channel_options
+from ._errors import ChatCallError, request_id_of
+from ._policy import Deadline, lacks_the_method, retry_delay
+from ._requests import call_metadata
+from ._results import WithRequestId
 
-__all__ = ["call_metadata", "chat_request", "create_chat", "stream_chat"]
+__all__ = ["AsyncChatStream", "AsyncClient", "create_chat", "stream_chat"]
 
-
-def chat_request(
-    model: str,
-    prompt: str,
-    *,
-    system: str | None = None,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    extra: dict[str, Any] | None = None,
-) -> chat_pb2.ChatCompletionRequest:
-    """The common request: an optional system message, then one user message."""
-    messages = [chat_pb2.ChatMessage(role="system", content=system)] if system else []
-    messages.append(chat_pb2.ChatMessage(role="user", content=prompt))
-    request = chat_pb2.ChatCompletionRequest(model=model, messages=messages)
-    if max_tokens is not None:
-        request.max_tokens = max_tokens
-    if temperature is not None:
-        request.temperature = temperature
-    if extra:
-        request.extra.update(extra)
-    return request
+_Seen = Callable[[str | None], None]
 
 
-def call_metadata(token: str | None, request_id: str | None = None) -> list[tuple[str, str]]:
-    """The metadata of a call: ``authorization: Bearer <token>`` and ``x-request-id``, if given.
+class AsyncClient:
+    """A channel to the bridge with the caller's token, limits and retry policy.
 
-    For sync stubs and other RPCs (ListModels) what `stream_chat` and `create_chat` send.
+        async with AsyncClient("127.0.0.1:50051", token=key) as client:
+            completion = await client.create(request)
+            async for chunk in client.stream(request):
+                ...
+
+    Every failure raises a ChatCallError subclass. ``deadline`` (seconds) bounds
+    each call, retries and their waits included, and travels with the call so the
+    bridge bounds its upstream request by it too. ``retries`` is off by default
+    (see Retries). ``options`` override `channel_options` of the same name.
     """
-    metadata = []
-    if token:
-        metadata.append(("authorization", f"Bearer {token}"))
-    if request_id:
-        metadata.append(("x-request-id", request_id))
-    return metadata
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        deadline: float | None = None,
+        retries: Retries | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        interceptors: Sequence[Any] = (),
+    ) -> None:
+        every = channel_options(retries=retries, overrides=options)
+        if credentials is None:
+            channel = grpc.aio.insecure_channel(target, every, interceptors=interceptors)
+        else:
+            channel = grpc.aio.secure_channel(target, credentials, every, interceptors=interceptors)
+        self.target = target
+        self._channel = channel
+        self._stub = _async_stub(channel)
+        self._token = token
+        self._deadline = deadline
+        self._retries = retries
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.target!r})"  # never the token
+
+    async def create(
+        self,
+        request: chat_pb2.ChatCompletionRequest,
+        *,
+        request_id: str | None = None,
+        deadline: float | None = None,
+    ) -> chat_pb2.ChatCompletion:
+        """The whole completion in one answer."""
+        answer = await self.create_with_request_id(
+            request, request_id=request_id, deadline=deadline
+        )
+        return answer.value
+
+    async def create_with_request_id(
+        self,
+        request: chat_pb2.ChatCompletionRequest,
+        *,
+        request_id: str | None = None,
+        deadline: float | None = None,
+    ) -> WithRequestId[chat_pb2.ChatCompletion]:
+        """The completion, with the request id the bridge answered it under."""
+        completion: chat_pb2.ChatCompletion
+        completion, answered_id = await _unary(
+            self._stub.CreateChatCompletion,
+            request,
+            tuple(call_metadata(self._token, request_id)),
+            Deadline.after(self._deadline if deadline is None else deadline),
+            self._retries,
+        )
+        return WithRequestId(completion, answered_id)
+
+    def stream(
+        self,
+        request: chat_pb2.ChatCompletionRequest,
+        *,
+        request_id: str | None = None,
+        deadline: float | None = None,
+        max_delay: float = 0.0,
+    ) -> AsyncChatStream:
+        """The chunks as they arrive (``max_delay``: see `stream_chat`)."""
+        return AsyncChatStream(
+            lambda seen: _chunks(
+                self._stub,
+                request,
+                tuple(call_metadata(self._token, request_id)),
+                Deadline.after(self._deadline if deadline is None else deadline),
+                max_delay,
+                self._retries,
+                seen,
+            )
+        )
+
+    async def list_models(
+        self, *, request_id: str | None = None, deadline: float | None = None
+    ) -> chat_pb2.ListModelsResponse:
+        """The models the API offers."""
+        models: chat_pb2.ListModelsResponse
+        models, _ = await _unary(
+            self._stub.ListModels,
+            chat_pb2.ListModelsRequest(),
+            tuple(call_metadata(self._token, request_id)),
+            Deadline.after(self._deadline if deadline is None else deadline),
+            self._retries,
+        )
+        return models
+
+    async def close(self) -> None:
+        """Close the channel, cancelling the calls still open."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
-async def _error_from(call: Any, exc: grpc.RpcError) -> ChatCallError:
-    """The status of a failed aio call; the request id may have come in the initial metadata."""
-    error = ChatCallError.from_parts(exc.code(), exc.details() or "", exc.trailing_metadata())
-    if error.request_id is None:
-        initial: Iterable[Any] = await call.initial_metadata() or ()
-        error.request_id = next((v for k, v in initial if k == "x-request-id"), None)
-    return error
+class AsyncChatStream:
+    """The chunks of one streamed completion: ``async for chunk in stream``.
+
+    ``request_id`` is set once the first message, or the failure, has arrived.
+    ``async with client.stream(...) as stream`` (or ``await stream.aclose()``)
+    cancels the call when the caller stops early, so the bridge stops the
+    upstream request and no more tokens are generated or billed.
+    """
+
+    def __init__(
+        self, chunks: Callable[[_Seen], AsyncGenerator[chat_pb2.ChatCompletionChunk, None]]
+    ) -> None:
+        self.request_id: str | None = None
+        self._chunks = chunks(self._saw)
+
+    def _saw(self, request_id: str | None) -> None:
+        self.request_id = request_id
+
+    def __aiter__(self) -> AsyncChatStream:
+        return self
+
+    async def __anext__(self) -> chat_pb2.ChatCompletionChunk:
+        return await anext(self._chunks)
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+    async def __aenter__(self) -> AsyncChatStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 async def stream_chat(
@@ -88,42 +212,14 @@ async def stream_chat(
     closing the channel) cancels the call, so the bridge stops the upstream
     request and no more tokens are generated or billed.
     """
-    stub = chat_pb2_grpc.ChatServiceStub(channel)
-    metadata = call_metadata(token, request_id)
-    ends_at = None if deadline is None else time.monotonic() + deadline
-    batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
-    if max_delay > 0:
-        batches.max_delay.FromNanoseconds(round(max_delay * 1e9))
-    call = stub.StreamChatCompletionBatches(batches, metadata=metadata, timeout=deadline)
-    received = False
+    stub = _async_stub(channel)
+    metadata = tuple(call_metadata(token, request_id))
+    chunks = _chunks(stub, request, metadata, Deadline.after(deadline), max_delay, None, _ignore)
     try:
-        async for message in call:
-            received = True
-            for chunk in message.chunks:
-                yield chunk
-        return
-    except grpc.RpcError as exc:
-        error = await _error_from(call, exc)
-        if received or not _without_the_method(error):
-            raise error from exc
-    finally:
-        call.cancel()  # a no-op once the call has ended
-    left = None if ends_at is None else max(ends_at - time.monotonic(), 0.0)
-    fallback = stub.StreamChatCompletion(request, metadata=metadata, timeout=left)
-    try:
-        async for chunk in fallback:
+        async for chunk in chunks:
             yield chunk
-    except grpc.RpcError as exc:
-        raise await _error_from(fallback, exc) from exc
     finally:
-        fallback.cancel()
-
-
-def _without_the_method(error: ChatCallError) -> bool:
-    """Whether the server lacks the RPC: UNIMPLEMENTED from gRPC itself, not the bridge's
-    own answer (an upstream HTTP 501 also maps to UNIMPLEMENTED, with ErrorInfo), which
-    must not send the request upstream a second time."""
-    return error.code is grpc.StatusCode.UNIMPLEMENTED and error.error_info is None
+        await chunks.aclose()
 
 
 async def create_chat(
@@ -135,12 +231,118 @@ async def create_chat(
     deadline: float | None = None,
 ) -> chat_pb2.ChatCompletion:
     """The whole completion in one answer; raise ChatCallError on failure."""
-    stub = chat_pb2_grpc.ChatServiceStub(channel)
-    call = stub.CreateChatCompletion(
-        request, metadata=call_metadata(token, request_id), timeout=deadline
+    stub = _async_stub(channel)
+    metadata = tuple(call_metadata(token, request_id))
+    completion: chat_pb2.ChatCompletion
+    completion, _ = await _unary(
+        stub.CreateChatCompletion, request, metadata, Deadline.after(deadline), None
     )
-    try:
-        completion: chat_pb2.ChatCompletion = await call
-    except grpc.RpcError as exc:
-        raise await _error_from(call, exc) from exc
     return completion
+
+
+def _async_stub(channel: grpc.aio.Channel) -> chat_pb2_grpc.ChatServiceAsyncStub:
+    """The stub, typed for grpc.aio (the .pyi's overload sees that only with types-grpcio)."""
+    return chat_pb2_grpc.ChatServiceStub(channel)  # type: ignore[return-value, unused-ignore]
+
+
+def _ignore(request_id: str | None) -> None:
+    """For callers of stream_chat, which has nowhere to put the request id."""
+
+
+async def _unary(
+    method: Any,
+    request: Any,
+    metadata: tuple[tuple[str, str], ...],
+    deadline: Deadline,
+    retries: Retries | None,
+) -> tuple[Any, str | None]:
+    """One unary call's answer and request id, asked again while `retry_delay` says so."""
+    attempt = 1
+    while True:
+        call = method(request, metadata=metadata, timeout=deadline.left())
+        try:
+            answer = await call
+        except grpc.RpcError as exc:
+            error = ChatCallError.from_rpc_error(exc)
+            delay = retry_delay(retries, error, attempt, deadline)
+            if delay is None:
+                raise error from exc
+        else:
+            return answer, request_id_of(await call.initial_metadata())
+        await asyncio.sleep(delay)
+        attempt += 1
+
+
+async def _chunks(
+    stub: chat_pb2_grpc.ChatServiceAsyncStub,
+    request: chat_pb2.ChatCompletionRequest,
+    metadata: tuple[tuple[str, str], ...],
+    deadline: Deadline,
+    max_delay: float,
+    retries: Retries | None,
+    seen: _Seen,
+) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
+    """A stream's chunks, asked again while `retry_delay` says so and nothing was yielded."""
+    attempt = 1
+    while True:
+        yielded = False
+        attempt_chunks = _attempt(stub, request, metadata, deadline, max_delay, seen)
+        try:
+            async for chunk in attempt_chunks:
+                yielded = True
+                yield chunk
+            return
+        except ChatCallError as error:
+            if error.request_id is not None:
+                seen(error.request_id)
+            delay = None if yielded else retry_delay(retries, error, attempt, deadline)
+            if delay is None:
+                raise
+        finally:
+            await attempt_chunks.aclose()
+        await asyncio.sleep(delay)
+        attempt += 1
+
+
+async def _attempt(
+    stub: chat_pb2_grpc.ChatServiceAsyncStub,
+    request: chat_pb2.ChatCompletionRequest,
+    metadata: tuple[tuple[str, str], ...],
+    deadline: Deadline,
+    max_delay: float,
+    seen: _Seen,
+) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
+    """One attempt: the batched RPC, or the per-event one when the bridge lacks it."""
+    batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
+    if max_delay > 0:
+        batches.max_delay.FromNanoseconds(round(max_delay * 1e9))
+    call = stub.StreamChatCompletionBatches(batches, metadata=metadata, timeout=deadline.left())
+    received = False
+    try:
+        async for message in call:
+            if not received:
+                received = True
+                seen(request_id_of(await call.initial_metadata()))
+            for chunk in message.chunks:
+                yield chunk
+        if not received:
+            seen(request_id_of(await call.initial_metadata()))
+        return
+    except grpc.RpcError as exc:
+        error = ChatCallError.from_rpc_error(exc)
+        if received or not lacks_the_method(error):
+            raise error from exc
+    finally:
+        call.cancel()  # a no-op once the call has ended
+    fallback = stub.StreamChatCompletion(request, metadata=metadata, timeout=deadline.left())
+    received = False
+    try:
+        async for chunk in fallback:
+            if not received:
+                received = True
+                seen(request_id_of(await fallback.initial_metadata()))
+            yield chunk
+    except grpc.RpcError as exc:
+        raise ChatCallError.from_rpc_error(exc) from exc
+    finally:
+        fallback.cancel()

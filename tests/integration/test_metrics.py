@@ -98,6 +98,19 @@ def test_counts_and_token_totals_after_a_few_rpcs(metered):
     assert inputs > 0 and outputs >= 16
     assert value(samples, tokens, model=model, kind="input") == inputs
     assert value(samples, tokens, model=model, kind="output") == outputs
+    assert value(samples, "bridge_max_concurrent_rpcs") > 0
+    # the same calls under the GenAI semantic conventions' names
+    chat = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "myrouter"}
+    chat["gen_ai_request_model"] = "myrouter/echo"
+    usage = "gen_ai_client_token_usage_sum"
+    answered = {**chat, "gen_ai_response_model": model}
+    assert value(samples, usage, **answered, gen_ai_token_type="input") == inputs
+    assert value(samples, usage, **answered, gen_ai_token_type="output") == outputs
+    duration = "gen_ai_server_request_duration_seconds_count"
+    assert value(samples, duration, **answered, error_type="") == 4
+    failed = {**chat, "gen_ai_response_model": "", "error_type": "UNAVAILABLE"}
+    assert value(samples, duration, **failed) == 1
+    assert value(samples, "gen_ai_server_time_to_first_token_seconds_count", **answered) == 3
 
 
 def test_a_cancelled_stream_counts_as_cancelled(metered):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -13,13 +15,26 @@ import pytest
 from myrouter.chat.v1 import chat_pb2
 from myrouter_client import (
     ERROR_DOMAIN,
+    AsyncClient,
+    AuthenticationError,
+    BadRequestError,
     ChatCallError,
+    Client,
+    DeadlineError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    RateLimitError,
+    Retries,
+    UpstreamError,
+    build_request,
     call_metadata,
     chat_request,
     create_chat,
     stream_chat,
 )
-from support import CALLER_TOKEN
+from myrouter_upstream import Scenario
+from support import CALLER_TOKEN, free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -226,3 +241,272 @@ def test_a_bridge_unimplemented_answer_is_raised_not_retried(bridge, upstream):
     assert chunks == []
     assert [method for method, _ in calls] == [BATCHES]
     assert len(upstream.requests()) == 1
+
+
+# -- Client and AsyncClient: errors by status, request ids, retries, channel limits
+
+
+def _status_request(status: int, **more: Any) -> chat_pb2.ChatCompletionRequest:
+    scenario = {"kind": "status", "status": status, **more}
+    return build_request("myrouter/echo", [("user", "x")], extra={"scenario": scenario})
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (402, PreconditionFailedError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (429, RateLimitError),
+        (503, UpstreamError),
+        (504, DeadlineError),
+    ],
+)
+def test_each_upstream_status_raises_its_exception_class_from_both_clients(bridge, status, kind):
+    request = _status_request(status)
+    with Client(bridge.target, token=CALLER_TOKEN) as client:
+        with pytest.raises(kind) as unary:
+            client.create(request, request_id="rq-sync")
+        with pytest.raises(kind) as streamed:
+            list(client.stream(request))
+
+    async def use() -> ChatCallError:
+        async with AsyncClient(bridge.target, token=CALLER_TOKEN) as client:
+            with pytest.raises(kind) as caught:
+                await client.create(request)
+            error: ChatCallError = caught.value
+            return error
+
+    for error in (unary.value, streamed.value, asyncio.run(use())):
+        assert isinstance(error, ChatCallError)
+        assert error.reason == "UPSTREAM_HTTP_ERROR"
+        assert error.metadata["http_status"] == str(status)
+        assert error.request_id
+    assert unary.value.request_id == "rq-sync"
+
+
+def test_the_bridges_own_refusal_is_a_bad_request_with_its_field_violations(bridge):
+    with Client(bridge.target, token=CALLER_TOKEN) as client:
+        with pytest.raises(BadRequestError) as caught:
+            client.create(chat_pb2.ChatCompletionRequest(model="m"))
+    assert caught.value.reason == "INVALID_REQUEST"
+    assert any(field == "messages" for field, _ in caught.value.field_violations)
+    assert isinstance(caught.value.__cause__, grpc.RpcError)
+
+
+def test_an_unreachable_bridge_is_an_upstream_error_without_details():
+    with Client(f"127.0.0.1:{free_port()}", deadline=5) as client:
+        with pytest.raises(UpstreamError) as caught:
+            client.create(build_request("m", [("user", "x")]))
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+    assert caught.value.reason is None
+
+
+def test_sync_client_calls_and_their_request_ids(bridge, upstream):
+    request = build_request(
+        "myrouter/echo",
+        [{"role": "system", "content": "be brief"}, ("user", "a b")],
+        max_tokens=50,
+    )
+    with Client(bridge.target, token=CALLER_TOKEN, deadline=20) as client:
+        completion, answered_id = client.create_with_request_id(request, request_id="rq-s1")
+        generated = client.create_with_request_id(request).request_id
+        with client.stream(request, request_id="rq-s2") as stream:
+            chunks = list(stream)
+        models = client.list_models()
+        assert CALLER_TOKEN not in repr(client)
+    assert completion.choices[0].message.content == "You said: a b"
+    assert answered_id == "rq-s1"
+    assert generated and generated != "rq-s1"  # the bridge made one and returned it
+    assert stream.request_id == "rq-s2"
+    assert "".join(c.delta.content for chunk in chunks for c in chunk.choices) == "You said: a b"
+    assert "myrouter/echo" in [model.id for model in models.data]
+    assert upstream.requests()[0].headers["authorization"] == f"Bearer {CALLER_TOKEN}"
+    assert upstream.requests()[0].body["messages"][0] == {"role": "system", "content": "be brief"}
+
+
+def test_async_client_calls_and_their_request_ids(bridge):
+    request = build_request("myrouter/echo", [("user", "c d")])
+
+    async def use() -> dict[str, Any]:
+        async with AsyncClient(bridge.target, token=CALLER_TOKEN, deadline=20) as client:
+            answer = await client.create_with_request_id(request, request_id="rq-a1")
+            stream = client.stream(request)
+            text = [c.delta.content async for chunk in stream for c in chunk.choices]
+            models = await client.list_models()
+        return {"answer": answer, "stream_id": stream.request_id, "text": text, "models": models}
+
+    found = asyncio.run(use())
+    assert found["answer"].value.choices[0].message.content == "You said: c d"
+    assert found["answer"].request_id == "rq-a1"
+    assert found["stream_id"]  # generated by the bridge, read from the initial metadata
+    assert "".join(found["text"]) == "You said: c d"
+    assert "myrouter/echo" in [model.id for model in found["models"].data]
+
+
+def test_leaving_an_async_client_stream_early_cancels_the_upstream_request(bridge, upstream):
+    request = build_request(
+        "myrouter/echo",
+        [("user", "a b c d")],
+        extra={"scenario": {"stall_after": 2, "stall": 3600}},
+    )
+
+    async def use() -> Any:
+        client = AsyncClient(bridge.target, token=CALLER_TOKEN)
+        async with client.stream(request) as stream:
+            async for _ in stream:
+                break
+        # The client's channel is still open: only the stream's own cleanup ended the call.
+        record = await asyncio.to_thread(
+            upstream.wait_for, lambda r: r.ended_at is not None, timeout=5
+        )
+        await client.close()
+        return record
+
+    assert asyncio.run(use()).outcome == "disconnected"
+
+
+def test_leaving_a_sync_client_stream_early_cancels_the_upstream_request(bridge, upstream):
+    request = build_request(
+        "myrouter/echo",
+        [("user", "a b c d")],
+        extra={"scenario": {"stall_after": 2, "stall": 3600}},
+    )
+    with Client(bridge.target, token=CALLER_TOKEN) as client:
+        with client.stream(request) as stream:
+            next(stream)
+        # The client's channel is still open: only the stream's own cleanup ended the call.
+        record = upstream.wait_for(lambda r: r.ended_at is not None, timeout=5)
+    assert record.outcome == "disconnected"
+
+
+def test_without_retries_a_rate_limit_is_raised_after_one_request(bridge, upstream):
+    with Client(bridge.target, token=CALLER_TOKEN) as client:
+        with pytest.raises(RateLimitError) as caught:
+            client.create(_status_request(429, retry_after=0.2))
+    assert caught.value.retry_delay == pytest.approx(0.2)
+    assert len(upstream.requests()) == 1
+
+
+def test_retries_wait_the_retry_delay_between_attempts_then_raise(bridge, upstream):
+    with Client(bridge.target, token=CALLER_TOKEN, retries=Retries(attempts=3)) as client:
+        with pytest.raises(RateLimitError) as caught:
+            list(client.stream(_status_request(429, retry_after=0.3), request_id="rq-r"))
+    assert caught.value.request_id == "rq-r"
+    attempts = upstream.requests()
+    assert len(attempts) == 3
+    for first, second in itertools.pairwise(attempts):
+        assert first.ended_at is not None
+        assert second.started_at - first.ended_at >= 0.3
+
+
+def test_a_retry_delay_over_the_policys_limit_is_raised_at_once(bridge, upstream):
+    retries = Retries(attempts=3, max_retry_delay=1)
+    with Client(bridge.target, token=CALLER_TOKEN, retries=retries) as client:
+        with pytest.raises(RateLimitError) as caught:
+            client.create(_status_request(429, retry_after=30))
+    assert caught.value.retry_delay == 30
+    assert len(upstream.requests()) == 1
+
+
+class _CallsUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """Runs ``before(n)`` ahead of the n-th unary call (1, 2, ...) the client makes."""
+
+    def __init__(self, before: Callable[[int], None]) -> None:
+        self.calls = 0
+        self.before = before
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        self.calls += 1
+        self.before(self.calls)
+        return await continuation(client_call_details, request)
+
+
+def test_async_retry_after_a_rate_limit_returns_the_answer(bridge, upstream):
+    upstream.set_scenario(Scenario(kind="status", status=429, retry_after="0.2"))
+    # The second attempt finds the API willing again: deterministic, no race with the wait.
+    calls = _CallsUnary(lambda n: upstream.reset_scenario() if n == 2 else None)
+
+    async def use() -> chat_pb2.ChatCompletion:
+        async with AsyncClient(
+            bridge.target, token=CALLER_TOKEN, retries=Retries(), interceptors=[calls]
+        ) as client:
+            return await client.create(build_request("myrouter/echo", [("user", "again")]))
+
+    try:
+        completion = asyncio.run(use())
+    finally:
+        upstream.reset_scenario()
+    assert completion.choices[0].message.content == "You said: again"
+    assert calls.calls == 2
+    assert [r.status for r in upstream.requests()] == [429, 200]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_unavailable_is_retried_by_grpcs_own_policy_only_when_asked(bridge, upstream, streamed):
+    request = _status_request(503)
+
+    def call(client: Client) -> None:
+        with pytest.raises(UpstreamError):
+            list(client.stream(request)) if streamed else client.create(request)
+
+    with Client(bridge.target, token=CALLER_TOKEN) as client:
+        call(client)
+    assert len(upstream.requests()) == 1  # off by default: no retry of the bridge's
+    upstream.clear()
+    with Client(bridge.target, token=CALLER_TOKEN, retries=Retries(attempts=3)) as client:
+        call(client)
+    assert len(upstream.requests()) == 3
+
+
+@pytest.mark.parametrize(("error_code", "kind"), [(503, UpstreamError), (429, RateLimitError)])
+def test_a_stream_that_has_yielded_is_never_retried(bridge, upstream, error_code, kind):
+    scenario = {"kind": "midstream_error", "after": 1, "error_code": error_code}
+    request = build_request("myrouter/echo", [("user", "a b c")], extra={"scenario": scenario})
+    chunks = []
+
+    async def use() -> ChatCallError:
+        async with AsyncClient(bridge.target, token=CALLER_TOKEN, retries=Retries()) as client:
+            with pytest.raises(kind) as caught:
+                async for chunk in client.stream(request, request_id="rq-y"):
+                    chunks.append(chunk)
+            error: ChatCallError = caught.value
+            return error
+
+    error = asyncio.run(use())
+    assert error.request_id == "rq-y"
+    assert chunks and chunks[-1].HasField("error")
+    assert len(upstream.requests()) == 1
+
+
+def test_the_client_accepts_answers_over_grpcs_4_mib_default(bridge):
+    size = 5 * 1024 * 1024
+    request = build_request(
+        "myrouter/echo", [("user", "x")], extra={"scenario": {"kind": "oversized", "size": size}}
+    )
+
+    async def plain(channel: grpc.aio.Channel) -> ChatCallError:
+        with pytest.raises(RateLimitError) as caught:  # gRPC's own limit, on this side
+            await create_chat(channel, request, token=CALLER_TOKEN)
+        return caught.value
+
+    assert _with_channel(bridge.target, plain).reason is None
+    with Client(bridge.target, token=CALLER_TOKEN) as client:
+        completion = client.create(request)
+    assert len(completion.choices[0].message.content) == size
+
+
+def test_the_example_in_docs_clients_md_runs_against_the_bridge(bridge, upstream, capsys):
+    text = (Path(__file__).resolve().parents[2] / "docs" / "clients.md").read_text()
+    example = text.split("```python\nfrom myrouter_client import AsyncClient", 1)[1]
+    source = "from myrouter_client import AsyncClient" + example.split("```", 1)[0]
+    source = source.replace("127.0.0.1:50051", bridge.target).replace("<key>", CALLER_TOKEN)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "docs/clients.md", "exec"), namespace)
+    asyncio.run(namespace["main"]())
+    assert namespace["request_id"]
+    assert len(upstream.requests()) == 3
+    assert upstream.requests()[0].body["tools"][0]["function"]["name"] == "now"
+    assert upstream.requests()[1].headers["x-request-id"] == "abc-123"

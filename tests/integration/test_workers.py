@@ -69,18 +69,22 @@ class Supervisor:
 
 @pytest.fixture
 def two_workers(upstream):
-    supervisor = Supervisor(upstream.base_url, "--workers", "2", "--metrics-listen", "127.0.0.1:0")
+    supervisor = Supervisor(
+        upstream.base_url,
+        *("--workers", "2", "--metrics-listen", "127.0.0.1:0", "--max-concurrent-rpcs", "50"),
+    )
     yield supervisor
     if supervisor.proc.poll() is None:
         supervisor.stop()
 
 
-def _scrape_rpcs(port: int) -> float:
+def _scrape(port: int, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples that have `labels`."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "bridge_rpcs_total" and sample.labels.get("code") == "OK":
+            if sample.name == name and labels.items() <= sample.labels.items():
                 total += sample.value
     return total
 
@@ -119,7 +123,10 @@ def test_two_pids_serve_one_port_and_metrics_sum_them(two_workers):
     assert set(served_by.values()) == set(supervisor.pids)
 
     assert supervisor.metrics_port
-    assert _scrape_rpcs(supervisor.metrics_port) == calls
+    assert _scrape(supervisor.metrics_port, "bridge_rpcs_total", code="OK") == calls
+    genai_calls = "gen_ai_server_request_duration_seconds_count"
+    assert _scrape(supervisor.metrics_port, genai_calls, error_type="") == calls
+    assert _scrape(supervisor.metrics_port, "bridge_max_concurrent_rpcs") == 2 * 50
 
     assert supervisor.stop() == 0
     for pid in supervisor.pids:

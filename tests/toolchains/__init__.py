@@ -1,1 +1,2 @@
-"""Tests that need external toolchains: wheel builds, Node, Ruby, buf, Kubernetes schemas."""
+"""Tests that need external toolchains: wheel builds, Node, Ruby, Go, Java, buf, Kubernetes
+schemas."""

@@ -45,6 +45,9 @@ SERVER_ONLY = (
     "uvloop",
     "orjson",
     "prometheus-client",
+    "opentelemetry-semantic-conventions",
+    "opentelemetry-api",
+    "pyyaml",
     "grpcio-status",
     "grpcio-health-checking",
     "grpcio-reflection",
@@ -209,6 +212,7 @@ def test_a_caller_with_only_the_client_wheel_calls_the_bridge(client_venv, bridg
 
     assert found["stubs_from"].startswith(str(venv))
     assert not found["httpx_installed"]
+    assert not found["grpc_status_installed"]  # the errors decode without it
     assert found["stream"] == "You said: hello wheel"
     assert found["total_tokens"] > 0
     assert found["unary"] == "You said: whole"
@@ -219,7 +223,12 @@ def test_a_caller_with_only_the_client_wheel_calls_the_bridge(client_venv, bridg
         "retry_delay": 3.0,
         "request_id": "wheel-2",
         "is_grpc_error": True,
+        "class": "RateLimitError",
     }
+    assert found["sync"] == "You said: sync"
+    assert found["sync_request_id"] == "wheel-3"
+    assert found["sync_error"] == ["RateLimitError", "UPSTREAM_HTTP_ERROR", 3.0, "wheel-4"]
+    assert found["stub_error"] == [True, "INVALID_REQUEST", True, True]
     assert "myrouter/echo" in found["models"]
     assert {"chat.proto", "chat_pb2.pyi", "chat_pb2_grpc.pyi"} <= set(found["shipped"])
 
@@ -251,6 +260,81 @@ def test_a_callers_mypy_reads_the_installed_stubs(client_venv, tmp_path):
         'typed_caller.py:6: error: Incompatible types in assignment (expression has type "str",'
         ' variable has type "int")  [assignment]'
     ], result.stdout + result.stderr
+
+
+TYPED_CLIENT_CALLER = """
+import grpc
+from myrouter.chat.v1 import chat_pb2
+from myrouter_client import AsyncClient, Client, RateLimitError, Retries, build_request
+
+REQUEST = build_request("myrouter/echo", [("user", "hi"), {"role": "user", "content": "x"}])
+
+
+def call(target: str) -> tuple[str, str | None]:
+    with Client(target, retries=Retries(attempts=2)) as client:
+        try:
+            completion, request_id = client.create_with_request_id(REQUEST)
+        except RateLimitError as exc:
+            delay: float | None = exc.retry_delay
+            code: grpc.StatusCode = exc.code
+            raise
+        with client.stream(REQUEST) as stream:
+            pieces = [c.delta.content for chunk in stream for c in chunk.choices]
+        return completion.choices[0].message.content + "".join(pieces), stream.request_id
+
+
+async def acall(target: str) -> chat_pb2.ChatCompletion:
+    async with AsyncClient(target, credentials=grpc.ssl_channel_credentials()) as client:
+        async for chunk in client.stream(REQUEST):
+            print(chunk.id)
+        return await client.create(REQUEST)
+
+
+wrong: int = call("127.0.0.1:1")[1]
+"""
+
+
+# googleapis-common-protos ships no stubs: the client's own import of google.rpc is untyped.
+TYPED_CLIENT_MYPY_INI = (
+    "[mypy]\nstrict = True\n[mypy-google.rpc.*]\nignore_missing_imports = True\n"
+)
+
+
+def test_a_callers_mypy_strict_passes_with_the_typing_extra(client_wheel, constraints, tmp_path):
+    python, pip = _fresh_venv(tmp_path / "venv")
+    _run(*pip, "install", "--quiet", "--constraint", constraints, f"{client_wheel}[typing]")
+    (tmp_path / "client_caller.py").write_text(TYPED_CLIENT_CALLER)
+    (tmp_path / "mypy.ini").write_text(TYPED_CLIENT_MYPY_INI)
+
+    def mypy(*targets: str) -> tuple[list[str], str]:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mypy",
+                "--no-incremental",
+                "--python-executable",
+                python,
+                *targets,
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        output = result.stdout + result.stderr
+        return [line for line in output.splitlines() if ": error:" in line], output
+
+    # grpc typed too (types-grpcio), so the one error is the deliberate one: a request id
+    # may be None. Without the stubs, --strict would stop at "missing library stubs".
+    errors, output = mypy("client_caller.py")
+    assert errors == [
+        "client_caller.py:29: error: Incompatible types in assignment (expression has type"
+        ' "str | None", variable has type "int")  [assignment]'
+    ], output
+    # The installed package itself, against types-grpcio (the repository's lint has none).
+    errors, output = mypy("-p", "myrouter_client")
+    assert not errors and "Success: no issues found" in output, output
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from bridge.callers import ANONYMOUS
 from bridge.config import parse_serve_config
+from bridge.policy import OTHER_LABEL, parse_policy
 from bridge.server import ABORT_SECONDS, CHAT_SERVICE_NAME
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -52,9 +54,13 @@ def test_schema_validation_catches_a_misspelt_field():
 
 
 def test_every_required_object_is_there():
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(
-        OBJECTS
-    )
+    assert {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+    } <= set(OBJECTS)
 
 
 def _container():
@@ -126,3 +132,95 @@ def test_istio_resources_parse_and_target_the_service():
     assert "unavailable" in route["retries"]["retryOn"]
     assert "resource-exhausted" not in route["retries"]["retryOn"]  # a 429 must not be retried
     assert route["route"][0]["destination"]["host"] == service
+
+
+# --------------------------------------------------------------------------- #
+# Callers: the policy ConfigMap, and Istio's identity and access resources
+# --------------------------------------------------------------------------- #
+
+
+def _policy_text() -> str:
+    [(name, text)] = OBJECTS["ConfigMap"]["data"].items()
+    assert name == "policy.yaml"
+    return str(text)
+
+
+def test_the_policy_configmap_is_a_valid_policy_mounted_where_the_bridge_reads_it():
+    policy = parse_policy(_policy_text(), "deploy/kubernetes/policy.yaml")
+    assert policy.rules
+    spec = OBJECTS["Deployment"]["spec"]["template"]["spec"]
+    [volume] = [v for v in spec["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == OBJECTS["ConfigMap"]["metadata"]["name"]
+    [mount] = [m for m in _container()["volumeMounts"] if m["name"] == volume["name"]]
+    assert "subPath" not in mount  # a subPath mount never sees the ConfigMap's updates
+    assert mount["readOnly"] is True
+    policy_file = _config().policy_file
+    assert policy_file is not None
+    assert str(policy_file) == f"{mount['mountPath']}/policy.yaml"
+
+
+def test_the_shipped_default_keeps_the_bridge_as_before_policies():
+    # without a mesh every caller is anonymous: the default must still let them use the key
+    rule = parse_policy(_policy_text()).rule_for(ANONYMOUS)
+    assert rule.allow and rule.service_key
+
+
+def _istio_callers() -> dict[str, dict[str, Any]]:
+    docs = _documents(DEPLOY / "istio" / "callers.yaml")
+    kinds = {doc["kind"]: doc for doc in docs}
+    assert len(kinds) == len(docs)
+    return kinds
+
+
+def test_istio_callers_resources_select_the_bridge():
+    kinds = _istio_callers()
+    assert set(kinds) == {"PeerAuthentication", "AuthorizationPolicy", "EnvoyFilter"}
+    labels = OBJECTS["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    for doc in kinds.values():
+        assert doc["apiVersion"].startswith(("security.istio.io/", "networking.istio.io/"))
+        spec = doc["spec"]
+        selector = spec.get("selector", {}).get("matchLabels") or spec["workloadSelector"]["labels"]
+        assert selector.items() <= labels.items()
+
+
+def _grpc_port() -> int:
+    return int({p["name"]: p["containerPort"] for p in _container()["ports"]}["grpc"])
+
+
+def test_istio_requires_mtls_and_lets_in_only_named_service_accounts():
+    kinds = _istio_callers()
+    assert kinds["PeerAuthentication"]["spec"]["mtls"]["mode"] == "STRICT"
+    authz = kinds["AuthorizationPolicy"]["spec"]
+    assert authz["action"] == "ALLOW"
+    policy = parse_policy(_policy_text())
+    grpc_rules = [
+        rule for rule in authz["rules"] if str(_grpc_port()) in rule["to"][0]["operation"]["ports"]
+    ]
+    [rule] = grpc_rules
+    [source] = rule["from"]
+    principals = source["source"]["principals"]
+    assert principals and all("*" not in p for p in principals)
+    for principal in principals:
+        namespace_sa = principal.split("/")
+        assert namespace_sa[1::2] == ["ns", "sa"] and len(namespace_sa) == 5
+        # each service account let in has an entry of its own in the policy
+        caller = policy.rule_for(f"spiffe://{principal}")
+        assert caller.label not in (OTHER_LABEL, ANONYMOUS) and caller.allow
+    # every other rule opens only the metrics port
+    for other in authz["rules"]:
+        if other is not rule:
+            assert "from" not in other
+            assert other["to"][0]["operation"]["ports"] == [
+                str(_config().metrics_listen).split(":")[1]
+            ]
+
+
+def test_the_sidecar_sets_xfcc_with_the_callers_uri_on_the_grpc_port():
+    [patch] = _istio_callers()["EnvoyFilter"]["spec"]["configPatches"]
+    assert patch["match"]["context"] == "SIDECAR_INBOUND"
+    assert patch["match"]["listener"]["portNumber"] == _grpc_port()
+    manager = patch["patch"]["value"]["typed_config"]
+    assert manager["@type"].endswith(".HttpConnectionManager")
+    # SANITIZE_SET: the caller's own header is dropped; the element left is the sidecar's
+    assert manager["forward_client_cert_details"] == "SANITIZE_SET"
+    assert manager["set_current_client_cert_details"]["uri"] is True

@@ -127,13 +127,18 @@ def test_probes_ask_the_port_the_image_serves_grpc_on():
         assert CONTAINER[probe]["grpc"]["port"] == _port(env["BRIDGE_LISTEN"])
 
 
+def _writable_mounts() -> set[str]:
+    return {m["mountPath"] for m in CONTAINER["volumeMounts"] if not m.get("readOnly")}
+
+
 def test_only_tmp_is_writable_in_the_image_and_the_manifest():
     assert CONTAINER["securityContext"]["readOnlyRootFilesystem"] is True
-    mounts = {m["mountPath"] for m in CONTAINER["volumeMounts"]}
-    assert set(json.loads(DOCKERFILE.one("VOLUME"))) == mounts == {"/tmp"}
+    assert set(json.loads(DOCKERFILE.one("VOLUME"))) == _writable_mounts() == {"/tmp"}
     volumes = {v["name"]: v for v in POD["spec"]["volumes"]}
     for mount in CONTAINER["volumeMounts"]:
-        assert "emptyDir" in volumes[mount["name"]]
+        # the writable one is an emptyDir; the others (the policy's ConfigMap) are read-only
+        kind = "emptyDir" if mount["mountPath"] in _writable_mounts() else "configMap"
+        assert kind in volumes[mount["name"]]
 
 
 def test_manifest_args_go_to_the_images_serve_entrypoint():
@@ -209,7 +214,7 @@ def test_built_image_matches_the_manifest():
     uid, gid = _image_uid_gid()
     assert config["User"] == f"{uid}:{gid}"
     assert set(config["ExposedPorts"]) == {f"{port}/tcp" for port in PORTS.values()}
-    assert set(config["Volumes"]) == {m["mountPath"] for m in CONTAINER["volumeMounts"]}
+    assert set(config["Volumes"]) == _writable_mounts()
     assert config["Entrypoint"] == json.loads(DOCKERFILE.one("ENTRYPOINT"))
     assert f"BRIDGE_LISTEN=0.0.0.0:{PORTS['grpc']}" in config["Env"]
     labels = config["Labels"]

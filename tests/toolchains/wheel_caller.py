@@ -17,7 +17,16 @@ from typing import Any
 import grpc
 
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
-from myrouter_client import ChatCallError, chat_request, create_chat, stream_chat
+from myrouter_client import (
+    BadRequestError,
+    ChatCallError,
+    Client,
+    RateLimitError,
+    build_request,
+    chat_request,
+    create_chat,
+    stream_chat,
+)
 
 
 async def _async_calls(target: str, token: str) -> dict[str, Any]:
@@ -50,12 +59,47 @@ async def _async_calls(target: str, token: str) -> dict[str, Any]:
                 "retry_delay": exc.retry_delay,
                 "request_id": exc.request_id,
                 "is_grpc_error": isinstance(exc.__cause__, grpc.RpcError),
+                "class": type(exc).__name__,
             }
+    return found
+
+
+def _sync_calls(target: str, token: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    with Client(target, token=token, deadline=20) as client:
+        request = build_request("myrouter/echo", [("system", "short"), ("user", "sync")])
+        completion, found["sync_request_id"] = client.create_with_request_id(
+            request, request_id="wheel-3"
+        )
+        found["sync"] = completion.choices[0].message.content
+        limited = build_request(
+            "myrouter/echo",
+            [("user", "x")],
+            extra={"scenario": {"kind": "status", "status": 429, "retry_after": 3}},
+        )
+        try:
+            client.create(limited, request_id="wheel-4")
+        except RateLimitError as exc:
+            found["sync_error"] = [type(exc).__name__, exc.reason, exc.retry_delay, exc.request_id]
+    with grpc.insecure_channel(target) as channel:  # a plain stub's failure, decoded
+        try:
+            chat_pb2_grpc.ChatServiceStub(channel).CreateChatCompletion(
+                chat_pb2.ChatCompletionRequest(model="m"), timeout=20
+            )
+        except grpc.RpcError as exc:
+            error = ChatCallError.from_rpc_error(exc)
+            found["stub_error"] = [
+                isinstance(error, BadRequestError),
+                error.reason,
+                "messages" in [field for field, _ in error.field_violations],
+                bool(error.request_id),
+            ]
     return found
 
 
 def main(target: str, token: str) -> None:
     found = asyncio.run(_async_calls(target, token))
+    found.update(_sync_calls(target, token))
     with grpc.insecure_channel(target) as channel:  # the plain generated stubs work too
         models = chat_pb2_grpc.ChatServiceStub(channel).ListModels(
             chat_pb2.ListModelsRequest(), metadata=[("authorization", token)], timeout=20
@@ -68,6 +112,7 @@ def main(target: str, token: str) -> None:
     )
     found["stubs_from"] = chat_pb2.__file__
     found["httpx_installed"] = importlib.util.find_spec("httpx") is not None
+    found["grpc_status_installed"] = importlib.util.find_spec("grpc_status") is not None
     print(json.dumps(found))
 
 

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import pytest
 
+from bridge.callers import IdentitySource
 from bridge.cli import build_parser
 from bridge.config import (
     DEFAULT_LISTEN,
@@ -104,6 +105,19 @@ SAMPLES += [
         ("x-tenant", "x-team"),
         ("x-env",),
     ),
+]
+# callers (issue 18)
+SAMPLES += [
+    (
+        "caller_identity",
+        "xfcc,tls",
+        "header:L5d-Client-Id",
+        (IdentitySource("xfcc", "x-forwarded-client-cert"), IdentitySource("tls")),
+        (IdentitySource("header", "l5d-client-id"),),
+    ),
+    ("policy_file", "/a/p.yaml", "/b/p.yaml", Path("/a/p.yaml"), Path("/b/p.yaml")),
+    ("policy_reload_interval", "5", "0.5", 5.0, 0.5),
+    ("forward_caller_header", "X-Caller", "x-myrouter-caller", "x-caller", "x-myrouter-caller"),
 ]
 # retries, fallbacks and breakers (issue 19)
 SAMPLES += [
@@ -483,3 +497,46 @@ def test_bad_flag_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) ->
             parse_serve_config(argv, {})
         assert caught.value.code == 2
         assert argv[0] in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- #
+# Callers: identity sources, policy reloads, the forwarded caller header
+# --------------------------------------------------------------------------- #
+
+
+def test_caller_identity_defaults_to_tls_and_no_policy() -> None:
+    config = BridgeConfig()
+    assert config.caller_identity == (IdentitySource("tls"),)
+    assert config.policy_file is None and config.forward_caller_header is None
+
+
+def test_a_bad_identity_source_names_the_flag_or_the_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_serve_config(["--caller-identity", "tls,tsl"], {})
+    assert "argument --caller-identity: unknown identity source 'tsl'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"^BRIDGE_CALLER_IDENTITY: header:cookie: a credential"):
+        parse_serve_config([], {"BRIDGE_CALLER_IDENTITY": "header:cookie"})
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--caller-identity", "header:x-id", "--propagate-headers", "x-id"], "never forwarded"),
+        (["--propagate-headers", "x-forwarded-client-cert"], "never forwarded upstream"),
+        (["--policy-reload-interval", "0"], "--policy-reload-interval"),
+        (["--policy-reload-interval", "nan"], "--policy-reload-interval"),
+        (["--forward-caller-header", "authorization"], "--forward-caller-header: 'authorization'"),
+        (["--forward-caller-header", "traceparent"], "already a trace, propagated"),
+        (["--forward-caller-header", "x-a", "--propagate-headers", "x-a"], "already a trace"),
+        (
+            ["--forward-caller-header", "x-id", "--caller-identity", "header:x-id"],
+            "identity header",
+        ),
+        (["--forward-caller-header", "x-forwarded-client-cert"], "never forwarded"),
+    ],
+)
+def test_caller_settings_that_cannot_work_are_refused(argv: list[str], why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        parse_serve_config(argv, {})

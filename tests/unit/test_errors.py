@@ -18,6 +18,8 @@ from bridge.errors import (
     MAX_MESSAGE_CHARS,
     MAX_RETRY_DELAY_SECONDS,
     BridgeError,
+    CallerNotAllowed,
+    InvalidCallerIdentity,
     InvalidRequest,
     MissingCredentials,
     ServiceKeyRejected,
@@ -440,3 +442,29 @@ def test_to_status_never_raises_even_when_building_the_details_fails() -> None:
     assert status.code is SC.INTERNAL
     assert error_info(status).reason == "INTERNAL"
     assert error_info(status).metadata["request_id"] == "r1"
+
+
+# --------------------------------------------------------------------------- #
+# Callers (bridge/callers.py, bridge/policy.py)
+# --------------------------------------------------------------------------- #
+
+
+def test_a_malformed_caller_identity_is_unauthenticated_naming_its_source():
+    status = to_status(InvalidCallerIdentity("xfcc", "the quoted value is not terminated"))
+    assert status.code == SC.UNAUTHENTICATED
+    info = error_info(status)
+    assert (info.reason, dict(info.metadata)) == ("CALLER_IDENTITY_MALFORMED", {"source": "xfcc"})
+    assert "from xfcc is malformed: the quoted value" in rich_status(status).message
+
+
+@pytest.mark.parametrize("reason", sorted(CallerNotAllowed.REASONS))
+def test_caller_not_allowed_is_permission_denied_with_its_reason(reason):
+    status = to_status(CallerNotAllowed("no", reason=reason, metadata={"model": "m"}))
+    assert status.code == SC.PERMISSION_DENIED
+    info = error_info(status)
+    assert info.reason == reason and info.metadata["model"] == "m"
+
+
+def test_caller_not_allowed_refuses_an_unknown_reason():
+    with pytest.raises(ValueError, match="unknown reason"):
+        CallerNotAllowed("no", reason="NOPE")

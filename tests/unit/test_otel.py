@@ -1,11 +1,14 @@
-"""Optional OpenTelemetry: when it is on, and the error when it cannot be."""
+"""Optional OpenTelemetry: when it is on, the error when it cannot be, and what it records."""
 
 from __future__ import annotations
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from bridge import otel
 from bridge.config import ConfigError
+from bridge.metrics import GENAI_METRICS, GenAiCall
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,3 +27,58 @@ def test_on_without_the_packages_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="OpenTelemetry"):
         otel.enabled("on")
     assert not otel.enabled("auto")
+
+
+def test_no_telemetry_unless_a_provider_is_configured_or_on():
+    assert not otel.meter_configured()
+    assert otel.telemetry("off") is None
+    assert otel.telemetry("auto") is None  # neither a tracer nor a meter provider here
+    assert otel.telemetry("on") is not None
+
+
+def _points(reader):
+    return {
+        (metric.name, tuple(sorted(point.attributes.items()))): point
+        for resource in reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+    }
+
+
+CHAT = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "myrouter",
+    "gen_ai.request.model": "asked/model",
+    "gen_ai.response.model": "",
+}
+
+
+def test_a_failed_call_is_recorded_with_its_error_type_and_without_empty_attributes():
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("bridge")
+    telemetry = otel.Telemetry(spans=False, meter=meter)
+    call = GenAiCall(CHAT, "UNAVAILABLE", 0.5, None, None, {})
+    telemetry.publish(call, {})
+    [(name, attributes)] = _points(reader)
+    assert name == "gen_ai.server.request.duration"
+    assert dict(attributes) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "myrouter",
+        "gen_ai.request.model": "asked/model",
+        "error.type": "UNAVAILABLE",
+    }
+
+
+def test_a_stream_records_every_histogram_with_the_conventions_buckets():
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("bridge")
+    call = GenAiCall(
+        {**CHAT, "gen_ai.response.model": "m/a"}, "", 2.0, 0.5, 0.1, {"input": 3, "output": 16}
+    )
+    otel.Telemetry(spans=False, meter=meter).publish(call, {"input": 3, "output": 16})
+    points = {name: point for (name, _), point in _points(reader).items()}
+    assert set(points) == {m.name for m in GENAI_METRICS}
+    assert points["gen_ai.server.time_per_output_token"].sum == 0.1
+    for metric in GENAI_METRICS:
+        assert tuple(points[metric.name].explicit_bounds) == metric.buckets

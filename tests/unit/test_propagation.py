@@ -57,3 +57,14 @@ def test_names_that_cannot_be_propagated(name):
 
 def test_a_plain_name_is_accepted():
     assert check_header_name("x-tenant-id") is None
+
+
+def test_identity_and_reserved_headers_never_leave_whatever_the_keys_say():
+    keys = propagated_keys(
+        ["x-forwarded-client-cert", "authorization", "l5d-client-id", "x-tenant"],
+        withheld=["l5d-client-id"],
+    )
+    assert keys == TRACE_HEADERS | {"x-tenant"}
+    metadata = [("x-forwarded-client-cert", "URI=spiffe://x/y"), ("l5d-client-id", "a.b")]
+    assert propagated_headers(metadata, keys) == {}
+    assert "never forwarded" in (check_header_name("x-forwarded-client-cert") or "")

@@ -25,7 +25,7 @@ from support import status_table_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {path.name: path.read_text(encoding="utf-8") for path in (ROOT / "bridge").glob("*.py")}
-RAISED_WITH_A_REASON = ("UpstreamProtocolError", "UpstreamTooLarge")
+RAISED_WITH_A_REASON = ("UpstreamProtocolError", "UpstreamTooLarge", "CallerNotAllowed")
 """Classes always built with an explicit reason= (their class default is never sent)."""
 NEVER_RAISED = ("UpstreamError",)
 """Bases only: the services catch them, nothing raises one itself."""
