@@ -165,7 +165,8 @@ class Retries:
         self._attempts = config.retry_attempts
         self._backoff = config.retry_backoff
         self._max_backoff = config.retry_max_backoff
-        self._chains = {model: (model, *chain) for model, chain in fallbacks.items()}
+        self._chains: dict[str, tuple[str, ...]] = {}
+        self.use_fallbacks(fallbacks)
         self._metrics = metrics
         self._clock = clock
         self._random = rand
@@ -184,6 +185,11 @@ class Retries:
         self.breakers = Breakers(
             settings, clock, None if metrics is None else metrics.breaker_state
         )
+
+    def use_fallbacks(self, fallbacks: Mapping[str, tuple[str, ...]]) -> None:
+        """Take a new fallback table (model -> the models after it, in order): the
+        setting's at start-up, or a reloaded policy file's (its ``fallbacks``)."""
+        self._chains = {model: (model, *chain) for model, chain in fallbacks.items()}
 
     def chain(self, call: UpstreamCall) -> tuple[str, ...]:
         """The models to try for `call`, in order: its own, then its fallbacks that the

@@ -266,7 +266,7 @@ def test_an_open_breaker_fails_fast_then_a_fallback_serves():
     assert len(upstream.requests) == 3  # nothing sent
     gauge = metrics.registry.get_sample_value
     assert gauge("bridge_upstream_breaker_state", {"model": "m"}) == 2
-    client.retries._chains = {"m": ("m", "f")}  # a fallback configured now
+    client.retries.use_fallbacks({"m": ("f",)})  # a fallback configured now (a policy reload)
     answer = asyncio.run(_unary(client, _call()))
     assert isinstance(answer, dict) and answer["model"] == "f"
     fallbacks = gauge("bridge_upstream_fallbacks_total", {"reason": "circuit_open"})
