@@ -14,6 +14,9 @@ The modules, each owning one thing:
 * ``whole_answer`` an answer read whole: a completion, the model list, an error body
 * ``failures``   every way an exchange fails, as the bridge's exception: transport
                  failures by one table, error statuses, in-band error objects
+* ``retries``    an upstream call as a few attempts before the caller sees anything:
+                 retries within a budget, fallback models, breakers consulted
+* ``breaker``    a circuit breaker per upstream model (pure)
 * ``transport``  the httpx transport under it: aiohttp's connector and C parser
 * ``loop``       which event loop runs the process (uvloop by default)
 * ``otel``       optional OpenTelemetry: server spans, upstream context, GenAI metrics

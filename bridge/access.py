@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import grpc
@@ -82,13 +82,20 @@ class Access:
         self._watch: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: BridgeConfig, metrics: Metrics | None = None) -> Access:
+    def from_config(
+        cls,
+        config: BridgeConfig,
+        metrics: Metrics | None = None,
+        on_policy: Callable[[Policy], None] | None = None,
+    ) -> Access:
         """What the settings ask for: the policy file (read now: a bad one raises
-        PolicyError, which refuses start-up) and the limits engine."""
+        PolicyError, which refuses start-up; `on_policy` hears of each good reload)
+        and the limits engine."""
         policy_file = None
         if config.policy_file is not None:
             policy_file = PolicyFile(
                 config.policy_file,
+                on_policy,
                 interval=config.policy_reload_interval,
                 on_result=None if metrics is None else metrics.policy_reloaded,
             )

@@ -53,6 +53,7 @@ __all__ = [
     "add_serve_arguments",
     "config_from_args",
     "configuration_reference",
+    "parse_fallbacks",
     "parse_serve_config",
     "setting_label",
 ]
@@ -122,6 +123,25 @@ def _upper(text: str) -> str:
     return text.upper()
 
 
+def parse_fallbacks(text: str) -> Mapping[str, tuple[str, ...]]:
+    """``primary=fb1|fb2,other=fb3`` as {primary: (fb1, fb2), other: (fb3,)}."""
+    chains: dict[str, tuple[str, ...]] = {}
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        model, equals, rest = entry.partition("=")
+        model = model.strip()
+        chain = tuple(name.strip() for name in rest.split("|"))
+        if not equals or not model or not all(chain):
+            raise ValueError(f"expected model=fallback|fallback, got {entry.strip()!r}")
+        if model in chains:
+            raise ValueError(f"{model!r} is given twice")
+        if model in chain or len(set(chain)) != len(chain):
+            raise ValueError(f"the chain of {model!r} repeats a model")
+        chains[model] = chain
+    return chains  # a dict: the config is pickled for --workers (a mappingproxy is not)
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip().lower() for name in text.split(",") if name.strip())
 
@@ -175,6 +195,9 @@ def _within(low: float, high: float) -> _Check:
 
 _POSITIVE = _check(lambda value: math.isfinite(value) and value > 0, "must be a positive number")
 _CONNECTION_SECONDS = _within(0, 30 * 86400)  # up to 30 days
+_WINDOW_SECONDS = _check(
+    lambda value: math.isfinite(value) and 0 < value <= 3600, "must be in (0, 3600]"
+)
 
 
 def _header_names(names: tuple[str, ...]) -> str | None:
@@ -396,6 +419,148 @@ class BridgeConfig:
             parse=_number,
             check=_within(0, 10),
             help="seconds before the first connect retry, doubled for each further one",
+        ),
+    )
+    retry_attempts: int = _setting(
+        3,
+        Setting(
+            env="BRIDGE_RETRY_ATTEMPTS",
+            group="Upstream",
+            parse=_integer,
+            help="tries per model of a call that fails retryably before the caller has seen "
+            "anything (502, 503, 504, 408, 429, an overloaded first event; "
+            "docs/reliability.md), the first included: 1 = no retries",
+            check=_within(1, 10),
+        ),
+    )
+    retry_backoff: float = _setting(
+        0.1,
+        Setting(
+            env="BRIDGE_RETRY_BACKOFF",
+            group="Upstream",
+            parse=_number,
+            help="most seconds before the first retry, doubled for each further one; the "
+            "wait is random below it (full jitter)",
+            check=_within(0, 60),
+        ),
+    )
+    retry_max_backoff: float = _setting(
+        2.0,
+        Setting(
+            env="BRIDGE_RETRY_MAX_BACKOFF",
+            group="Upstream",
+            parse=_number,
+            help="cap in seconds on the doubled backoff",
+            check=_within(0, 60),
+        ),
+    )
+    retry_budget: float = _setting(
+        0.1,
+        Setting(
+            env="BRIDGE_RETRY_BUDGET",
+            group="Upstream",
+            parse=_number,
+            help="retries and fallbacks allowed, as a share of the calls over the budget's "
+            "window (with the floor), so an outage adds at most that much load upstream",
+            check=_within(0, 1),
+        ),
+    )
+    retry_budget_floor: int = _setting(
+        10,
+        Setting(
+            env="BRIDGE_RETRY_BUDGET_FLOOR",
+            group="Upstream",
+            parse=_integer,
+            help="retries allowed per window on top of the share, so a quiet bridge can retry",
+            check=_at_least(0),
+        ),
+    )
+    retry_budget_window: float = _setting(
+        10.0,
+        Setting(
+            env="BRIDGE_RETRY_BUDGET_WINDOW",
+            group="Upstream",
+            parse=_number,
+            help="seconds of the retry budget's sliding window",
+            check=_WINDOW_SECONDS,
+        ),
+    )
+    fallback_models: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=dict,
+        metadata={
+            _SETTING: Setting(
+                env="BRIDGE_FALLBACK_MODELS",
+                group="Upstream",
+                parse=parse_fallbacks,
+                metavar="MODEL=FB|FB,...",
+                help="fallback models, tried in order when a model fails retryably before the "
+                "caller has seen anything: comma-separated entries model=fallback, a model's "
+                "fallbacks separated by vertical bars",
+            )
+        },
+    )
+    breaker_failures: int = _setting(
+        5,
+        Setting(
+            env="BRIDGE_BREAKER_FAILURES",
+            group="Upstream",
+            parse=_integer,
+            help="consecutive retryable failures of a model that open its circuit breaker "
+            "(0: no such rule)",
+            check=_at_least(0),
+        ),
+    )
+    breaker_failure_rate: float = _setting(
+        0.5,
+        Setting(
+            env="BRIDGE_BREAKER_FAILURE_RATE",
+            group="Upstream",
+            parse=_number,
+            help="share of a model's calls failing retryably over the breaker's window that "
+            "opens its breaker (0: no such rule; both 0: no breakers)",
+            check=_within(0, 1),
+        ),
+    )
+    breaker_min_calls: int = _setting(
+        20,
+        Setting(
+            env="BRIDGE_BREAKER_MIN_CALLS",
+            group="Upstream",
+            parse=_integer,
+            help="calls of a model in the window before its failure rate counts",
+            check=_at_least(0),
+        ),
+    )
+    breaker_window: float = _setting(
+        30.0,
+        Setting(
+            env="BRIDGE_BREAKER_WINDOW",
+            group="Upstream",
+            parse=_number,
+            help="seconds of the breaker's sliding window",
+            check=_WINDOW_SECONDS,
+        ),
+    )
+    breaker_cooldown: float = _setting(
+        10.0,
+        Setting(
+            env="BRIDGE_BREAKER_COOLDOWN",
+            group="Upstream",
+            parse=_number,
+            help="seconds an open breaker fails calls at once (UNAVAILABLE, "
+            "UPSTREAM_CIRCUIT_OPEN) before it lets probe calls through",
+            check=_WINDOW_SECONDS,
+        ),
+    )
+    breaker_probes: int = _setting(
+        2,
+        Setting(
+            env="BRIDGE_BREAKER_PROBES",
+            group="Upstream",
+            parse=_integer,
+            help="probe calls a half-open breaker lets through; that many successes close it, "
+            "one failure opens it again",
+            check=_at_least(1),
         ),
     )
     propagate_headers: tuple[str, ...] = _setting(

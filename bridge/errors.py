@@ -15,6 +15,8 @@
     │   ├── UpstreamHTTPError        an HTTP error status             (status table)
     │   ├── UpstreamReportedError    an "error" object in a 200 body  (code table)
     │   ├── UpstreamUnavailable      cannot connect / connection lost UNAVAILABLE
+    │   │   └── UpstreamUnreachable  no connection: nothing was sent    UNAVAILABLE
+    │   ├── UpstreamCircuitOpen      the model's breaker is open      UNAVAILABLE
     │   ├── UpstreamTimeout          no answer in time                DEADLINE_EXCEEDED
     │   └── UpstreamProtocolError    broken stream or body            UNAVAILABLE
     │       └── UpstreamTooLarge     answer or event over a cap       RESOURCE_EXHAUSTED
@@ -58,6 +60,7 @@ __all__ = [
     "ServiceKeyRejected",
     "ShuttingDown",
     "UndecodableRequest",
+    "UpstreamCircuitOpen",
     "UpstreamError",
     "UpstreamHTTPError",
     "UpstreamProtocolError",
@@ -65,6 +68,7 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamTooLarge",
     "UpstreamUnavailable",
+    "UpstreamUnreachable",
     "error_code_text",
     "grpc_code_for_error_code",
     "grpc_code_for_http_status",
@@ -456,6 +460,32 @@ class UpstreamUnavailable(UpstreamError):
     """The upstream could not be reached, or the connection broke."""
 
     reason = "UPSTREAM_UNAVAILABLE"
+
+
+class UpstreamUnreachable(UpstreamUnavailable):
+    """No connection to the upstream opened, so the request never left: unlike a
+    connection lost later, it cannot have reached the model (bridge.retries)."""
+
+
+class UpstreamCircuitOpen(UpstreamError):
+    """The model's circuit breaker is open: the call fails fast, nothing is sent.
+
+    UNAVAILABLE with RetryInfo set to the cool-down left, after which the
+    breaker lets a few probe calls through (bridge.breaker).
+    """
+
+    reason = "UPSTREAM_CIRCUIT_OPEN"
+
+    def __init__(self, model: str, retry_after: float) -> None:
+        super().__init__(
+            f"the upstream model {model!r} is failing; calls to it are paused for "
+            f"{retry_after:.3g} s",
+            metadata={"model": model},
+        )
+        self.retry_after = retry_after
+
+    def details(self) -> list[any_pb2.Any]:
+        return _retry_info(self.retry_after)
 
 
 class UpstreamTimeout(UpstreamError):

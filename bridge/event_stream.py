@@ -28,7 +28,7 @@ import httpx
 import orjson
 
 from .config import BridgeConfig
-from .errors import BridgeError, UpstreamProtocolError, UpstreamTooLarge
+from .errors import BridgeError, UpstreamProtocolError, UpstreamTooLarge, UpstreamUnavailable
 from .failures import (
     READING_STREAM,
     body_error,
@@ -36,6 +36,7 @@ from .failures import (
     reported_error,
     transport_failure,
 )
+from .retries import StreamCut
 from .sse import DONE, SSEDecoder
 from .transport import BodyReads, body_reads
 from .upstream_call import UpstreamCall
@@ -57,7 +58,7 @@ class EventStream:
     iterated one way only, once.
     """
 
-    __slots__ = ("_call", "_config", "_events", "_response", "_unfinished")
+    __slots__ = ("_call", "_config", "_events", "_primed", "_response", "_unfinished")
 
     def __init__(self, response: httpx.Response, call: UpstreamCall, config: BridgeConfig) -> None:
         self._response = response
@@ -65,6 +66,7 @@ class EventStream:
         self._config = config
         self._events: AsyncGenerator[Any, None] | None = None
         self._unfinished = 0  # bytes read since the last complete event (see `_read`)
+        self._primed: _Primed | None = None
 
     async def __aenter__(self) -> EventStream:
         return self
@@ -76,7 +78,35 @@ class EventStream:
         """Close the response: a fully read body frees its connection, a cut one drops it."""
         if self._events is not None:
             await self._events.aclose()
+        if self._primed is not None:  # primed, and never iterated
+            await self._primed[0].aclose()
         await self._response.aclose()
+
+    async def prime(self) -> None:
+        """Read up to the first complete event, or an end, before anyone iterates: what it
+        read is kept, and `_reads` yields it first, so the one reader stays one.
+
+        Raises what the stream's start would raise when iterated: a first event that
+        is an ``error`` object, or, as `retries.StreamCut`, a stream that ended or broke
+        before any event, so that `bridge.retries` can try again while the caller
+        has seen nothing. A first event that is not an error is not parsed here.
+        """
+        await self._check_content_type()
+        body = body_reads(self._response)
+        decoder = SSEDecoder()
+        data: list[bytes] = []
+        end: BridgeError | bytes | None = None
+        self._primed = (body, decoder, data, end)
+        while not data and end is None:
+            data, end = await self._read(body, decoder)
+            self._primed = (body, decoder, data, end)
+        if data:
+            if b'"error"' in data[0]:  # a cheap look before the parse: errors are rare
+                self._judge(data[0])
+        elif isinstance(end, (UpstreamUnavailable, UpstreamProtocolError)) and not isinstance(
+            end, UpstreamTooLarge
+        ):
+            raise StreamCut(end)
 
     def __aiter__(self) -> AsyncGenerator[dict[str, Any], None]:
         if self._events is None:
@@ -128,13 +158,19 @@ class EventStream:
         its first event: one ``asyncio.timeout`` around them, which cancels a
         read still waiting when it expires (`BodyReads` loses nothing that way).
         """
-        await self._check_content_type()
-        body = body_reads(self._response)
-        decoder = SSEDecoder()
         read = self._read
+        primed = self._primed
+        if primed is None:
+            await self._check_content_type()
+            body = body_reads(self._response)
+            decoder = SSEDecoder()
+        else:
+            body, decoder, data, end = primed
+            self._primed = None
         try:
-            while True:
+            if primed is None:
                 data, end = await read(body, decoder)
+            while True:
                 if max_delay > 0 and data and end is None:
                     try:
                         async with asyncio.timeout(max_delay):
@@ -150,6 +186,7 @@ class EventStream:
                 if end is DONE:
                     await _drain(body)
                     return
+                data, end = await read(body, decoder)
         finally:
             await body.aclose()
 
@@ -210,6 +247,10 @@ class EventStream:
         if error is not None:
             raise reported_error(error_object(error), event, self._call)
         return event
+
+
+_Primed = tuple[BodyReads, SSEDecoder, list[bytes], BridgeError | bytes | None]
+"""What `EventStream.prime` read: the body, its decoder, the first read's events and end."""
 
 
 def _first_over(data: list[bytes], limit: int) -> int:

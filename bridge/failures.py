@@ -34,6 +34,7 @@ from .errors import (
     UpstreamReportedError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    UpstreamUnreachable,
     parse_retry_after,
 )
 from .redaction import redact
@@ -72,9 +73,12 @@ class's name), ``{detail}`` (its text, credentials redacted) and ``{config}``.""
 TRANSPORT_FAILURES: Mapping[type[httpx.TransportError], Mapping[Phase, Rule]] = {
     httpx.ConnectTimeout: {
         Phase.SENDING: (
-            UpstreamUnavailable,
+            UpstreamUnreachable,
             "could not connect to the upstream within {config.connect_timeout:g} s",
         ),
+    },
+    httpx.ConnectError: {
+        Phase.SENDING: (UpstreamUnreachable, "could not reach the upstream ({kind}: {detail})"),
     },
     httpx.TimeoutException: {
         Phase.SENDING: (UpstreamTimeout, "the upstream did not answer in time"),

@@ -22,6 +22,10 @@ the sum (`multiprocess_registry`).
                                                    cache_read, cache_write, reasoning
     bridge_caller_rpcs_total{caller,method,code}   RPCs by caller (its policy label)
     bridge_caller_tokens_total{caller,model,kind}  usage tokens by caller
+    bridge_upstream_retries_total{reason}          upstream attempts retried, by why
+    bridge_upstream_fallbacks_total{reason}        calls moved on to a fallback model
+    bridge_upstream_breaker_state{model}           0 closed, 1 half-open, 2 open; with
+                                                   workers, the worst live worker's
     bridge_max_concurrent_rpcs                     the admission cap (max_concurrent_rpcs)
     bridge_policy_reloads_total{result}            policy file reloads: ok, error
                                                    (an error keeps the last good policy)
@@ -36,6 +40,9 @@ OpenTelemetry compatibility spec (`prometheus_name`): `gen_ai_client_token_usage
 come from the `opentelemetry-semantic-conventions` package, never written out here,
 and a `GenAiCall` carries one RPC's values to every exporter (this registry and
 OpenTelemetry's, bridge/otel.py), so both say the same.
+
+The retry and breaker metrics are written when an attempt fails or a breaker
+changes state (bridge.retries), never on a call that succeeds at once.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ from myrouter.chat.v1 import chat_pb2
 from .config import ListenAddress
 
 __all__ = [
+    "BREAKER_STATES",
     "CALL_LABELS",
     "FIRST_CHUNK_BUCKETS",
     "GENAI_ATTRIBUTES",
@@ -94,6 +102,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 60
 FIRST_CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+"""The gauge's value per breaker state (bridge.breaker): higher is worse."""
 
 SEMCONV_PACKAGE_VERSION: str = semconv_version.__version__
 """The `opentelemetry-semantic-conventions` release the GenAI names come from."""
@@ -328,6 +338,26 @@ class Metrics:
             ["mode"],
             registry=r,
         )
+        self.retries = Counter(
+            "bridge_upstream_retries",
+            "Upstream attempts retried before the caller saw anything, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "bridge_upstream_fallbacks",
+            "Calls moved on to a fallback model, by the reason the model before failed",
+            ["reason"],
+            registry=r,
+        )
+        self.breakers = Gauge(
+            "bridge_upstream_breaker_state",
+            "Circuit breaker state per upstream model: 0 closed, 1 half-open, 2 open "
+            "(per process; with workers, the worst live worker's)",
+            ["model"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -398,6 +428,15 @@ class Metrics:
     def limits_store_failure(self, mode: str) -> None:
         """Count a call or a call's end the caller-limits store failed (bridge/quotas.py)."""
         self._child(self.limits_store_failures, mode).inc()
+
+    def retried(self, reason: str) -> None:
+        self._child(self.retries, reason).inc()
+
+    def fell_back(self, reason: str) -> None:
+        self._child(self.fallbacks, reason).inc()
+
+    def breaker_state(self, model: str, state: str) -> None:
+        self._child(self.breakers, model).set(BREAKER_STATES[state])
 
 
 def _genai_histogram(

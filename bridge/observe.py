@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -51,6 +51,7 @@ class RpcRecord:
 
     __slots__ = (
         "answering_model",
+        "attempts",
         "caller",
         "cancelled",
         "chunks",
@@ -81,6 +82,8 @@ class RpcRecord:
         """`CALL_LABELS`' values for this call (a missing one is "")."""
         self.caller = ""
         """The caller's identity (`bridge.access`), for the log line; "" before it is known."""
+        self.attempts: Sequence[tuple[str, str]] = ()
+        """(model, outcome) of the upstream attempts, when bridge.retries made several."""
 
     def answered(self, message: chat_pb2.ChatCompletion | chat_pb2.ChatCompletionChunk) -> None:
         """Take the token counts, and the model that answered, from a message with usage.
@@ -151,6 +154,10 @@ class Observer:
                 fields["chunks"] = record.chunks
             if tokens:
                 fields["tokens"] = tokens
+            if len(record.attempts) > 1:
+                fields["attempts"] = [
+                    {"model": model, "outcome": outcome} for model, outcome in record.attempts
+                ]
             if isinstance(error, BridgeError):
                 fields["reason"] = error.reason
                 fields["error"] = error.message

@@ -9,7 +9,8 @@ headers the bridge sets itself are never taken from the caller, and headers that
 tell the bridge who is calling (`x-forwarded-client-cert`, and any header the
 operator names as an identity source, bridge/callers.py) never leave it: the
 configuration refuses them in ``--propagate-headers``, and `propagated_keys`
-drops them should a caller of this module ask anyway.
+drops them should a caller of this module ask anyway. Nor is the bridge's
+own control metadata (``x-bridge-*``, such as ``x-bridge-retry``) ever taken.
 
 Pure and cheap: one pass over the metadata with a set lookup per item.
 """
@@ -92,7 +93,7 @@ def check_header_name(name: str) -> str | None:
         return f"{name!r} tells the bridge who is calling and is never forwarded upstream"
     if name.endswith("-bin"):
         return f"{name!r} is binary metadata, which cannot be sent as an HTTP header"
-    if name in RESERVED_HEADERS or name.startswith(("grpc-", ":")):
+    if name in RESERVED_HEADERS or name.startswith(("grpc-", ":", "x-bridge-")):
         return f"{name!r} is set by the bridge itself and cannot be propagated"
     return None
 

@@ -30,6 +30,7 @@ from .health import HEALTH_SERVICE_NAME, Health
 from .logs import quiet_grpc_metadata_decoding
 from .metrics import Metrics, MetricsServer
 from .observe import Observer
+from .policy import Policy
 from .ports import BindError, check_free
 from .server_options import server_options
 from .service import ChatService, request_decoder
@@ -91,9 +92,14 @@ class BridgeServer:
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful with port 0)."""
         quiet_grpc_metadata_decoding()
-        access = self._access = Access.from_config(self.config, self.metrics)  # PolicyError
+        upstream = self._upstream = UpstreamClient(
+            self.config, transport=self._transport, metrics=self.metrics
+        )
+        access = self._access = Access.from_config(  # a bad policy file: PolicyError
+            self.config, self.metrics, on_policy=lambda policy: _use_fallbacks(upstream, policy)
+        )
+        _use_fallbacks(upstream, access.policy)
         await access.start()
-        self._upstream = UpstreamClient(self.config, transport=self._transport)
         server = grpc_server(self.config, reuse_port=self._reuse_port)
         self._admission = Admission(
             max_calls=self.config.max_concurrent_rpcs, shutdown_grace=self.config.shutdown_grace
@@ -175,6 +181,12 @@ class BridgeServer:
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+def _use_fallbacks(upstream: UpstreamClient, policy: Policy) -> None:
+    """The fallback models in force: the setting's, each model's chain replaced by the
+    policy file's where it names one (and so on each reload)."""
+    upstream.retries.use_fallbacks({**upstream.fallback_setting, **policy.fallbacks})
 
 
 _HANDLER_KINDS: Mapping[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {

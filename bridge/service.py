@@ -17,6 +17,7 @@ plan-driven protobuf construction and one write, nothing more.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -42,6 +43,7 @@ from .errors import (
 from .event_stream import EventStream
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
+from .policy import model_allowed
 from .quotas import Grant
 from .upstream import CallDeadline, UpstreamClient
 from .upstream_call import REQUEST_ID_KEY, CallPolicy, UpstreamCall, request_id
@@ -89,7 +91,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ChatCompletion:
         async with self._scope(context, "CreateChatCompletion", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id, rpc.caller.identity)
+            call = rpc.upstream_call(
+                self._calls.call_for(context, rpc.request_id, request.model, **rpc.on_call())
+            )
             validate_chat_request(request, max_messages=self._config.max_messages)
             fields = request_body(request, stream=False)
             await rpc.admit(call, fields)
@@ -110,7 +114,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         async with self._scope(context, "StreamChatCompletion", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id, rpc.caller.identity)
+            call = rpc.upstream_call(
+                self._calls.call_for(context, rpc.request_id, request.model, **rpc.on_call())
+            )
             validate_chat_request(request, max_messages=self._config.max_messages)
             fields = request_body(request, stream=True)
             await rpc.admit(call, fields, stream=True)
@@ -152,7 +158,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         (a write, a system call, a loop wake-up) is paid once per read.
         """
         async with self._scope(context, "StreamChatCompletionBatches", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id, rpc.caller.identity)
+            model = request.request.model
+            call = rpc.upstream_call(
+                self._calls.call_for(context, rpc.request_id, model, **rpc.on_call())
+            )
             max_delay = validate_batches_request(request, max_messages=self._config.max_messages)
             fields = request_body(request.request, stream=True)
             await rpc.admit(call, fields, stream=True)
@@ -197,7 +206,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListModelsResponse:
         async with self._scope(context, "ListModels", request) as rpc:
-            call = self._calls.call_for(context, rpc.request_id, rpc.caller.identity)
+            call = rpc.upstream_call(self._calls.call_for(context, rpc.request_id, **rpc.on_call()))
             await rpc.admit(call, None)
             rpc.record.upstream_at = time.perf_counter()
             async with CallDeadline(call):
@@ -263,6 +272,18 @@ class RpcScope:
         except BridgeError as refused:  # no identity, undecodable, over the cap, draining
             await self.__aexit__(type(refused), refused, refused.__traceback__)
         return self
+
+    def on_call(self) -> dict[str, Any]:
+        """What the caller adds to its upstream call: its identity (``--forward-caller-header``)
+        and, when its policy lists models, the check its fallbacks must pass."""
+        rule = self.caller.rule
+        allowed = None if rule.models is None else functools.partial(model_allowed, rule)
+        return {"caller": self.caller.identity, "model_allowed": allowed}
+
+    def upstream_call(self, call: UpstreamCall) -> UpstreamCall:
+        """`call`, its attempts noted in this RPC's record (its log line names them)."""
+        self.record.attempts = call.attempts
+        return call
 
     async def admit(
         self, call: UpstreamCall, body: dict[str, Any] | None, *, stream: bool = False

@@ -1,8 +1,11 @@
 """The HTTP side: httpx requests over one pooled transport, to the MyRouter API.
 
-This module builds the requests, sends them (retrying only connections that
-never opened) and judges each answer's status once: an answer that is not 200
+This module builds the requests, sends them (retrying connections that never
+opened) and judges each answer's status once: an answer that is not 200
 becomes its exception here (`whole_answer.error_answer`), whatever was asked.
+Each call is a few attempts by `bridge.retries` (retries, fallback models,
+breakers), made only before the caller has seen anything: a unary answer
+whole, a stream up to its first event (`EventStream.prime`).
 A 200 answer is read whole by `bridge.whole_answer` or as a stream by
 `bridge.event_stream`, which close it on every path, so a cancelled caller
 never leaves an upstream generation running. It knows nothing of gRPC: what an
@@ -14,17 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import orjson
 
 from . import __version__
 from .config import BridgeConfig
 from .event_stream import EventStream
 from .failures import SENDING, TransportFailures, budget_exhausted
+from .metrics import Metrics
+from .retries import Retries
 from .tls import upstream_ssl_context
 from .transport import AiohttpTransport
-from .upstream_call import UpstreamCall
+from .upstream_call import ATTEMPT_HEADER, UpstreamCall
 from .whole_answer import completion, error_answer, json_object
 
 __all__ = ["CallDeadline", "UpstreamCall", "UpstreamClient"]
@@ -48,9 +55,21 @@ class UpstreamClient:
     """
 
     def __init__(
-        self, config: BridgeConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: BridgeConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        fallbacks: Mapping[str, tuple[str, ...]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """`fallbacks` (model -> the models to try after it, in order) defaults to the
+        config's ``fallback_models``; the metrics receive the retries and breakers."""
         self._config = config
+        self.fallback_setting: Mapping[str, tuple[str, ...]] = (
+            config.fallback_models if fallbacks is None else fallbacks
+        )
+        """The fallback models given at start-up (a policy file's may add to them)."""
+        self.retries = Retries(config, self.fallback_setting, metrics)
         if transport is None:
             transport = AiohttpTransport(
                 max_connections=config.max_upstream_connections,
@@ -88,12 +107,14 @@ class UpstreamClient:
         body: bytes | None = None,
         accept: str,
         accept_encoding: str,
+        attempt: int = 1,
     ) -> httpx.Request:
         headers = {
             **call.headers(),
             "user-agent": self._user_agent,
             "accept": accept,
             "accept-encoding": accept_encoding,
+            ATTEMPT_HEADER: str(attempt),
         }
         if body is not None:
             headers["content-type"] = "application/json"
@@ -103,46 +124,68 @@ class UpstreamClient:
 
     async def create_chat_completion(self, body: bytes, call: UpstreamCall) -> dict[str, Any]:
         """POST /chat/completions (stream false) and return the parsed JSON answer."""
-        request = self._request(
-            "POST",
-            self._chat_url,
-            call,
-            self._timeout(call),
-            body=body,
-            accept="application/json",
-            accept_encoding=_COMPRESSED_OK,
-        )
-        return await completion(await self._send(request, call), call, self._config)
+
+        async def attempt(model: str, number: int) -> dict[str, Any]:
+            request = self._request(
+                "POST",
+                self._chat_url,
+                call,
+                self._timeout(call),
+                body=body if model == call.model else _with_model(body, model),
+                accept="application/json",
+                accept_encoding=_COMPRESSED_OK,
+                attempt=number,
+            )
+            return await completion(await self._send(request, call), call, self._config)
+
+        return await self.retries.run(call, attempt)
 
     async def list_models(self, call: UpstreamCall) -> dict[str, Any]:
         """GET /models and return the parsed JSON answer."""
-        request = self._request(
-            "GET",
-            self._models_url,
-            call,
-            self._timeout(call),
-            accept="application/json",
-            accept_encoding=_COMPRESSED_OK,
-        )
-        return await json_object(await self._send(request, call), self._config)
+
+        async def attempt(model: str, number: int) -> dict[str, Any]:
+            request = self._request(
+                "GET",
+                self._models_url,
+                call,
+                self._timeout(call),
+                accept="application/json",
+                accept_encoding=_COMPRESSED_OK,
+                attempt=number,
+            )
+            return await json_object(await self._send(request, call), self._config)
+
+        return await self.retries.run(call, attempt)
 
     async def stream_chat_completion(self, body: bytes, call: UpstreamCall) -> EventStream:
         """POST /chat/completions (stream true); the answer's events, to iterate and close.
 
         The stream ends normally only after [DONE]; any other end raises, so a cut
-        stream can never be mistaken for a finished one.
+        stream can never be mistaken for a finished one. It comes read up to its
+        first event (`EventStream.prime`): until then it may be retried.
         """
-        request = self._request(
-            "POST",
-            self._chat_url,
-            call,
-            self._timeout(call, read=self._config.stream_idle_timeout),
-            body=body,
-            accept="text/event-stream",
-            # Events are read as raw bytes, and a compressor would hold them back.
-            accept_encoding="identity",
-        )
-        return EventStream(await self._send(request, call), call, self._config)
+
+        async def attempt(model: str, number: int) -> EventStream:
+            request = self._request(
+                "POST",
+                self._chat_url,
+                call,
+                self._timeout(call, read=self._config.stream_idle_timeout),
+                body=body if model == call.model else _with_model(body, model),
+                accept="text/event-stream",
+                # Events are read as raw bytes, and a compressor would hold them back.
+                accept_encoding="identity",
+                attempt=number,
+            )
+            stream = EventStream(await self._send(request, call), call, self._config)
+            try:
+                await stream.prime()
+            except BaseException:
+                await stream.aclose()
+                raise
+            return stream
+
+        return await self.retries.run(call, attempt)
 
     async def _send(self, request: httpx.Request, call: UpstreamCall) -> httpx.Response:
         """Send `request` and return its 200 answer; any other status raises its error.
@@ -178,6 +221,13 @@ class UpstreamClient:
         if response.status_code != 200:
             raise await error_answer(response, call, self._config)
         return response
+
+
+def _with_model(body: bytes, model: str) -> bytes:
+    """A request body asking `model` instead (a fallback: rare, so parsed again here)."""
+    request = orjson.loads(body)
+    request["model"] = model
+    return orjson.dumps(request)
 
 
 class CallDeadline:

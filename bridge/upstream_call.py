@@ -1,4 +1,5 @@
-"""What one RPC asks of the upstream: credentials, time budget, request id, forwarded headers.
+"""What one RPC asks of the upstream: credentials, time budget, request id, forwarded headers,
+its model and whether it may be retried.
 
 Every rule that turns a caller's metadata and deadline into the settings of its
 upstream request lives here, decided once per RPC by `CallPolicy.call_for`, so
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
@@ -19,9 +20,24 @@ from .config import BridgeConfig
 from .errors import InvalidRequest, MissingCredentials, UpstreamTimeout
 from .propagation import propagated_headers, propagated_keys
 
-__all__ = ["MAX_REQUEST_ID_LENGTH", "REQUEST_ID_KEY", "CallPolicy", "UpstreamCall", "request_id"]
+__all__ = [
+    "ATTEMPT_HEADER",
+    "MAX_REQUEST_ID_LENGTH",
+    "REQUEST_ID_KEY",
+    "RETRY_KEY",
+    "CallPolicy",
+    "UpstreamCall",
+    "request_id",
+]
 
 REQUEST_ID_KEY = "x-request-id"
+RETRY_KEY = "x-bridge-retry"
+"""Caller metadata: ``off`` makes the call one attempt, without fallback; ``on`` (the
+default) lets the bridge retry (bridge.retries). Bridge-control metadata (``x-bridge-*``)
+is never forwarded upstream (`propagation.check_header_name`)."""
+ATTEMPT_HEADER = "x-bridge-attempt"
+"""Upstream request header: the attempt's number within its call (1, 2, ...); the
+request id stays the call's."""
 MAX_REQUEST_ID_LENGTH = 256
 _SCHEMES = frozenset({"bearer", "basic", "token", "apikey"})
 """Authorization schemes: one alone, without a credential after it, carries nothing."""
@@ -42,6 +58,17 @@ class UpstreamCall:
     timeout: float
     """Seconds this call may take in all (caller deadline and configured cap applied)."""
     extra_headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    model: str = ""
+    """The model the request names ("" for none): its fallbacks and breaker are chosen by it."""
+    retry: bool = True
+    """False when the caller opted out (`RETRY_KEY`): one attempt, no fallback."""
+    model_allowed: Callable[[str], bool] | None = dataclasses.field(default=None, repr=False)
+    """Whether this caller may use a model; fallbacks it may not use are skipped (None: all)."""
+    attempts: list[tuple[str, str]] = dataclasses.field(
+        default_factory=list, compare=False, repr=False
+    )
+    """(model, outcome) of each attempt, written by bridge.retries when a call took more
+    than one (or its one failed), for the call's log line."""
 
     def headers(self) -> dict[str, str]:
         return {
@@ -70,15 +97,24 @@ class CallPolicy:
         self._tracing = otel.enabled(config.opentelemetry)
 
     def call_for(
-        self, context: grpc.aio.ServicerContext, request_id: str, caller: str = ""
+        self,
+        context: grpc.aio.ServicerContext,
+        request_id: str,
+        model: str = "",
+        *,
+        caller: str = "",
+        model_allowed: Callable[[str], bool] | None = None,
     ) -> UpstreamCall:
         """This RPC's upstream call, or the error that refuses the RPC before it costs anything.
 
         Checked in this order: a usable x-request-id (InvalidRequest), every other
         header taken from the caller's metadata (InvalidRequest naming the header,
-        never quoting its value), credentials (MissingCredentials), time left
-        before the caller's deadline (UpstreamTimeout). `caller` (its identity) goes
-        upstream in ``--forward-caller-header`` when one is set. The metadata is read once
+        never quoting its value), credentials (MissingCredentials), the retry
+        opt-out (`RETRY_KEY`: InvalidRequest unless on or off), time left before
+        the caller's deadline (UpstreamTimeout). `model` is the request's, for its
+        fallbacks and breaker (bridge.retries); `model_allowed` (the caller's policy)
+        filters the fallbacks. `caller` (its identity) goes upstream in
+        ``--forward-caller-header`` when one is set. The metadata is read once
         here, for every check (grpc decodes it anew at each `invocation_metadata`
         call); `request_id` read it before, for the RPC's scope.
         """
@@ -90,6 +126,7 @@ class CallPolicy:
         if self._caller_header is not None and caller:
             forwarded[self._caller_header] = caller  # printable ASCII, as bridge.callers checks
         authorization, using_service_key = self._authorization(metadata)
+        retry = _retry_wanted(metadata)
         config = self._config
         timeout = config.request_timeout
         remaining = context.time_remaining()
@@ -104,6 +141,9 @@ class CallPolicy:
             timeout=timeout,
             # The caller's trace headers; with tracing on, our own span's context replaces them.
             extra_headers=otel.inject_current_context(forwarded) if self._tracing else forwarded,
+            model=model,
+            retry=retry,
+            model_allowed=model_allowed,
         )
 
     def _authorization(self, metadata: Metadata) -> tuple[str, bool]:
@@ -158,6 +198,16 @@ def _usable_header_value(value: str) -> bool:
     refuse to send; none of them may reach (or break) the upstream request.
     """
     return value.isascii() and value.isprintable()
+
+
+def _retry_wanted(metadata: Metadata) -> bool:
+    value = _metadata_value(metadata, RETRY_KEY)
+    if value is None:
+        return True
+    wanted = value.strip().lower()
+    if wanted not in ("on", "off"):
+        raise InvalidRequest([(RETRY_KEY, "must be on or off")])
+    return wanted == "on"
 
 
 def _check_request_id(metadata: Metadata) -> None:

@@ -14,6 +14,7 @@ of the API it imitates.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -139,7 +140,19 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     if not exchange.body_is_json:
         raise UpstreamError(400, "Request body is not valid JSON")
     chat = parse_chat_request(exchange.body, MODEL_IDS)
-    return await respond_chat(exchange, chat, _request_scenario(exchange.body, state))
+    scenario = _request_scenario(exchange.body, state)
+    if scenario.kind != "ok" and not _applies(scenario, request, chat.model, state):
+        scenario = dataclasses.replace(scenario, kind="ok")
+    return await respond_chat(exchange, chat, scenario)
+
+
+def _applies(scenario: Scenario, request: web.Request, model: str, state: UpstreamState) -> bool:
+    """Whether the scenario's fault is for this request (its ``models`` and ``times``)."""
+    if scenario.models is not None and model not in scenario.models:
+        return False
+    if scenario.times is not None:
+        return state.seen(request.headers.get("x-request-id", "")) <= scenario.times
+    return True
 
 
 def _request_scenario(body: Any, state: UpstreamState) -> Scenario:

@@ -143,6 +143,14 @@ class Scenario:
     """``"openai"`` spells usage as prompt_tokens/completion_tokens/..."""
     reasoning: bool = False
     """Stream reasoning deltas before the content (and add them to unary messages)."""
+    # -- when the fault applies, usable with any kind (a retrying client's tests)
+    times: int | None = None
+    """Apply the fault to only the first ``times`` requests carrying the same
+    ``x-request-id`` (counted by the server), then answer normally: "fail twice,
+    then succeed" for a client that retries under one request id."""
+    models: tuple[str, ...] | None = None
+    """Apply the fault only to requests for these models; others answer normally
+    (a primary that is down beside a fallback that is up)."""
     # -- what sits in front of a real API, usable with any kind
     set_cookie: str | None = None
     """A ``Set-Cookie`` header on the answer, as the CDN in front of a public API adds."""
@@ -154,7 +162,7 @@ class Scenario:
         _check(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}")
         _check(400 <= self.status <= 599, "status", "must be between 400 and 599")
         _check(self.dialect in DIALECTS, "dialect", f"must be one of {', '.join(DIALECTS)}")
-        for name in ("after", "stall_after", "chunks", "pad"):
+        for name in ("after", "stall_after", "chunks", "pad", "times"):
             value = getattr(self, name)
             _check(value is None or value >= 0, name, "must be >= 0")
         _check(self.keepalive is None or self.keepalive >= 1, "keepalive", "must be >= 1")
@@ -205,7 +213,11 @@ class Scenario:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if value != field.default:
-                out[field.name] = dict(value) if isinstance(value, Mapping) else value
+                if isinstance(value, Mapping):
+                    value = dict(value)
+                elif isinstance(value, tuple):
+                    value = list(value)
+                out[field.name] = value
         return out
 
 
@@ -275,6 +287,12 @@ def _text_or_number(name: str, value: object) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
+def _strings(name: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ScenarioError(f"scenario member {name!r} must be a list of strings")
+    return tuple(value)
+
+
 def _object(name: str, value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ScenarioError(f"scenario member {name!r} must be a JSON object")
@@ -306,6 +324,8 @@ _PARSERS: Final[Mapping[str, Callable[[str, object], object]]] = MappingProxyTyp
         "batch": _int,
         "dialect": _str,
         "reasoning": _bool,
+        "times": _int,
+        "models": _strings,
         "set_cookie": _str,
         "compress": _bool,
     }

@@ -10,6 +10,7 @@ it, hence the lock; the in-flight task set is only touched from the loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import threading
 from typing import Any
@@ -31,6 +32,7 @@ class UpstreamState:
         self._scenario = config.default_scenario
         self._ids = itertools.count(1)
         self._in_flight: set[asyncio.Task[Any]] = set()
+        self._seen: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.closing = False
         """Set when the server shuts down: handlers cancelled from then on ended in error."""
 
@@ -53,6 +55,15 @@ class UpstreamState:
     def next_gen_id(self) -> str:
         """``gen-1``, ``gen-2``, ... per server (only touched from the loop thread)."""
         return f"gen-{next(self._ids)}"
+
+    def seen(self, request_id: str) -> int:
+        """How many requests with this x-request-id arrived, this one included (the latest
+        ``max_records`` ids are remembered; only touched from the loop thread)."""
+        count = self._seen.pop(request_id, 0) + 1
+        self._seen[request_id] = count
+        while len(self._seen) > max(1, self.config.max_records):
+            self._seen.popitem(last=False)
+        return count
 
     def track(self, task: asyncio.Task[Any]) -> None:
         self._in_flight.add(task)

@@ -106,9 +106,20 @@ def _fresh_upstream_records(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("upstream").clear()
 
 
+NO_RETRIES: dict[str, Any] = {
+    "retry_attempts": 1,
+    "breaker_failures": 0,
+    "breaker_failure_rate": 0.0,
+}
+"""The shared bridges' settings: most tests are about one attempt's outcome, and one
+breaker shared by a whole session would open on their deliberate faults.
+tests/integration/test_retries.py turns them back on (the defaults)."""
+
+
 @pytest.fixture(scope="session")
 def make_bridge(upstream: EmbeddedUpstream) -> Iterator[Callable[..., BridgeThread]]:
-    """Start a bridge towards the embedded upstream, with config overrides."""
+    """Start a bridge towards the embedded upstream, with config overrides (retries and
+    breakers off unless asked for: `NO_RETRIES`)."""
     started: list[BridgeThread] = []
 
     def make(**overrides: Any) -> BridgeThread:
@@ -116,6 +127,7 @@ def make_bridge(upstream: EmbeddedUpstream) -> Iterator[Callable[..., BridgeThre
             "listen": ListenAddress("127.0.0.1", 0),
             "upstream_url": upstream.base_url,
             "api_key": Secret(SERVICE_KEY),
+            **NO_RETRIES,
             **overrides,
         }
         bridge = BridgeThread(BridgeConfig(**settings)).start()

@@ -141,6 +141,28 @@ SAMPLES += [
     ("policy_reload_interval", "5", "0.5", 5.0, 0.5),
     ("forward_caller_header", "X-Caller", "x-myrouter-caller", "x-caller", "x-myrouter-caller"),
 ]
+# retries, fallbacks and breakers (issue 19)
+SAMPLES += [
+    ("retry_attempts", "1", "4", 1, 4),
+    ("retry_backoff", "0.2", "0", 0.2, 0.0),
+    ("retry_max_backoff", "5", "1.5", 5.0, 1.5),
+    ("retry_budget", "0.2", "0", 0.2, 0.0),
+    ("retry_budget_floor", "0", "3", 0, 3),
+    ("retry_budget_window", "60", "5", 60.0, 5.0),
+    (
+        "fallback_models",
+        "a/x=a/y|b/z, c=d",
+        "e=f",
+        {"a/x": ("a/y", "b/z"), "c": ("d",)},
+        {"e": ("f",)},
+    ),
+    ("breaker_failures", "0", "3", 0, 3),
+    ("breaker_failure_rate", "0.25", "1", 0.25, 1.0),
+    ("breaker_min_calls", "5", "50", 5, 50),
+    ("breaker_window", "10", "60", 10.0, 60.0),
+    ("breaker_cooldown", "1", "30", 1.0, 30.0),
+    ("breaker_probes", "1", "5", 1, 5),
+]
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 

@@ -79,10 +79,10 @@ def translated(failure: Exception, rules: Any, call: UpstreamCall | None = None)
 @pytest.mark.parametrize(
     ("failure", "expected", "message"),
     [
-        (httpx.ConnectTimeout("slow"), errors.UpstreamUnavailable, "within 2.5 s"),
+        (httpx.ConnectTimeout("slow"), errors.UpstreamUnreachable, "within 2.5 s"),
         (httpx.PoolTimeout("busy"), errors.UpstreamTimeout, "did not answer in time"),
         (httpx.ReadTimeout("quiet"), errors.UpstreamTimeout, "did not answer in time"),
-        (httpx.ConnectError("refused"), errors.UpstreamUnavailable, "(ConnectError: refused)"),
+        (httpx.ConnectError("refused"), errors.UpstreamUnreachable, "(ConnectError: refused)"),
         (httpx.WriteError("pipe"), errors.UpstreamUnavailable, "(WriteError: pipe)"),
     ],
 )

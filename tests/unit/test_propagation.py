@@ -36,7 +36,18 @@ def test_the_default_set_has_w3c_and_b3():
 
 
 @pytest.mark.parametrize(
-    "name", ["authorization", "x-request-id", "host", "grpc-timeout", "trace-bin", "Upper", "a b"]
+    "name",
+    [
+        "authorization",
+        "x-request-id",
+        "host",
+        "grpc-timeout",
+        "trace-bin",
+        "Upper",
+        "a b",
+        "x-bridge-retry",
+        "x-bridge-attempt",
+    ],
 )
 def test_names_that_cannot_be_propagated(name):
     assert check_header_name(name) is not None

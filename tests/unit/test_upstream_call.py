@@ -107,3 +107,16 @@ def test_an_authorization_without_a_credential_is_refused_not_taken_as_absent(va
 def test_bytes_metadata_is_never_forwarded_nor_checked():
     context = Context(("authorization", "tok"), ("traceparent-bin", b"\x00\xff"))  # type: ignore[arg-type]
     assert dict(policy().call_for(context, "r").extra_headers) == {}
+
+
+@pytest.mark.parametrize(("sent", "retry"), [(None, True), ("on", True), ("OFF", False)])
+def test_a_caller_opts_out_of_retries_by_metadata_which_is_never_forwarded(sent, retry):
+    metadata = () if sent is None else (("x-bridge-retry", sent),)
+    call = policy(api_key=Secret("k")).call_for(Context(*metadata), "r", "a/model")
+    assert (call.retry, call.model) == (retry, "a/model")
+    assert "x-bridge-retry" not in call.headers()
+
+
+def test_an_unknown_opt_out_value_is_refused_by_name():
+    with pytest.raises(InvalidRequest, match="x-bridge-retry"):
+        policy(api_key=Secret("k")).call_for(Context(("x-bridge-retry", "sometimes")), "r")

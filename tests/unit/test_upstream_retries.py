@@ -1,8 +1,10 @@
-"""Which upstream failures the bridge retries: connect failures only, bounded, with backoff.
+"""The connect retries: a connection that never opened is retried, bounded, with backoff.
 
 Unit tests over an httpx MockTransport that fails a scripted number of times
 (the integration proof, an upstream that starts listening late, is in
-test_faults.py). Anything that may have reached the model is attempted once.
+test_faults.py). A transport failure that may have reached the model is
+attempted once; which error statuses the bridge retries (since issue 19) is
+tests/unit/test_retries.py's.
 """
 
 from __future__ import annotations
@@ -83,15 +85,23 @@ def test_failures_after_the_request_may_have_left_are_not_retried(failure, expec
     assert len(attempts) == 1
 
 
-def test_error_statuses_are_not_retried():
+@pytest.mark.parametrize(("status", "tries"), [(500, 1), (503, 3)])
+def test_error_statuses_are_not_connect_retries(status, tries):
+    """Before issue 19 no status was retried; now 503 is tried `retry_attempts` times in all
+    (however many connect retries are allowed) and 500 once."""
     attempts: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         attempts.append(1)
-        return httpx.Response(503, json={"error": {"message": "busy", "code": 503}})
+        return httpx.Response(status, json={"error": {"message": "busy", "code": status}})
 
-    config = BridgeConfig(upstream_url="http://upstream.test/api/v1", connect_retries=5)
+    config = BridgeConfig(
+        upstream_url="http://upstream.test/api/v1",
+        connect_retries=5,
+        retry_attempts=3,
+        retry_backoff=0,
+    )
     client = UpstreamClient(config, transport=httpx.MockTransport(handler))
     with pytest.raises(Exception, match="busy"):
         asyncio.run(_create(client))
-    assert len(attempts) == 1
+    assert len(attempts) == tries
