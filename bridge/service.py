@@ -270,7 +270,7 @@ class RpcScope:
             if self._undecodable is not None:
                 raise self._undecodable.refusal()
             self._task = self._admission.admit()
-        except BridgeError as refused:  # no identity, undecodable or too big, over the cap, draining
+        except BridgeError as refused:  # no identity, bad or big request, over the cap, draining
             await self.__aexit__(type(refused), refused, refused.__traceback__)
         return self
 
