@@ -112,6 +112,11 @@ wheels=build/image/wheels
 rm -rf "$wheels" build/lib clients/python/build upstream/build
 "$python" -m pip wheel --quiet --no-build-isolation --wheel-dir "$wheels" \
     ./clients/python ./upstream .
+# Dependencies behind an environment marker that the build's Python skips but the
+# base's may need: redis needs async-timeout before Python 3.11.3, and Debian
+# bookworm's python3 is 3.11.2. pip resolves markers for the interpreter running it,
+# so these are fetched by name (pure-Python wheels).
+"$python" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "async-timeout>=4.0.3,<6"
 python_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 build=("$engine" build)
