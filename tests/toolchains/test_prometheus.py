@@ -8,8 +8,9 @@ little load, and every dashboard query and every alert expression is evaluated
 through its HTTP API: each must return series, so no panel or alert reads a metric
 the bridge does not publish. That bridge runs with retries, a breaker, a policy file
 (with a fallback and a caller limit) that is broken once and mended while it serves,
-and a limits Redis that is down, so the resilience and caller series exist too. Without the `prometheus` package (which brings promtool)
-these tests skip; CI installs it (.ci/run), and REQUIRE_ALL turns a skip into a failure.
+and a limits Redis that is down, so the resilience and caller series exist too.
+Without the `prometheus` package (which brings promtool) these tests skip; CI
+installs it (.ci/run), and REQUIRE_ALL turns a skip into a failure.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,8 +211,9 @@ class Prometheus:
 
     def wait(self, condition: Any, what: str, seconds: float = 45) -> Any:
         """Poll `condition()` until it returns something true; fail naming `what`."""
-        deadline = threading.Event()
-        for _ in range(int(seconds / 0.25)):
+        pause = threading.Event()
+        deadline = time.monotonic() + seconds  # the queries' own time counts too
+        while time.monotonic() < deadline:
             assert self._process.poll() is None, self._logfile.read_text()[-3000:]
             try:
                 result = condition()
@@ -218,7 +221,7 @@ class Prometheus:
                 result = None
             if result:
                 return result
-            deadline.wait(0.25)
+            pause.wait(0.25)
         pytest.fail(f"Prometheus: no {what} within {seconds} s")
 
     def api(self, path: str, **params: str) -> Any:
