@@ -129,6 +129,18 @@ def cancel_closes_the_upstream(call: Any, upstream: Any) -> None:
     assert call.code() is grpc.StatusCode.CANCELLED
 
 
+def log_line_for(rpc_lines: Any, request_id: str) -> dict[str, Any]:
+    """The one log line (from the `rpc_lines` fixture) of the call with `request_id`; it may
+    follow the status by a moment."""
+    for _ in range(200):
+        lines = [entry for entry in rpc_lines() if entry.get("request_id") == request_id]
+        if lines:
+            [line] = lines
+            return line
+        threading.Event().wait(0.01)
+    raise AssertionError(f"no log line for {request_id}")
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (bound for a moment, then let go)."""
     with socket.socket() as probe:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -47,10 +48,8 @@ def _models(target: str) -> None:
         stub.ListModels(chat_pb2.ListModelsRequest(), metadata=CALLER_METADATA, timeout=10)
 
 
-@pytest.fixture
-def held_by_workers(upstream):
-    port = free_port()
-    bridge = BridgeProcess(
+def _two_workers_bridge(upstream: Any, port: int) -> BridgeProcess:
+    return BridgeProcess(
         "--upstream-url",
         upstream.base_url,
         "--listen",
@@ -59,6 +58,12 @@ def held_by_workers(upstream):
         "2",
         env={"MYROUTER_API_KEY": SERVICE_KEY},
     )
+
+
+@pytest.fixture
+def held_by_workers(upstream):
+    port = free_port()
+    bridge = _two_workers_bridge(upstream, port)
     deadline = time.monotonic() + 30  # the first worker's line came; now the supervisor's
     while "with 2 workers (pids" not in bridge.output() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -119,15 +124,7 @@ def test_the_port_is_free_again_once_the_workers_bridge_stops(held_by_workers, u
     bridge, port = held_by_workers
     bridge.send_signal(15)
     assert bridge.wait(30) == 0
-    again = BridgeProcess(
-        "--upstream-url",
-        upstream.base_url,
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        env={"MYROUTER_API_KEY": SERVICE_KEY},
-    )
+    again = _two_workers_bridge(upstream, port)
     try:
         _models(f"127.0.0.1:{port}")
     except grpc.RpcError as exc:  # pragma: no cover - the assertion's message

@@ -8,7 +8,6 @@ stub, and the upstream's record shows every attempt that reached it.
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from support import (
     CALLER_METADATA,
     chat_request,
     details_of,
+    log_line_for,
     metadata_dict,
     read_stream,
     stub_for,
@@ -76,14 +76,14 @@ def _counted(bridge: Any, name: str, labels: dict[str, str]) -> float:
     return bridge.server.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def _line(rpc_lines: Callable[[], list[dict[str, Any]]], request_id: str) -> dict[str, Any]:
-    for _ in range(200):
-        lines = [line for line in rpc_lines() if line.get("request_id") == request_id]
-        if lines:
-            [line] = lines
-            return line
-        threading.Event().wait(0.01)
-    raise AssertionError(f"no log line for {request_id}")
+def _large_echo_stream(
+    stub: Any, request_id: str, words: str, **scenario: Any
+) -> tuple[list[Any], grpc.RpcError | None]:
+    """The chunks of `words` from myrouter/echo-large under `scenario`, read to the end of the
+    stream under `request_id`, and the error it ended with (None: OK)."""
+    request = with_scenario(chat_request(words, model="myrouter/echo-large"), **scenario)
+    chunks, error, _ = read_stream(stub, request, _metadata(request_id), timeout=10)
+    return chunks, error
 
 
 @pytest.mark.parametrize("rpc", ["unary", "stream"])
@@ -106,7 +106,7 @@ def test_a_503_then_an_answer_is_retried_under_one_request_id(
     ]
     after = _counted(retrying, "bridge_upstream_retries_total", {"reason": "http_503"})
     assert after == before + 1
-    line = _line(rpc_lines, request_id)
+    line = log_line_for(rpc_lines, request_id)
     assert line["status"] == "OK"
     assert line["attempts"] == [
         {"model": "myrouter/echo", "outcome": "http_503"},
@@ -141,14 +141,9 @@ def test_a_429_whose_retry_after_does_not_fit_fails_at_once(stub, upstream):
 
 def test_an_overloaded_first_event_is_retried_and_the_caller_sees_one_whole_answer(stub, upstream):
     request_id = f"overloaded-{next(_ids)}"
-    request = with_scenario(
-        chat_request("a b c", model="myrouter/echo-large"),
-        kind="midstream_error",
-        after=0,
-        error_code="overloaded",
-        times=2,
+    chunks, error = _large_echo_stream(
+        stub, request_id, "a b c", kind="midstream_error", after=0, error_code="overloaded", times=2
     )
-    chunks, error, _ = read_stream(stub, request, _metadata(request_id), timeout=10)
     assert error is None
     assert not any(c.HasField("error") for c in chunks)
     clean, _, _ = read_stream(stub, chat_request("a b c", model="myrouter/echo-large"))
@@ -160,13 +155,9 @@ def test_an_overloaded_first_event_is_retried_and_the_caller_sees_one_whole_answ
 
 def test_an_error_after_chunks_is_never_retried(stub, upstream):
     request_id = f"after-chunks-{next(_ids)}"
-    request = with_scenario(
-        chat_request("a b c d", model="myrouter/echo-large"),
-        kind="midstream_error",
-        after=2,
-        error_code=503,
+    chunks, error = _large_echo_stream(
+        stub, request_id, "a b c d", kind="midstream_error", after=2, error_code=503
     )
-    chunks, error, _ = read_stream(stub, request, _metadata(request_id), timeout=10)
     assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
     assert chunks[-1].HasField("error")
     assert len(_attempts(upstream, request_id)) == 1
@@ -175,14 +166,9 @@ def test_an_error_after_chunks_is_never_retried(stub, upstream):
 @pytest.mark.parametrize(("after", "tries"), [(0, 2), (2, 1)], ids=["before", "after-chunks"])
 def test_a_cut_stream_is_retried_only_before_its_first_event(stub, upstream, after, tries):
     request_id = f"cut-{after}-{next(_ids)}"
-    request = with_scenario(
-        chat_request("a b c d", model="myrouter/echo-large"),
-        kind="truncate",
-        after=after,
-        abort=True,
-        times=1,
+    chunks, error = _large_echo_stream(
+        stub, request_id, "a b c d", kind="truncate", after=after, abort=True, times=1
     )
-    chunks, error, _ = read_stream(stub, request, _metadata(request_id), timeout=10)
     if tries == 2:
         assert error is None and chunks
     else:
@@ -246,7 +232,7 @@ def test_a_primary_that_is_down_falls_back_and_the_answer_names_who_served(
     ]
     after = _counted(retrying, "bridge_upstream_fallbacks_total", {"reason": "http_503"})
     assert after == before + 1
-    outcomes = [a["outcome"] for a in _line(rpc_lines, request_id)["attempts"]]
+    outcomes = [a["outcome"] for a in log_line_for(rpc_lines, request_id)["attempts"]]
     assert outcomes == ["http_503", "http_503", "http_503", "ok"]
 
 
@@ -340,7 +326,7 @@ def test_every_outcome_keeps_the_status_contract(retrying, stub, upstream, rpc_l
     if error is not None:
         assert error.code().name == code
     assert metadata_dict(sent)["x-request-id"] == request_id
-    assert _line(rpc_lines, request_id)["status"] == code
+    assert log_line_for(rpc_lines, request_id)["status"] == code
     made = 1 if times == 0 or not retried else min(times + 1, 3)
     assert len(_attempts(upstream, request_id)) == made
     after = _counted(retrying, "bridge_rpcs_total", {"method": method, "code": code})

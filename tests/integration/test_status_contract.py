@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -23,14 +23,13 @@ from support import (
     CALLER_METADATA,
     chat_request,
     details_of,
+    log_line_for,
     metadata_dict,
     stub_for,
     with_scenario,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-Lines = Callable[[], list[dict[str, Any]]]
 
 
 @pytest.fixture
@@ -60,17 +59,6 @@ def _failed_call(stub: Any, rpc: str, request: Any, metadata: Any) -> grpc.RpcEr
     return caught.value
 
 
-def line_for(rpc_lines: Lines, request_id: str) -> dict[str, Any]:
-    """The one log line of the call with `request_id` (it may follow the status by a moment)."""
-    for _ in range(200):
-        lines = [entry for entry in rpc_lines() if entry.get("request_id") == request_id]
-        if lines:
-            [line] = lines
-            return line
-        threading.Event().wait(0.01)
-    raise AssertionError(f"no log line for {request_id}")
-
-
 def rpcs_counted(bridge: Any, method: str, code: str) -> float:
     value = bridge.server.metrics.registry.get_sample_value(
         "bridge_rpcs_total", {"method": method, "code": code}
@@ -97,7 +85,7 @@ def test_extreme_retry_after_is_capped_not_unknown(bridge, stub, rpc_lines, retr
     assert metadata_dict(error.trailing_metadata())["x-request-id"] == request_id
     retry = details_of(error)["RetryInfo"]
     assert retry.retry_delay.seconds == 24 * 3600  # errors.MAX_RETRY_DELAY_SECONDS
-    assert line_for(rpc_lines, request_id)["status"] == "RESOURCE_EXHAUSTED"
+    assert log_line_for(rpc_lines, request_id)["status"] == "RESOURCE_EXHAUSTED"
     assert rpcs_counted(bridge, method, "RESOURCE_EXHAUSTED") == before + 1
 
 
@@ -132,7 +120,7 @@ def test_bad_metadata_bytes_are_invalid_argument_naming_the_header(
     assert value.decode("latin-1") not in reply.grpc_message
     assert reply.metadata(b"x-request-id") == request_id.encode()
     assert upstream.requests() == []  # refused before any upstream call
-    assert line_for(rpc_lines, request_id)["status"] == "INVALID_ARGUMENT"
+    assert log_line_for(rpc_lines, request_id)["status"] == "INVALID_ARGUMENT"
     assert tracebacks == []
 
 
@@ -170,7 +158,7 @@ def test_undecodable_request_is_invalid_argument_with_one_warning(
     assert reply.grpc_status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert reply.metadata(b"x-request-id") == request_id.encode()
     assert "not a valid" in reply.grpc_message
-    assert line_for(rpc_lines, request_id)["status"] == "INVALID_ARGUMENT"
+    assert log_line_for(rpc_lines, request_id)["status"] == "INVALID_ARGUMENT"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     [warning] = [r for r in warnings if request_id in r.getMessage()]
     assert payload.hex() not in warning.getMessage().replace(request_id, "")
@@ -281,4 +269,4 @@ def test_a_stream_with_no_event_still_names_its_request_id(make_bridge, raw_upst
         assert list(call) == []
         assert call.code() is grpc.StatusCode.OK
         request_id = metadata_dict(call.trailing_metadata())["x-request-id"]
-    assert line_for(rpc_lines, request_id)["status"] == "OK"
+    assert log_line_for(rpc_lines, request_id)["status"] == "OK"

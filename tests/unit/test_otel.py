@@ -36,6 +36,14 @@ def test_no_telemetry_unless_a_provider_is_configured_or_on():
     assert otel.telemetry("on") is not None
 
 
+def _published(call: GenAiCall, tokens: dict[str, int]):
+    """The points a metrics-only Telemetry records for `call`, keyed as `_points` keys them."""
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("bridge")
+    otel.Telemetry(spans=False, meter=meter).publish(call, tokens)
+    return _points(reader)
+
+
 def _points(reader):
     return {
         (metric.name, tuple(sorted(point.attributes.items()))): point
@@ -55,12 +63,8 @@ CHAT = {
 
 
 def test_a_failed_call_is_recorded_with_its_error_type_and_without_empty_attributes():
-    reader = InMemoryMetricReader()
-    meter = MeterProvider(metric_readers=[reader]).get_meter("bridge")
-    telemetry = otel.Telemetry(spans=False, meter=meter)
     call = GenAiCall(CHAT, "UNAVAILABLE", 0.5, None, None, {})
-    telemetry.publish(call, {})
-    [(name, attributes)] = _points(reader)
+    [(name, attributes)] = _published(call, {})
     assert name == "gen_ai.server.request.duration"
     assert dict(attributes) == {
         "gen_ai.operation.name": "chat",
@@ -71,13 +75,12 @@ def test_a_failed_call_is_recorded_with_its_error_type_and_without_empty_attribu
 
 
 def test_a_stream_records_every_histogram_with_the_conventions_buckets():
-    reader = InMemoryMetricReader()
-    meter = MeterProvider(metric_readers=[reader]).get_meter("bridge")
     call = GenAiCall(
         {**CHAT, "gen_ai.response.model": "m/a"}, "", 2.0, 0.5, 0.1, {"input": 3, "output": 16}
     )
-    otel.Telemetry(spans=False, meter=meter).publish(call, {"input": 3, "output": 16})
-    points = {name: point for (name, _), point in _points(reader).items()}
+    points = {
+        name: point for (name, _), point in _published(call, {"input": 3, "output": 16}).items()
+    }
     assert set(points) == {m.name for m in GENAI_METRICS}
     assert points["gen_ai.server.time_per_output_token"].sum == 0.1
     for metric in GENAI_METRICS:
