@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
@@ -364,30 +365,44 @@ def test_with_a_lease_the_settlement_is_written_with_the_release() -> None:
     run(main())
 
 
-class SlowRemoteStore(MemoryStore):
-    """The in-process store acting as a remote one whose writes wait for `answer`."""
+class HookedStore(MemoryStore):
+    """The in-process store, calling `before` with the name of each operation before it."""
+
+    async def before(self, operation: str) -> None:
+        return None
+
+    async def admit(self, *args: Any) -> list[QuotaViolation] | tuple[tuple[str, int], ...]:
+        await self.before("admit")
+        return await super().admit(*args)
+
+    async def finish(self, *args: Any) -> None:
+        await self.before("finish")
+        await super().finish(*args)
+
+    async def start(self, within: float) -> None:
+        await self.before("start")
+        await super().start(within)
+
+
+class GatedRemoteStore(HookedStore):
+    """The in-process store acting as a remote one whose admissions, or writes at the end of
+    a call, wait for `answer`."""
 
     remote = True
 
-    def __init__(self) -> None:
+    def __init__(self, gated: Literal["admit", "finish"]) -> None:
         super().__init__()
+        self.gated = gated
         self.answer = asyncio.Event()
 
-    async def finish(
-        self,
-        caller_key: str,
-        buckets: tuple[tuple[str, int], ...],
-        delta: int,
-        lease: str | None,
-        now: float,
-    ) -> None:
-        await self.answer.wait()
-        await super().finish(caller_key, buckets, delta, lease, now)
+    async def before(self, operation: str) -> None:
+        if operation == self.gated:
+            await self.answer.wait()
 
 
 def test_with_a_remote_store_the_end_of_a_call_is_written_off_its_path() -> None:
     async def main() -> None:
-        store = SlowRemoteStore()
+        store = GatedRemoteStore("finish")
         quotas = Quotas(store, clock=Clock(), monotonic=Clock())
         limits = Limits(concurrent=1, tokens_per_minute=100)
         grant = await quotas.admit("a", limits, 100)
@@ -402,25 +417,9 @@ def test_with_a_remote_store_the_end_of_a_call_is_written_off_its_path() -> None
     run(main())
 
 
-class GatedStore(MemoryStore):
-    """The in-process store acting as a remote one whose admissions wait for `answer`."""
-
-    remote = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.answer = asyncio.Event()
-
-    async def admit(
-        self, caller_key: str, limits: Limits, reserve: int, lease: str | None, now: float
-    ) -> list[QuotaViolation] | tuple[tuple[str, int], ...]:
-        await self.answer.wait()
-        return await super().admit(caller_key, limits, reserve, lease, now)
-
-
 def test_a_call_cancelled_while_the_store_decides_gives_back_what_it_counted() -> None:
     async def main() -> None:
-        store = GatedStore()
+        store = GatedRemoteStore("admit")
         quotas = Quotas(store, clock=Clock(), monotonic=Clock())
         limits = Limits(concurrent=1, tokens_per_minute=100)
         admitting = asyncio.create_task(quotas.admit("a", limits, 100))
@@ -493,7 +492,7 @@ def test_the_retry_delay_is_exactly_when_the_window_frees(
 # --------------------------------------------------------------------------- #
 
 
-class FlakyStore(MemoryStore):
+class FlakyStore(HookedStore):
     """The in-process store, failing every operation while `down` is set."""
 
     def __init__(self) -> None:
@@ -501,30 +500,10 @@ class FlakyStore(MemoryStore):
         self.down = False
         self.calls = 0
 
-    def _check(self) -> None:
+    async def before(self, operation: str) -> None:
         self.calls += 1
         if self.down:
             raise StoreUnavailable("TimeoutError: ")
-
-    async def admit(
-        self, caller_key: str, limits: Limits, reserve: int, lease: str | None, now: float
-    ) -> list[QuotaViolation] | tuple[tuple[str, int], ...]:
-        self._check()
-        return await super().admit(caller_key, limits, reserve, lease, now)
-
-    async def finish(
-        self,
-        caller_key: str,
-        buckets: tuple[tuple[str, int], ...],
-        delta: int,
-        lease: str | None,
-        now: float,
-    ) -> None:
-        self._check()
-        await super().finish(caller_key, buckets, delta, lease, now)
-
-    async def start(self, within: float) -> None:
-        self._check()
 
 
 def failures(metrics: Metrics, mode: str) -> float:
