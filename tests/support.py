@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ def cancel_closes_the_upstream(call: Any, upstream: Any) -> None:
     assert call.code() is grpc.StatusCode.CANCELLED
 
 
-def log_line_for(rpc_lines: Any, request_id: str) -> dict[str, Any]:
+def log_line_for(rpc_lines: Callable[[], list[dict[str, Any]]], request_id: str) -> dict[str, Any]:
     """The one log line (from the `rpc_lines` fixture) of the call with `request_id`; it may
     follow the status by a moment."""
     for _ in range(200):
@@ -161,6 +162,84 @@ def upstream_error_info(lines: list[str], http_status: int) -> str:
     assert "domain=bridge.myrouter.example" in error_info
     assert f"http_status={http_status}" in error_info
     return error_info
+
+
+def build_example(example: Path, needs: str, missing: list[str], into: Path, **env: str) -> Path:
+    """The client a compiled example's build.sh builds into `into`, once it succeeded; a skip
+    that names what is `missing` of what it `needs` (which .ci/run installs), if anything."""
+    if missing:
+        pytest.skip(
+            f"the {example.name.capitalize()} example needs {needs} (.ci/run installs them; "
+            f"see examples/{example.name}/README.md); missing: {', '.join(missing)}"
+        )
+    result = subprocess.run(
+        ["bash", str(example / "build.sh"), str(into)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return into / "bin" / "client"
+
+
+def run_built_example(client: Path, target: str) -> subprocess.CompletedProcess[str]:
+    """Run a built example client against `target` with the caller's token, and without
+    this process's MYROUTER_/BRIDGE_ settings."""
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MYROUTER_", "BRIDGE_"))
+    }
+    return subprocess.run(
+        [str(client), "-target", target],
+        env={**environ, "MYROUTER_TOKEN": CALLER_TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_example_output(
+    result: subprocess.CompletedProcess[str], upstream: Any, language: str
+) -> None:
+    """What a compiled example client (examples/go, examples/java) prints against the session
+    bridge, and what its calls carried upstream."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+
+    assert f"unary: You said: hello from {language}" in lines
+    assert f"stream: You said: stream to {language}" in lines
+    chunks = next(line for line in lines if line.startswith("stream chunks: "))
+    assert int(chunks.split(": ")[1]) > 1  # token by token, not one message
+    # Over StreamChatCompletionBatches: the 8 chunks came in 1 to 8 messages.
+    assert chunks == "stream chunks: 8"
+    messages = next(line for line in lines if line.startswith("stream messages: "))
+    assert 1 <= int(messages.split(": ")[1]) <= 8
+    assert "usage: input 3, output 5, total 8" in lines
+    assert "models: myrouter/echo, myrouter/echo-large" in lines
+
+    # The upstream's 429 with Retry-After: 7, as the status and its google.rpc details
+    # (google.rpc.Status from the grpc-status-details-bin trailer).
+    assert "error: RESOURCE_EXHAUSTED (8): Rate limit exceeded" in lines
+    error_info = upstream_error_info(lines, 429)
+    assert "  RetryInfo: retry after 7 s" in lines
+    request_id = next(line for line in lines if line.startswith("  x-request-id: "))
+    assert f"request_id={request_id.split(': ')[1]}" in error_info  # trailer and ErrorInfo agree
+
+    # The stream's metadata reached the API: the caller's token and its own request id,
+    # which the bridge also returned in the response metadata.
+    pattern = rf"^stream x-request-id: ({language}-[0-9a-f]{{16}})$"
+    match = re.search(pattern, result.stdout, re.MULTILINE)
+    assert match, result.stdout
+    requests = upstream.requests()
+    streamed = [r for r in requests if r.body and r.body.get("stream") is True]
+    assert len(streamed) == 1
+    assert streamed[0].headers["x-request-id"] == match.group(1)
+    assert [r.body["scenario"] for r in requests if r.body and "scenario" in r.body] == [
+        {"kind": "status", "status": 429, "retry_after": "7"}
+    ]
+    assert all(r.headers["authorization"] == f"Bearer {CALLER_TOKEN}" for r in requests)
 
 
 def status_table_tokens() -> set[str]:

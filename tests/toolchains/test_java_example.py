@@ -8,7 +8,6 @@ Retry-After) whose ErrorInfo and RetryInfo it decodes from the status details.""
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -19,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from support import CALLER_TOKEN, REPO_ROOT, free_port, upstream_error_info
+from support import REPO_ROOT, assert_example_output, build_example, free_port, run_built_example
 
 # The first test pays for the build (about 20 s: javac over the generated stubs).
 pytestmark = pytest.mark.timeout(240)
 
 JAVA_EXAMPLE = REPO_ROOT / "examples" / "java"
+NEEDS = "Debian's JDK, grpc-java and protobuf packages"  # what .ci/run installs for it
 TOOLS = ("java", "javac", "jar", "protoc")
 # grpc-java's release name for the plugin, and Debian's.
 PLUGINS = ("protoc-gen-grpc-java", "grpc_java_plugin")
@@ -197,79 +197,19 @@ def _missing_prerequisites() -> list[str]:
 @pytest.fixture(scope="module")
 def java_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example's launcher, built once into a temporary directory."""
-    missing = _missing_prerequisites()
-    if missing:
-        pytest.skip(
-            "the Java example needs Debian's JDK, grpc-java and protobuf packages (.ci/run "
-            f"installs them; see examples/java/README.md); missing: {', '.join(missing)}"
-        )
     build = tmp_path_factory.mktemp("java-example")
-    result = subprocess.run(
-        ["bash", str(JAVA_EXAMPLE / "build.sh"), str(build)],
-        env={**os.environ, "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return build / "bin" / "client"
-
-
-def _run(client: Path, target: str) -> subprocess.CompletedProcess[str]:
-    environ = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MYROUTER_", "BRIDGE_"))
-    }
-    return subprocess.run(
-        [str(client), "-target", target],
-        env={**environ, "MYROUTER_TOKEN": CALLER_TOKEN},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    missing = _missing_prerequisites()
+    return build_example(JAVA_EXAMPLE, NEEDS, missing, build, PYTHON=sys.executable)
 
 
 def test_java_client_calls_unary_streaming_models_and_decodes_error_details(
     java_client, bridge, upstream
 ):
-    result = _run(java_client, bridge.target)
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-
-    assert "unary: You said: hello from java" in lines
-    assert "stream: You said: stream to java" in lines
-    chunks = next(line for line in lines if line.startswith("stream chunks: "))
-    # Over StreamChatCompletionBatches: the 8 chunks, token by token, came in 1 to 8 messages.
-    assert chunks == "stream chunks: 8"
-    messages = next(line for line in lines if line.startswith("stream messages: "))
-    assert 1 <= int(messages.split(": ")[1]) <= 8
-    assert "usage: input 3, output 5, total 8" in lines
-    assert "models: myrouter/echo, myrouter/echo-large" in lines
-
-    # The upstream's 429 with Retry-After: 7, as the status and its google.rpc details
-    # (google.rpc.Status from the grpc-status-details-bin trailer).
-    assert "error: RESOURCE_EXHAUSTED (8): Rate limit exceeded" in lines
-    error_info = upstream_error_info(lines, 429)
-    assert "  RetryInfo: retry after 7 s" in lines
-    request_id = next(line for line in lines if line.startswith("  x-request-id: "))
-    assert f"request_id={request_id.split(': ')[1]}" in error_info  # trailer and ErrorInfo agree
-
-    # The stream's metadata reached the API: the caller's token and its own request id,
-    # which the bridge also returned in the response metadata.
-    match = re.search(r"^stream x-request-id: (java-[0-9a-f]{16})$", result.stdout, re.MULTILINE)
-    assert match, result.stdout
-    requests = upstream.requests()
-    streamed = [r for r in requests if r.body and r.body.get("stream") is True]
-    assert len(streamed) == 1
-    assert streamed[0].headers["x-request-id"] == match.group(1)
-    assert [r.body["scenario"] for r in requests if r.body and "scenario" in r.body] == [
-        {"kind": "status", "status": 429, "retry_after": "7"}
-    ]
-    assert all(r.headers["authorization"] == f"Bearer {CALLER_TOKEN}" for r in requests)
+    result = run_built_example(java_client, bridge.target)
+    assert_example_output(result, upstream, "java")
 
 
 def test_java_client_reports_an_unreachable_bridge_with_its_status(java_client):
-    result = _run(java_client, f"127.0.0.1:{free_port()}")
+    result = run_built_example(java_client, f"127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert result.stderr.startswith("error: UNAVAILABLE (14):")
