@@ -13,8 +13,8 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from ._config import Retries, channel_options
 from ._errors import ChatCallError, request_id_of
-from ._policy import Deadline, lacks_the_method, retry_delay
-from ._requests import call_metadata
+from ._policy import Call, CallDefaults, lacks_the_method
+from ._requests import batches_request
 from ._results import WithRequestId
 
 __all__ = ["AsyncChatStream", "AsyncClient", "create_chat", "stream_chat"]
@@ -55,9 +55,7 @@ class AsyncClient:
         self.target = target
         self._channel = channel
         self._stub = _async_stub(channel)
-        self._token = token
-        self._deadline = deadline
-        self._retries = retries
+        self._defaults = CallDefaults(token, deadline, retries)
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.target!r})"  # never the token
@@ -87,9 +85,7 @@ class AsyncClient:
         completion, answered_id = await _unary(
             self._stub.CreateChatCompletion,
             request,
-            tuple(call_metadata(self._token, request_id)),
-            Deadline.after(self._deadline if deadline is None else deadline),
-            self._retries,
+            self._defaults.call(request_id, deadline),
         )
         return WithRequestId(completion, answered_id)
 
@@ -104,13 +100,7 @@ class AsyncClient:
         """The chunks as they arrive (``max_delay``: see `stream_chat`)."""
         return AsyncChatStream(
             lambda seen: _chunks(
-                self._stub,
-                request,
-                tuple(call_metadata(self._token, request_id)),
-                Deadline.after(self._deadline if deadline is None else deadline),
-                max_delay,
-                self._retries,
-                seen,
+                self._stub, request, self._defaults.call(request_id, deadline), max_delay, seen
             )
         )
 
@@ -122,9 +112,7 @@ class AsyncClient:
         models, _ = await _unary(
             self._stub.ListModels,
             chat_pb2.ListModelsRequest(),
-            tuple(call_metadata(self._token, request_id)),
-            Deadline.after(self._deadline if deadline is None else deadline),
-            self._retries,
+            self._defaults.call(request_id, deadline),
         )
         return models
 
@@ -212,9 +200,8 @@ async def stream_chat(
     closing the channel) cancels the call, so the bridge stops the upstream
     request and no more tokens are generated or billed.
     """
-    stub = _async_stub(channel)
-    metadata = tuple(call_metadata(token, request_id))
-    chunks = _chunks(stub, request, metadata, Deadline.after(deadline), max_delay, None, _ignore)
+    call = CallDefaults(token, deadline).call(request_id)
+    chunks = _chunks(_async_stub(channel), request, call, max_delay, _ignore)
     try:
         async for chunk in chunks:
             yield chunk
@@ -231,12 +218,9 @@ async def create_chat(
     deadline: float | None = None,
 ) -> chat_pb2.ChatCompletion:
     """The whole completion in one answer; raise ChatCallError on failure."""
-    stub = _async_stub(channel)
-    metadata = tuple(call_metadata(token, request_id))
+    call = CallDefaults(token, deadline).call(request_id)
     completion: chat_pb2.ChatCompletion
-    completion, _ = await _unary(
-        stub.CreateChatCompletion, request, metadata, Deadline.after(deadline), None
-    )
+    completion, _ = await _unary(_async_stub(channel).CreateChatCompletion, request, call)
     return completion
 
 
@@ -252,23 +236,21 @@ def _ignore(request_id: str | None) -> None:
 async def _unary(
     method: Any,
     request: Any,
-    metadata: tuple[tuple[str, str], ...],
-    deadline: Deadline,
-    retries: Retries | None,
+    call: Call,
 ) -> tuple[Any, str | None]:
     """One unary call's answer and request id, asked again while `retry_delay` says so."""
     attempt = 1
     while True:
-        call = method(request, metadata=metadata, timeout=deadline.left())
+        rpc = method(request, metadata=call.metadata, timeout=call.deadline.left())
         try:
-            answer = await call
+            answer = await rpc
         except grpc.RpcError as exc:
             error = ChatCallError.from_rpc_error(exc)
-            delay = retry_delay(retries, error, attempt, deadline)
+            delay = call.retry_delay(error, attempt)
             if delay is None:
                 raise error from exc
         else:
-            return answer, request_id_of(await call.initial_metadata())
+            return answer, request_id_of(await rpc.initial_metadata())
         await asyncio.sleep(delay)
         attempt += 1
 
@@ -276,17 +258,15 @@ async def _unary(
 async def _chunks(
     stub: chat_pb2_grpc.ChatServiceAsyncStub,
     request: chat_pb2.ChatCompletionRequest,
-    metadata: tuple[tuple[str, str], ...],
-    deadline: Deadline,
+    call: Call,
     max_delay: float,
-    retries: Retries | None,
     seen: _Seen,
 ) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
     """A stream's chunks, asked again while `retry_delay` says so and nothing was yielded."""
     attempt = 1
     while True:
         yielded = False
-        attempt_chunks = _attempt(stub, request, metadata, deadline, max_delay, seen)
+        attempt_chunks = _attempt(stub, request, call, max_delay, seen)
         try:
             async for chunk in attempt_chunks:
                 yielded = True
@@ -295,7 +275,7 @@ async def _chunks(
         except ChatCallError as error:
             if error.request_id is not None:
                 seen(error.request_id)
-            delay = None if yielded else retry_delay(retries, error, attempt, deadline)
+            delay = None if yielded else call.retry_delay(error, attempt)
             if delay is None:
                 raise
         finally:
@@ -307,34 +287,34 @@ async def _chunks(
 async def _attempt(
     stub: chat_pb2_grpc.ChatServiceAsyncStub,
     request: chat_pb2.ChatCompletionRequest,
-    metadata: tuple[tuple[str, str], ...],
-    deadline: Deadline,
+    call: Call,
     max_delay: float,
     seen: _Seen,
 ) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
     """One attempt: the batched RPC, or the per-event one when the bridge lacks it."""
-    batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
-    if max_delay > 0:
-        batches.max_delay.FromNanoseconds(round(max_delay * 1e9))
-    call = stub.StreamChatCompletionBatches(batches, metadata=metadata, timeout=deadline.left())
+    batched = stub.StreamChatCompletionBatches(
+        batches_request(request, max_delay), metadata=call.metadata, timeout=call.deadline.left()
+    )
     received = False
     try:
-        async for message in call:
+        async for message in batched:
             if not received:
                 received = True
-                seen(request_id_of(await call.initial_metadata()))
+                seen(request_id_of(await batched.initial_metadata()))
             for chunk in message.chunks:
                 yield chunk
         if not received:
-            seen(request_id_of(await call.initial_metadata()))
+            seen(request_id_of(await batched.initial_metadata()))
         return
     except grpc.RpcError as exc:
         error = ChatCallError.from_rpc_error(exc)
         if received or not lacks_the_method(error):
             raise error from exc
     finally:
-        call.cancel()  # a no-op once the call has ended
-    fallback = stub.StreamChatCompletion(request, metadata=metadata, timeout=deadline.left())
+        batched.cancel()  # a no-op once the call has ended
+    fallback = stub.StreamChatCompletion(
+        request, metadata=call.metadata, timeout=call.deadline.left()
+    )
     received = False
     try:
         async for chunk in fallback:

@@ -12,8 +12,9 @@ import grpc
 
 from ._config import Retries
 from ._errors import ChatCallError
+from ._requests import call_metadata
 
-__all__ = ["Deadline", "lacks_the_method", "retry_delay"]
+__all__ = ["Call", "CallDefaults", "Deadline", "lacks_the_method", "retry_delay"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -29,6 +30,36 @@ class Deadline:
     def left(self) -> float | None:
         """The seconds left, for the next attempt's gRPC timeout (never negative)."""
         return None if self.ends_at is None else max(self.ends_at - time.monotonic(), 0.0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """What every attempt of one call sends, the budget they share and the retry policy."""
+
+    metadata: tuple[tuple[str, str], ...]
+    deadline: Deadline
+    retries: Retries | None
+
+    def retry_delay(self, error: ChatCallError, attempt: int) -> float | None:
+        """`retry_delay` for this call."""
+        return retry_delay(self.retries, error, attempt, self.deadline)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallDefaults:
+    """A client's token, deadline (seconds) and retry policy: where each of its calls starts."""
+
+    token: str | None = dataclasses.field(repr=False)  # never the token
+    deadline: float | None = None
+    retries: Retries | None = None
+
+    def call(self, request_id: str | None = None, deadline: float | None = None) -> Call:
+        """A call starting now; ``deadline`` (seconds), if given, instead of the client's."""
+        return Call(
+            tuple(call_metadata(self.token, request_id)),
+            Deadline.after(self.deadline if deadline is None else deadline),
+            self.retries,
+        )
 
 
 def retry_delay(

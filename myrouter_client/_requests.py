@@ -16,7 +16,14 @@ from google.protobuf.message import Message
 
 from myrouter.chat.v1 import chat_pb2
 
-__all__ = ["ChatMessageLike", "ToolLike", "build_request", "call_metadata", "chat_request"]
+__all__ = [
+    "ChatMessageLike",
+    "ToolLike",
+    "batches_request",
+    "build_request",
+    "call_metadata",
+    "chat_request",
+]
 
 ChatMessageLike = tuple[str, str] | Mapping[str, Any] | chat_pb2.ChatMessage
 """One message of a conversation: ``("user", "Hi")``, ``{"role": "user", "content": "Hi"}``."""
@@ -106,6 +113,17 @@ def call_metadata(token: str | None, request_id: str | None = None) -> list[tupl
     if request_id:
         metadata.append(("x-request-id", request_id))
     return metadata
+
+
+def batches_request(
+    request: chat_pb2.ChatCompletionRequest, max_delay: float
+) -> chat_pb2.StreamChatCompletionBatchesRequest:
+    """``request`` for StreamChatCompletionBatches, whose chunks the bridge may hold up to
+    ``max_delay`` seconds (0: none) to send more with them."""
+    batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
+    if max_delay > 0:
+        batches.max_delay.FromNanoseconds(round(max_delay * 1e9))
+    return batches
 
 
 def _message(message: ChatMessageLike, where: str) -> chat_pb2.ChatMessage:

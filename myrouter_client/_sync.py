@@ -13,8 +13,8 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from ._config import Retries, channel_options
 from ._errors import ChatCallError, request_id_of
-from ._policy import Deadline, lacks_the_method, retry_delay
-from ._requests import call_metadata
+from ._policy import Call, CallDefaults, lacks_the_method
+from ._requests import batches_request
 from ._results import WithRequestId
 
 __all__ = ["ChatStream", "Client"]
@@ -54,9 +54,7 @@ class Client:
         self.target = target
         self._channel = channel
         self._stub = chat_pb2_grpc.ChatServiceStub(grpc.intercept_channel(channel, *interceptors))
-        self._token = token
-        self._deadline = deadline
-        self._retries = retries
+        self._defaults = CallDefaults(token, deadline, retries)
 
     def __repr__(self) -> str:
         return f"Client({self.target!r})"  # never the token
@@ -83,9 +81,7 @@ class Client:
         completion, answered_id = _unary(
             self._stub.CreateChatCompletion,
             request,
-            tuple(call_metadata(self._token, request_id)),
-            Deadline.after(self._deadline if deadline is None else deadline),
-            self._retries,
+            self._defaults.call(request_id, deadline),
         )
         return WithRequestId(completion, answered_id)
 
@@ -100,13 +96,7 @@ class Client:
         """The chunks as they arrive (``max_delay``: see `stream_chat`)."""
         return ChatStream(
             lambda seen: _chunks(
-                self._stub,
-                request,
-                tuple(call_metadata(self._token, request_id)),
-                Deadline.after(self._deadline if deadline is None else deadline),
-                max_delay,
-                self._retries,
-                seen,
+                self._stub, request, self._defaults.call(request_id, deadline), max_delay, seen
             )
         )
 
@@ -118,9 +108,7 @@ class Client:
         models, _ = _unary(
             self._stub.ListModels,
             chat_pb2.ListModelsRequest(),
-            tuple(call_metadata(self._token, request_id)),
-            Deadline.after(self._deadline if deadline is None else deadline),
-            self._retries,
+            self._defaults.call(request_id, deadline),
         )
         return models
 
@@ -181,22 +169,22 @@ class ChatStream:
 def _unary(
     method: Any,
     request: Any,
-    metadata: tuple[tuple[str, str], ...],
-    deadline: Deadline,
-    retries: Retries | None,
+    call: Call,
 ) -> tuple[Any, str | None]:
     """One unary call's answer and request id, asked again while `retry_delay` says so."""
     attempt = 1
     while True:
         try:
-            answer, call = method.with_call(request, metadata=metadata, timeout=deadline.left())
+            answer, rpc = method.with_call(
+                request, metadata=call.metadata, timeout=call.deadline.left()
+            )
         except grpc.RpcError as exc:
             error = ChatCallError.from_rpc_error(exc)
-            delay = retry_delay(retries, error, attempt, deadline)
+            delay = call.retry_delay(error, attempt)
             if delay is None:
                 raise error from exc
         else:
-            return answer, request_id_of(call.initial_metadata())
+            return answer, request_id_of(rpc.initial_metadata())
         time.sleep(delay)
         attempt += 1
 
@@ -204,17 +192,15 @@ def _unary(
 def _chunks(
     stub: chat_pb2_grpc.ChatServiceStub,
     request: chat_pb2.ChatCompletionRequest,
-    metadata: tuple[tuple[str, str], ...],
-    deadline: Deadline,
+    call: Call,
     max_delay: float,
-    retries: Retries | None,
     seen: _Seen,
 ) -> Generator[chat_pb2.ChatCompletionChunk, None, None]:
     """A stream's chunks, asked again while `retry_delay` says so and nothing was yielded."""
     attempt = 1
     while True:
         yielded = False
-        attempt_chunks = _attempt(stub, request, metadata, deadline, max_delay, seen)
+        attempt_chunks = _attempt(stub, request, call, max_delay, seen)
         try:
             for chunk in attempt_chunks:
                 yielded = True
@@ -223,7 +209,7 @@ def _chunks(
         except ChatCallError as error:
             if error.request_id is not None:
                 seen(error.request_id)
-            delay = None if yielded else retry_delay(retries, error, attempt, deadline)
+            delay = None if yielded else call.retry_delay(error, attempt)
             if delay is None:
                 raise
         finally:
@@ -235,33 +221,33 @@ def _chunks(
 def _attempt(
     stub: chat_pb2_grpc.ChatServiceStub,
     request: chat_pb2.ChatCompletionRequest,
-    metadata: tuple[tuple[str, str], ...],
-    deadline: Deadline,
+    call: Call,
     max_delay: float,
     seen: _Seen,
 ) -> Generator[chat_pb2.ChatCompletionChunk, None, None]:
     """One attempt: the batched RPC, or the per-event one when the bridge lacks it."""
-    batches = chat_pb2.StreamChatCompletionBatchesRequest(request=request)
-    if max_delay > 0:
-        batches.max_delay.FromNanoseconds(round(max_delay * 1e9))
-    call = stub.StreamChatCompletionBatches(batches, metadata=metadata, timeout=deadline.left())
+    batched = stub.StreamChatCompletionBatches(
+        batches_request(request, max_delay), metadata=call.metadata, timeout=call.deadline.left()
+    )
     received = False
     try:
-        for message in call:
+        for message in batched:
             if not received:
                 received = True
-                seen(request_id_of(call.initial_metadata()))
+                seen(request_id_of(batched.initial_metadata()))
             yield from message.chunks
         if not received:
-            seen(request_id_of(call.initial_metadata()))
+            seen(request_id_of(batched.initial_metadata()))
         return
     except grpc.RpcError as exc:
         error = ChatCallError.from_rpc_error(exc)
         if received or not lacks_the_method(error):
             raise error from exc
     finally:
-        call.cancel()  # a no-op once the call has ended
-    fallback = stub.StreamChatCompletion(request, metadata=metadata, timeout=deadline.left())
+        batched.cancel()  # a no-op once the call has ended
+    fallback = stub.StreamChatCompletion(
+        request, metadata=call.metadata, timeout=call.deadline.left()
+    )
     received = False
     try:
         for chunk in fallback:
