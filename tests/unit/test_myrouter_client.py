@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import grpc
 import pytest
@@ -29,7 +30,7 @@ from myrouter_client import (
     channel_options,
     chat_request,
 )
-from myrouter_client._policy import Deadline, lacks_the_method, retry_delay
+from myrouter_client._policy import CallDefaults, Deadline, lacks_the_method, retry_delay
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -216,6 +217,21 @@ def test_retry_delay_is_the_apis_ask_within_the_policy_and_the_deadline():
     assert retry_delay(policy, _rate_limited(None), 1, forever) is None  # no RetryInfo
     unavailable = ChatCallError.from_parts(grpc.StatusCode.UNAVAILABLE, "m", ())
     assert retry_delay(policy, unavailable, 1, forever) is None  # gRPC's policy retries it
+
+
+def test_a_call_takes_the_clients_defaults_unless_told_otherwise_and_never_shows_the_token():
+    defaults = CallDefaults("s3cret-token", 30.0, Retries(attempts=2))
+    assert "s3cret-token" not in repr(defaults)
+    before = time.monotonic()
+    call = defaults.call("req-1")
+    ends_at = call.deadline.ends_at
+    assert ends_at is not None and before + 30 <= ends_at <= time.monotonic() + 30
+    assert call.metadata == (("authorization", "Bearer s3cret-token"), ("x-request-id", "req-1"))
+    assert call.retries == Retries(attempts=2)
+    assert defaults.call(deadline=0.0).deadline.left() == 0.0
+    assert CallDefaults(None).call().deadline == Deadline(None)
+    assert CallDefaults(None).call().metadata == ()
+    assert call.retry_delay(_rate_limited(1), 1) == 1.0
 
 
 def test_only_grpcs_own_unimplemented_means_the_method_is_missing():
