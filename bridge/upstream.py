@@ -105,10 +105,11 @@ class UpstreamClient:
         timeout: dict[str, float],
         *,
         body: bytes | None = None,
-        accept: str,
-        accept_encoding: str,
+        accept: str = "application/json",
+        accept_encoding: str = _COMPRESSED_OK,
         attempt: int = 1,
     ) -> httpx.Request:
+        """A request for a JSON answer, which may come compressed, unless told otherwise."""
         headers = {
             **call.headers(),
             "user-agent": self._user_agent,
@@ -132,8 +133,6 @@ class UpstreamClient:
                 call,
                 self._timeout(call),
                 body=body if model == call.model else _with_model(body, model),
-                accept="application/json",
-                accept_encoding=_COMPRESSED_OK,
                 attempt=number,
             )
             return await completion(await self._send(request, call), call, self._config)
@@ -145,13 +144,7 @@ class UpstreamClient:
 
         async def attempt(model: str, number: int) -> dict[str, Any]:
             request = self._request(
-                "GET",
-                self._models_url,
-                call,
-                self._timeout(call),
-                accept="application/json",
-                accept_encoding=_COMPRESSED_OK,
-                attempt=number,
+                "GET", self._models_url, call, self._timeout(call), attempt=number
             )
             return await json_object(await self._send(request, call), self._config)
 
