@@ -207,7 +207,7 @@ def test_request_over_the_limit_is_resource_exhausted_with_one_warning(
     status = reply.status
     assert status is not None
     assert b"REQUEST_TOO_LARGE" in status.SerializeToString()
-    assert line_for(rpc_lines, request_id)["status"] == "RESOURCE_EXHAUSTED"
+    assert log_line_for(rpc_lines, request_id)["status"] == "RESOURCE_EXHAUSTED"
     [warning] = [r for r in caplog.records if request_id in r.getMessage()]
     assert warning.levelno == logging.WARNING
     assert tracebacks == []
