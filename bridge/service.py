@@ -266,6 +266,7 @@ class RpcScope:
             self.caller = caller = self._access.identify(self._context)
             self.record.caller = caller.identity
             self.record.labels = {"caller": caller.label}
+            self._access.check_allowed(caller)
             if self._undecodable is not None:
                 raise UndecodableRequest(self._undecodable.message_type)
             self._task = self._admission.admit()

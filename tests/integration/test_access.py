@@ -133,7 +133,10 @@ class Contract:
         else:
             _, error, call = read_stream(self.stub, request, metadata, timeout=15)
         code = grpc.StatusCode.OK if error is None else error.code()
-        assert metadata_dict(call.trailing_metadata())["x-request-id"] == request_id
+        sent = metadata_dict(call.trailing_metadata())
+        if error is None:  # an answer carries it from the start
+            sent.update(metadata_dict(call.initial_metadata()))
+        assert sent["x-request-id"] == request_id
         line = log_line(self.rpc_lines, request_id)
         assert line["status"] == code.name
         assert line.get("caller") == identity
@@ -454,7 +457,7 @@ def test_two_replicas_share_a_callers_limits_and_settle_streamed_usage(
             chunks, error, _ = replica.stream("team-a", f"share-{n}")
             assert error is None, error
             assert chunks[-1].HasField("usage") and not chunks[-1].choices  # the usage chunk
-            used = chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
+            used = chunks[-1].usage.total_tokens
             assert 0 < used < RESERVE
             deadline = time.monotonic() + 30
             while _tokens_counted(client, "team-a") > (n + 1) * used:  # settled
