@@ -145,8 +145,11 @@ class Access:
         stream under a token limit it gains ``stream_options.include_usage``.
         """
         rule = caller.rule
+        limits = rule.limits
         tokens = 0
-        if body is not None:
+        if body is None:  # no tokens to count, nor to be refused for (an overdrawn window)
+            limits = dataclasses.replace(limits, tokens_per_minute=None, tokens_per_day=None)
+        else:
             model = body.get("model")
             if isinstance(model, str) and not model_allowed(rule, model):
                 raise CallerNotAllowed(
@@ -158,7 +161,7 @@ class Access:
                 tokens = self._reservation(body)
                 if stream:
                     _ask_for_usage(body)
-        return await self._quotas.admit(caller.identity, rule.limits, tokens)
+        return await self._quotas.admit(caller.identity, limits, tokens)
 
     def _reservation(self, body: Mapping[str, Any]) -> int:
         """The tokens a call reserves: its own cap, else the configured estimate."""

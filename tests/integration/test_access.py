@@ -30,7 +30,7 @@ from cryptography import x509
 
 from bridge.callers import ANONYMOUS, parse_identity_sources
 from bridge.policy import OTHER_LABEL
-from myrouter.chat.v1 import chat_pb2_grpc
+from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from support import (
     CA,
     CALLER_METADATA,
@@ -550,3 +550,56 @@ def test_redis_killed_and_back_with_real_replicas(
     finally:
         open_.channel.close()
         closed.channel.close()
+
+
+# ListModels: requests and concurrency, never tokens
+
+MODELS_POLICY = """\
+callers:
+  - id: "spender"
+    service_key: true
+    limits: {tokens_per_minute: 50}
+  - id: "lister"
+    service_key: true
+    limits: {requests_per_minute: 2}
+default:
+  service_key: true
+"""
+
+
+def test_list_models_counts_requests_but_no_tokens(make_bridge, tmp_path, rpc_lines):
+    path = tmp_path / "policy.yaml"
+    path.write_text(MODELS_POLICY)
+    bridge = make_bridge(
+        caller_identity=parse_identity_sources("header:x-caller-id"), policy_file=path
+    )
+    channel, stub = stub_for(bridge.target)
+    with channel:
+        spender = (("x-caller-id", "spender"),)
+        long_prompt = " ".join(["word"] * 80)  # its usage settles the window past 50
+        deadline = time.monotonic() + 30
+        while True:  # until the settled usage has put the window over its limit
+            try:
+                stub.CreateChatCompletion(
+                    chat_request(long_prompt, max_tokens=5), metadata=spender, timeout=15
+                )
+            except grpc.RpcError as exc:
+                assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert reason_of(exc) == "CALLER_QUOTA_EXCEEDED"
+                break
+            assert time.monotonic() < deadline, "the usage never settled"
+            time.sleep(0.05)
+        stub.ListModels(chat_pb2.ListModelsRequest(), metadata=spender, timeout=15)
+
+        contract = Contract(bridge, stub, rpc_lines)
+        lister = (("x-caller-id", "lister"),)
+        for _ in range(2):
+            stub.ListModels(chat_pb2.ListModelsRequest(), metadata=lister, timeout=15)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListModels(chat_pb2.ListModelsRequest(), metadata=lister, timeout=15)
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details_of(caught.value)["QuotaFailure"].violations[0].quota_id == (
+            "requests_per_minute"
+        )
+        error = contract.call(chat_request(), lister, label="lister", identity="lister")
+        assert error is not None and reason_of(error) == "CALLER_QUOTA_EXCEEDED"
