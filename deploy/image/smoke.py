@@ -3,20 +3,23 @@
 `podman run` needs cgroups that sandboxes (like this project's machines) do
 not give, so the container is assembled by hand, as close to the kubelet's as
 a chroot gets: new mount and PID namespaces (`unshare`), so the entrypoint is
-PID 1 as in a container; the image's layers (`podman image mount`) bound
-read-only as the root; a fresh `/proc`, `/dev` and `/dev/shm` bound from the
-host, a tmpfs on `/tmp` (the manifest's emptyDir, the one writable path), the
-manifest's ConfigMap volumes (the caller policy) written out from
-deploy/kubernetes and bound read-only where it mounts them; the image's user (`chroot --userspec`) and environment (`env -i` plus the image's
-`Env` and the manifest's); the image's ENTRYPOINT with the manifest's args.
-The mounts vanish with the namespaces, which end with their PID 1; every exit
-path kills the processes started here.
+PID 1 as in a container; the image's layers (`podman image mount`) as the
+root, under an overlay whose upper layer is a tmpfs (where the volumes' mount
+points are made, as a runtime makes them), then read-only; a fresh `/proc`,
+`/dev` and `/dev/shm` bound from the host, a tmpfs on `/tmp` (the manifest's
+emptyDir, the one writable path); the manifest's ConfigMap volumes (the caller
+policy that `--policy-file` names) written out from deploy/kubernetes and bound
+read-only where it mounts them; the image's user (`chroot --userspec`) and
+environment (`env -i` plus the image's `Env` and the manifest's); the image's
+ENTRYPOINT with the manifest's args. The mounts vanish with the namespaces,
+which end with their PID 1; every exit path kills the processes started here.
 
 What it proves, against the embedded upstream on the host over loopback:
 
 1. inside the image, with its own Python: the user is 10001, the root is
-   read-only, /tmp is writable, and no compiler, pip, pytest, grpcio-tools
-   or embedded upstream is there;
+   read-only, /tmp is writable, the ConfigMaps' files are readable and
+   read-only, and no compiler, pip, pytest, grpcio-tools or embedded upstream
+   is there;
 2. the bridge (supervisor and `--workers` processes, as in the manifest)
    reports health SERVING, relays a unary call and a stream, and serves
    /metrics;
@@ -84,6 +87,14 @@ for tool in ("cc", "gcc", "c++", "clang", "make", "git"):
 import bridge.cli, grpc, uvloop  # what serve needs is there
 print("image contents: user 10001, read-only root, writable /tmp, runtime dependencies only"
       + (" (and the embedded upstream, as asked)" if wanted else ""))
+for path in sys.argv[3:]:  # the ConfigMaps' files: readable by the user, never writable
+    assert open(path).read().strip(), path + " is empty"
+    try:
+        open(path, "a").close()
+    except OSError:
+        print("volume: " + path + " mounted read-only from the manifest's ConfigMap")
+    else:
+        raise AssertionError(path + " is writable")
 """
 
 
@@ -178,8 +189,14 @@ class Container:
         command = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork"]
         command += ["--kill-child", "sh", "-c", _MOUNTS, "sh"]
         process = subprocess.Popen(
-            [*command, str(self._layers), str(self._root), str(self._scratch), self._volumes]
-            + chroot,
+            [
+                *command,
+                str(self._layers),
+                str(self._root),
+                str(self._scratch),
+                self._volumes,
+                *chroot,
+            ],
             text=True,
             **kwargs,
         )
@@ -305,10 +322,11 @@ def manifest_env(container: dict[str, Any]) -> list[str]:
     return [*env, "MYROUTER_API_KEY=image-test-service-key"]
 
 
-def check_contents(container: Container, with_upstream: bool) -> None:
+def check_contents(container: Container, with_upstream: bool, files: Sequence[str]) -> None:
+    """The probe in the image; `files` are the volumes' files, as the container sees them."""
     wanted = "with-upstream" if with_upstream else "without-upstream"
     probe = container.start(
-        ["/opt/bridge/bin/python", "-", UPSTREAM_MODULE, wanted],
+        ["/opt/bridge/bin/python", "-", UPSTREAM_MODULE, wanted, *files],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -426,9 +444,11 @@ def smoke(image: str, work: Path, *, with_upstream: bool) -> None:
     root.mkdir()
     log_path = work / "bridge.log"
     with mounted(image) as layers:
-        container = Container(layers, root, config, manifest_volumes(container_spec, work))
+        volumes = manifest_volumes(container_spec, work)
+        files = [f"{target}/{f.name}" for source, target in volumes for f in source.iterdir()]
+        container = Container(layers, root, config, volumes)
         try:
-            check_contents(container, with_upstream)
+            check_contents(container, with_upstream, files)
             with embedded_upstream() as upstream_url, log_path.open("w") as log:
                 bridge = container.start(
                     [*config.entrypoint, *args, f"--upstream-url={upstream_url}"],
