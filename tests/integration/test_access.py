@@ -567,6 +567,14 @@ default:
 """
 
 
+def _unary_error(stub: Any, request: Any, metadata: Any) -> grpc.RpcError | None:
+    try:
+        stub.CreateChatCompletion(request, metadata=metadata, timeout=15)
+    except grpc.RpcError as exc:
+        return exc
+    return None
+
+
 def test_list_models_counts_requests_but_no_tokens(make_bridge, tmp_path, rpc_lines):
     path = tmp_path / "policy.yaml"
     path.write_text(MODELS_POLICY)
@@ -579,16 +587,13 @@ def test_list_models_counts_requests_but_no_tokens(make_bridge, tmp_path, rpc_li
         long_prompt = " ".join(["word"] * 80)  # its usage settles the window past 50
         deadline = time.monotonic() + 30
         while True:  # until the settled usage has put the window over its limit
-            try:
-                stub.CreateChatCompletion(
-                    chat_request(long_prompt, max_tokens=5), metadata=spender, timeout=15
-                )
-            except grpc.RpcError as exc:
-                assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert reason_of(exc) == "CALLER_QUOTA_EXCEEDED"
+            error = _unary_error(stub, chat_request(long_prompt, max_tokens=5), spender)
+            if error is not None:
                 break
             assert time.monotonic() < deadline, "the usage never settled"
             time.sleep(0.05)
+        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert reason_of(error) == "CALLER_QUOTA_EXCEEDED"
         stub.ListModels(chat_pb2.ListModelsRequest(), metadata=spender, timeout=15)
 
         contract = Contract(bridge, stub, rpc_lines)
