@@ -200,7 +200,7 @@ async def serve(config: BridgeConfig, prefetch: Sequence[dict[str, Any]] = ()) -
         await upstream.aclose()
         raise
     server = grpc_server(config)
-    add_chat_service(service, server)
+    add_chat_service(service, server, max_request_bytes=config.max_request_bytes)
     port = server.add_insecure_port(config.listen.text)
     await server.start()
     print(f"floor listening on {config.listen.with_port(port).text}", flush=True)

@@ -199,7 +199,9 @@ class Breaker:
 
 class Breakers:
     """The breakers of all models, one made at a model's first retryable failure (up to
-    `MAX_BREAKERS`): a model that never failed costs one dictionary look-up per call."""
+    `MAX_BREAKERS`): a model that never failed costs one dictionary look-up per call.
+    A new breaker reports its closed state to `on_change`, so the state gauge has the
+    model's series (0) before it ever opens: a dashboard and an alert see it exist."""
 
     __slots__ = ("_breakers", "_clock", "_on_change", "settings")
 
@@ -227,6 +229,8 @@ class Breakers:
             breaker = self._breakers[model] = Breaker(
                 model, self.settings, self._clock, self._on_change
             )
+            if self._on_change is not None:
+                self._on_change(model, CLOSED)
         return breaker
 
     def states(self) -> dict[str, str]:

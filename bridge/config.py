@@ -599,8 +599,9 @@ class BridgeConfig:
             group="Limits",
             parse=_integer,
             check=_at_least(1024),
-            help="largest gRPC request message accepted (grpc.max_receive_message_length); "
-            "a bigger one fails RESOURCE_EXHAUSTED",
+            help="largest gRPC request message accepted; a bigger one fails RESOURCE_EXHAUSTED "
+            "(REQUEST_TOO_LARGE, naming this setting, with the request id), or grpc's bare "
+            "RESOURCE_EXHAUSTED when over this plus min(this, 4 MiB), grpc's receive limit",
         ),
     )
     max_messages: int = _setting(

@@ -3,6 +3,7 @@
     BridgeError                      anything the bridge reports to a caller
     ├── InvalidRequest               caller must fix the request      INVALID_ARGUMENT
     ├── UndecodableRequest           request bytes do not decode      INVALID_ARGUMENT
+    ├── RequestTooLarge              request over --max-request-bytes RESOURCE_EXHAUSTED
     ├── MissingCredentials           caller must authenticate         UNAUTHENTICATED
     ├── InvalidCallerIdentity        the caller's identity is malformed UNAUTHENTICATED
     ├── CallerNotAllowed             the policy refuses the caller    PERMISSION_DENIED
@@ -57,6 +58,7 @@ __all__ = [
     "MissingCredentials",
     "QuotaExceeded",
     "QuotaViolation",
+    "RequestTooLarge",
     "ServiceKeyRejected",
     "ShuttingDown",
     "UndecodableRequest",
@@ -245,6 +247,32 @@ class UndecodableRequest(BridgeError):
 
     def __init__(self, message_type: str) -> None:
         super().__init__(f"the request is not a valid {message_type} (it does not decode)")
+
+
+class RequestTooLarge(BridgeError):
+    """The request message is bigger than ``--max-request-bytes``; nothing was decoded.
+
+    RESOURCE_EXHAUSTED, as grpc itself answers a message over its receive limit
+    (and still does beyond the margin the bridge lets it read, see
+    `server_options.grpc_receive_limit`): one condition, one code, however far
+    over. Not INVALID_ARGUMENT although the caller must act (send less, or have
+    the operator raise the setting): no RetryInfo, and RESOURCE_EXHAUSTED is not
+    a code a mesh retries by default. The message names the setting, since
+    either side may be the one to change. WARNING: an operator may need to.
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "REQUEST_TOO_LARGE"
+    log_level = logging.WARNING
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the request message is {size} bytes, over the bridge's limit of {limit} "
+            "(--max-request-bytes, BRIDGE_MAX_REQUEST_BYTES)",
+            metadata={"size_bytes": str(size), "limit_bytes": str(limit)},
+        )
+        self.size = size
+        self.limit = limit
 
 
 class MissingCredentials(BridgeError):

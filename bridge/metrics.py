@@ -66,7 +66,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from myrouter.chat.v1 import chat_pb2
 
-from .config import ListenAddress
+from .config import LIMITS_FAILURE_MODES, ListenAddress
 
 __all__ = [
     "BREAKER_STATES",
@@ -359,6 +359,12 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[object, ...], Any] = {}
+        # At 0 from the start, so the first failure is an increase the alerts see
+        # (a series that appears at 1 has no increase for Prometheus).
+        for result in ("ok", "error"):
+            self._child(self.policy_reloads, result)
+        for mode in LIMITS_FAILURE_MODES:
+            self._child(self.limits_store_failures, mode)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """The labelled child, cached: `labels()` takes a lock, a dict lookup does not."""

@@ -107,7 +107,7 @@ class BridgeServer:
         self.metrics.admission(self.config.max_concurrent_rpcs)
         observer = Observer(self.metrics, otel.telemetry(self.config.opentelemetry))
         service = ChatService(self.config, self._upstream, self._admission, observer, access)
-        add_chat_service(service, server)
+        add_chat_service(service, server, max_request_bytes=self.config.max_request_bytes)
         self.health.add_to_server(server)
         if self.config.reflection:
             reflection.enable_server_reflection(
@@ -198,10 +198,13 @@ _HANDLER_KINDS: Mapping[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]]
 """(client streaming, server streaming) -> grpc's handler constructor."""
 
 
-def add_chat_service(servicer: chat_pb2_grpc.ChatServiceServicer, server: grpc.aio.Server) -> None:
+def add_chat_service(
+    servicer: chat_pb2_grpc.ChatServiceServicer, server: grpc.aio.Server, *, max_request_bytes: int
+) -> None:
     """Register ChatService as the generated ``add_ChatServiceServicer_to_server`` would,
     but with every request decoded by `request_decoder`, so bytes that are not a valid
-    request become INVALID_ARGUMENT through the servicer's own error path.
+    request become INVALID_ARGUMENT, and more than `max_request_bytes` of them
+    RESOURCE_EXHAUSTED, through the servicer's own error path.
 
     Built from the contract's service descriptor: an RPC added to the contract
     (and its servicer method) is registered with no change here. Public so that
@@ -214,7 +217,7 @@ def add_chat_service(servicer: chat_pb2_grpc.ChatServiceServicer, server: grpc.a
         handler = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = handler(
             getattr(servicer, method.name),
-            request_deserializer=request_decoder(request_type),
+            request_deserializer=request_decoder(request_type, max_bytes=max_request_bytes),
             response_serializer=response_type.SerializeToString,
         )
     server.add_generic_rpc_handlers(

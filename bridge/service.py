@@ -36,6 +36,7 @@ from .admission import Admission
 from .config import BridgeConfig
 from .errors import (
     BridgeError,
+    RequestTooLarge,
     UndecodableRequest,
     UpstreamReportedError,
     to_status,
@@ -268,9 +269,9 @@ class RpcScope:
             self.record.labels = {"caller": caller.label}
             self._access.check_allowed(caller)
             if self._undecodable is not None:
-                raise UndecodableRequest(self._undecodable.message_type)
+                raise self._undecodable.refusal()
             self._task = self._admission.admit()
-        except BridgeError as refused:  # no identity, undecodable, over the cap, draining
+        except BridgeError as refused:  # no identity, bad or big request, over the cap, draining
             await self.__aexit__(type(refused), refused, refused.__traceback__)
         return self
 
@@ -341,8 +342,8 @@ class Undecodable:
     grpc.aio answers a deserializer that raises with UNKNOWN ("Unexpected
     DecodeError") and an ERROR traceback, outside any handler, so nothing of
     ours would see the call. Returned instead, it reaches the handler, whose
-    `RpcScope` refuses it before any field is read: INVALID_ARGUMENT through
-    the one error path, with its request id, log line and metrics.
+    `RpcScope` refuses it (`refusal`) before any field is read: INVALID_ARGUMENT
+    through the one error path, with its request id, log line and metrics.
     """
 
     __slots__ = ("message_type",)
@@ -350,14 +351,39 @@ class Undecodable:
     def __init__(self, message_type: str) -> None:
         self.message_type = message_type
 
+    def refusal(self) -> BridgeError:
+        """The error the scope raises in place of the call."""
+        return UndecodableRequest(self.message_type)
 
-def request_decoder(message_type: type[_M]) -> Callable[[bytes], _M | Undecodable]:
+
+class TooLarge(Undecodable):
+    """What `request_decoder` hands a handler for a request over ``--max-request-bytes``
+    (which grpc, reading up to `server_options.grpc_receive_limit`, let through): left
+    unparsed, and refused on entry like any `Undecodable`, as RESOURCE_EXHAUSTED."""
+
+    __slots__ = ("limit", "size")
+
+    def __init__(self, message_type: str, size: int, limit: int) -> None:
+        super().__init__(message_type)
+        self.size = size
+        self.limit = limit
+
+    def refusal(self) -> BridgeError:
+        return RequestTooLarge(self.size, self.limit)
+
+
+def request_decoder(
+    message_type: type[_M], *, max_bytes: int
+) -> Callable[[bytes], _M | Undecodable]:
     """The request deserializer of an RPC taking `message_type`: its FromString, once per
-    request (nothing per stream message), or an `Undecodable` when the bytes do not parse."""
+    request (nothing per stream message), or an `Undecodable` when the bytes do not parse,
+    a `TooLarge` (not parsed at all) when there are more than `max_bytes` of them."""
     parse = message_type.FromString
     name = message_type.DESCRIPTOR.full_name
 
     def decode(data: bytes) -> _M | Undecodable:
+        if len(data) > max_bytes:
+            return TooLarge(name, len(data), max_bytes)
         try:
             return parse(data)
         except Exception:  # DecodeError, or a recursion limit: the caller's bytes either way
@@ -510,6 +536,7 @@ __all__ = [
     "REQUEST_ID_KEY",
     "ChatService",
     "RpcScope",
+    "TooLarge",
     "Undecodable",
     "request_body",
     "request_decoder",

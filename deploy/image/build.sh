@@ -110,10 +110,13 @@ wheels=build/image/wheels
 # needs the client's (myrouter-client, the stubs); the embedded upstream's is built too
 # and installed only when asked for (IMAGE_EMBEDDED_UPSTREAM=true).
 rm -rf "$wheels" build/lib clients/python/build upstream/build
-# async-timeout: redis needs it below Python 3.11.3, which the host's 3.11 may be above
-# and Debian bookworm's (3.11.2) is not; the image installs it only where it is needed.
 "$python" -m pip wheel --quiet --no-build-isolation --wheel-dir "$wheels" \
-    ./clients/python ./upstream . "async-timeout>=4.0.3"
+    ./clients/python ./upstream .
+# Dependencies behind an environment marker that the build's Python skips but the
+# base's may need: redis needs async-timeout before Python 3.11.3, and Debian
+# bookworm's python3 is 3.11.2. pip resolves markers for the interpreter running it,
+# so these are fetched by name (pure-Python wheels).
+"$python" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "async-timeout>=4.0.3,<6"
 python_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 build=("$engine" build)

@@ -7,6 +7,7 @@ that the same bridge then serves an ordinary call.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -14,7 +15,14 @@ import grpc
 import pytest
 
 from myrouter.chat.v1 import chat_pb2
-from support import CALLER_METADATA, chat_request, details_of, stub_for, with_scenario
+from support import (
+    CALLER_METADATA,
+    chat_request,
+    details_of,
+    metadata_dict,
+    stub_for,
+    with_scenario,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,20 +76,104 @@ def test_calls_over_max_concurrent_rpcs_fail_at_once_without_queueing(make_bridg
         stalled[1].cancel()
 
 
-def test_request_over_max_request_bytes_is_refused(make_bridge, upstream):
-    bridge = make_bridge(max_request_bytes=64 * 1024)
+SMALL_REQUESTS = 64 * 1024
+"""The request limit of `small_requests`; grpc's own receive limit is then twice it."""
+
+
+@pytest.fixture(scope="module")
+def small_requests(make_bridge):
+    bridge = make_bridge(max_request_bytes=SMALL_REQUESTS)
     channel, stub = stub_for(bridge.target)
     with channel:
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.CreateChatCompletion(chat_request("x" * 100_000), metadata=CALLER_METADATA)
-        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        # grpc's own words, before any handler (docs/operations.md): the limit is the setting
-        assert re.fullmatch(
-            r"SERVER: Received message larger than max \(\d+ vs\. 65536\)", caught.value.details()
-        ), caught.value.details()
-        assert upstream.requests() == []
-        completion = stub.CreateChatCompletion(chat_request("y" * 1000), metadata=CALLER_METADATA)
-        assert completion.choices[0].message.content == "You said: " + "y" * 1000
+        yield bridge, stub
+
+
+def request_of_size(size: int) -> chat_pb2.ChatCompletionRequest:
+    """A chat request whose serialized message is exactly `size` bytes."""
+    request = chat_request("")
+    request.messages[0].content = "x" * (size - request.ByteSize())
+    while request.ByteSize() > size:  # the content's length prefix grew by a byte or two
+        request.messages[0].content = request.messages[0].content[:-1]
+    assert request.ByteSize() == size
+    return request
+
+
+def _counted(bridge, method: str, code: str) -> float:
+    value = bridge.server.metrics.registry.get_sample_value(
+        "bridge_rpcs_total", {"method": method, "code": code}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
+def test_request_just_over_max_request_bytes_is_the_bridges_refusal(
+    small_requests, upstream, rpc_lines, caplog, rpc
+):
+    bridge, stub = small_requests
+    method = "CreateChatCompletion" if rpc == "unary" else "StreamChatCompletion"
+    request_id = f"too-large-{rpc}"
+    metadata = (*CALLER_METADATA, ("x-request-id", request_id))
+    before = _counted(bridge, method, "RESOURCE_EXHAUSTED")
+    with caplog.at_level(logging.INFO), pytest.raises(grpc.RpcError) as caught:
+        if rpc == "unary":
+            stub.CreateChatCompletion(request_of_size(SMALL_REQUESTS + 1), metadata=metadata)
+        else:
+            list(stub.StreamChatCompletion(request_of_size(SMALL_REQUESTS + 1), metadata=metadata))
+    error = caught.value
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "(--max-request-bytes, BRIDGE_MAX_REQUEST_BYTES)" in error.details()
+    assert f"{SMALL_REQUESTS + 1} bytes" in error.details()
+    info = details_of(error)["ErrorInfo"]
+    assert info.reason == "REQUEST_TOO_LARGE"
+    assert dict(info.metadata) == {
+        "size_bytes": str(SMALL_REQUESTS + 1),
+        "limit_bytes": str(SMALL_REQUESTS),
+        "request_id": request_id,
+    }
+    assert metadata_dict(error.trailing_metadata())["x-request-id"] == request_id
+    [warning] = [r for r in caplog.records if request_id in r.getMessage()]
+    assert warning.levelno == logging.WARNING and "x" * 100 not in warning.getMessage()
+    for _ in range(200):  # the log line and the count follow the status by a moment
+        lines = [line for line in rpc_lines() if line.get("request_id") == request_id]
+        if lines and _counted(bridge, method, "RESOURCE_EXHAUSTED") == before + 1:
+            break
+        time.sleep(0.01)
+    [line] = lines
+    assert line["status"] == "RESOURCE_EXHAUSTED"
+    assert _counted(bridge, method, "RESOURCE_EXHAUSTED") == before + 1
+    assert upstream.requests() == []
+
+
+def test_request_at_max_request_bytes_is_served(small_requests, upstream):
+    _, stub = small_requests
+    request = request_of_size(SMALL_REQUESTS)
+    completion = stub.CreateChatCompletion(request, metadata=CALLER_METADATA)
+    assert completion.choices[0].message.content == "You said: " + request.messages[0].content
+
+
+def test_request_up_to_grpcs_raised_limit_is_still_the_bridges_refusal(small_requests, upstream):
+    _, stub = small_requests
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreateChatCompletion(request_of_size(2 * SMALL_REQUESTS), metadata=CALLER_METADATA)
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details_of(caught.value)["ErrorInfo"].reason == "REQUEST_TOO_LARGE"
+    assert upstream.requests() == []
+
+
+def test_request_beyond_grpcs_raised_limit_gets_grpcs_own_refusal(small_requests, upstream):
+    _, stub = small_requests
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreateChatCompletion(request_of_size(2 * SMALL_REQUESTS + 1), metadata=CALLER_METADATA)
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    # grpc's own words, before any handler (docs/status-codes.md): its limit is the raised one
+    assert re.fullmatch(
+        rf"SERVER: Received message larger than max \(\d+ vs\. {2 * SMALL_REQUESTS}\)",
+        caught.value.details(),
+    ), caught.value.details()
+    assert "ErrorInfo" not in details_of(caught.value)
+    assert upstream.requests() == []
+    completion = stub.CreateChatCompletion(chat_request("y" * 1000), metadata=CALLER_METADATA)
+    assert completion.choices[0].message.content == "You said: " + "y" * 1000
 
 
 def test_request_over_max_messages_is_invalid(make_bridge, upstream):

@@ -189,6 +189,48 @@ def test_undecodable_request_counts_in_the_metrics(bridge):
     assert rpcs_counted(bridge, "CreateChatCompletion", "INVALID_ARGUMENT") == before + 1
 
 
+# 4. a request over --max-request-bytes, below grpc's raised receive limit
+
+SMALL_REQUESTS = 1024
+
+
+@pytest.fixture(scope="module")
+def small_requests(make_bridge) -> Any:
+    return make_bridge(max_request_bytes=SMALL_REQUESTS)
+
+
+@pytest.mark.parametrize("method", ["CreateChatCompletion", "StreamChatCompletion", "ListModels"])
+def test_request_over_the_limit_is_resource_exhausted_with_one_warning(
+    small_requests, upstream, rpc_lines, tracebacks, caplog, method
+):
+    """Bytes that would not even decode: too large is told first, and they are never parsed."""
+    request_id = f"too-large-{method}"
+    before = rpcs_counted(small_requests, method, "RESOURCE_EXHAUSTED")
+    with caplog.at_level(logging.INFO):
+        reply = raw_grpc.call(
+            small_requests.target,
+            method,
+            b"\xff" * (SMALL_REQUESTS + 1),
+            [(b"x-request-id", request_id.encode())],
+        )
+    assert reply.grpc_status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert reply.metadata(b"x-request-id") == request_id.encode()
+    assert "--max-request-bytes" in reply.grpc_message
+    status = reply.status
+    assert status is not None
+    assert b"REQUEST_TOO_LARGE" in status.SerializeToString()
+    assert line_for(rpc_lines, request_id)["status"] == "RESOURCE_EXHAUSTED"
+    [warning] = [r for r in caplog.records if request_id in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert tracebacks == []
+    assert upstream.requests() == []
+    for _ in range(200):
+        if rpcs_counted(small_requests, method, "RESOURCE_EXHAUSTED") == before + 1:
+            break
+        threading.Event().wait(0.01)
+    assert rpcs_counted(small_requests, method, "RESOURCE_EXHAUSTED") == before + 1
+
+
 # Also: statuses the table did not cover, and `extra` below the top level
 
 

@@ -6,8 +6,11 @@ alert fires, then resolves). Then a Prometheus of our own (its config, storage a
 port, in a temporary directory; never a system service) scrapes a bridge under a
 little load, and every dashboard query and every alert expression is evaluated
 through its HTTP API: each must return series, so no panel or alert reads a metric
-the bridge does not publish. Without the `prometheus` package (which brings promtool)
-these tests skip; CI installs it (.ci/run), and REQUIRE_ALL turns a skip into a failure.
+the bridge does not publish. That bridge runs with retries, a breaker, a policy file
+(with a fallback and a caller limit) that is broken once and mended while it serves,
+and a limits Redis that is down, so the resilience and caller series exist too.
+Without the `prometheus` package (which brings promtool) these tests skip; CI
+installs it (.ci/run), and REQUIRE_ALL turns a skip into a failure.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,7 @@ import httpx
 import pytest
 import yaml
 
-from bridge.config import ListenAddress
+from bridge.config import ListenAddress, Secret
 from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 from support import CALLER_METADATA, chat_request, with_scenario
 
@@ -104,6 +108,11 @@ def test_the_dashboard_has_the_panels_the_operators_asked_for():
         "Tokens by model",
         "Upstream errors by reason",
         "Retries and circuit breaker",
+        "Upstream retries by reason",
+        "Fallbacks by reason",
+        "Breaker state by model",
+        "Calls by caller and status",
+        "Tokens by caller",
     } <= titles
     assert len(dashboard_queries()) >= 10
 
@@ -118,6 +127,9 @@ def test_every_alert_is_a_query_against_a_threshold_with_a_runbook():
         "MyRouterBridgeNearAdmissionCap",
         "MyRouterBridgeUpstreamRateLimited",
         "MyRouterBridgeDown",
+        "MyRouterBridgePolicyReloadFailing",
+        "MyRouterBridgeUpstreamCircuitOpen",
+        "MyRouterBridgeLimitsStoreFailing",
     }
     for alert in alerts:
         assert THRESHOLD.match(alert["expr"].strip()), alert["alert"]
@@ -199,8 +211,9 @@ class Prometheus:
 
     def wait(self, condition: Any, what: str, seconds: float = 45) -> Any:
         """Poll `condition()` until it returns something true; fail naming `what`."""
-        deadline = threading.Event()
-        for _ in range(int(seconds / 0.25)):
+        pause = threading.Event()
+        deadline = time.monotonic() + seconds  # the queries' own time counts too
+        while time.monotonic() < deadline:
             assert self._process.poll() is None, self._logfile.read_text()[-3000:]
             try:
                 result = condition()
@@ -208,7 +221,7 @@ class Prometheus:
                 result = None
             if result:
                 return result
-            deadline.wait(0.25)
+            pause.wait(0.25)
         pytest.fail(f"Prometheus: no {what} within {seconds} s")
 
     def api(self, path: str, **params: str) -> Any:
@@ -231,8 +244,31 @@ class Prometheus:
         self._log.close()
 
 
+POLICY = """\
+default:
+  service_key: true
+  limits: {requests_per_minute: 100000}
+fallbacks:
+  myrouter/echo: [myrouter/echo-large]
+"""
+"""The test bridge's caller policy: a limit, so each call asks the (down) limits store;
+a fallback, so a failing myrouter/echo is counted moving on."""
+
+RESILIENCE: dict[str, Any] = {
+    "retry_attempts": 3,
+    "retry_backoff": 0.01,
+    "retry_budget_floor": 1000,
+    "breaker_failures": 1000,
+    "breaker_failure_rate": 0.0,
+}
+"""Retries on (the shared bridges have them off), never short of budget; breakers on,
+so a model's gauge exists from its first failure, but never opened by the load (an
+open one would fail the next pass's answers: its alert is promtool's to fire)."""
+
+
 def _load(stub: chat_pb2_grpc.ChatServiceStub) -> None:
-    """A few calls of each kind: unary, streams, ListModels, and failing ones."""
+    """A few calls of each kind: unary, streams, ListModels, and failing ones; one
+    answered after a retried 503, one by the fallback of a primary that is down."""
     for n in (2, 4):
         stub.CreateChatCompletion(chat_request(), metadata=CALLER_METADATA, timeout=10)
         list(
@@ -241,6 +277,14 @@ def _load(stub: chat_pb2_grpc.ChatServiceStub) -> None:
             )
         )
     stub.ListModels(chat_pb2.ListModelsRequest(), metadata=CALLER_METADATA, timeout=10)
+    for scenario in (
+        {"kind": "status", "status": 503, "times": 1},  # the bridge's request id: one per call
+        {"kind": "status", "status": 503, "models": ["myrouter/echo"]},
+    ):
+        answer = stub.CreateChatCompletion(
+            with_scenario(chat_request(), **scenario), metadata=CALLER_METADATA, timeout=10
+        )
+        assert answer.choices[0].message.content
     failing: list[tuple[str, dict[str, Any]]] = [
         ("CreateChatCompletion", {"kind": "status", "status": 503}),
         ("CreateChatCompletion", {"kind": "status", "status": 429}),
@@ -255,10 +299,36 @@ def _load(stub: chat_pb2_grpc.ChatServiceStub) -> None:
                 list(call)
 
 
+def _reload(bridge: Any, policy: Path, text: str, result: str) -> None:
+    """Write the policy file and wait until the bridge counted its reload as `result`."""
+
+    def reloads() -> float:
+        sample = bridge.server.metrics.registry.get_sample_value
+        return float(sample("bridge_policy_reloads_total", {"result": result}) or 0)
+
+    before = reloads()
+    policy.write_text(text)
+    for _ in range(200):
+        if reloads() > before:
+            return
+        threading.Event().wait(0.05)
+    pytest.fail(f"no {result} policy reload counted within 10 s")
+
+
 @pytest.fixture(scope="module")
 def scraped(make_bridge, tmp_path_factory) -> Iterator[Prometheus]:
-    """A Prometheus that has scraped a bridge (and a dead target) before and after load."""
-    bridge = make_bridge(metrics_listen=ListenAddress("127.0.0.1", 0), max_concurrent_rpcs=16)
+    """A Prometheus that has scraped a bridge (and a dead target) before and after load,
+    and a policy reload that failed, then one that did not, between the two."""
+    policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    policy.write_text(POLICY)
+    bridge = make_bridge(
+        metrics_listen=ListenAddress("127.0.0.1", 0),
+        max_concurrent_rpcs=16,
+        policy_file=policy,
+        policy_reload_interval=0.1,
+        limits_redis_url=Secret(f"redis://127.0.0.1:{_free_port()}"),  # nothing listens
+        **RESILIENCE,
+    )
     metrics_port = bridge.server.metrics_port
     dead = f"127.0.0.1:{_free_port()}"  # nothing listens: MyRouterBridgeDown's case
     prometheus = Prometheus(
@@ -270,6 +340,8 @@ def scraped(make_bridge, tmp_path_factory) -> Iterator[Prometheus]:
         with grpc.insecure_channel(bridge.target) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             _load(stub)  # first seen by one scrape, then increased: rates above zero
+            _reload(bridge, policy, "default: [broken\n", "error")
+            _reload(bridge, policy, POLICY + "# mended\n", "ok")
             scrapes = (
                 f'count_over_time(up{{job="{JOB}", instance="127.0.0.1:{metrics_port}"}}[10m])'
             )
@@ -314,9 +386,13 @@ def test_every_alert_expression_evaluates_and_its_query_returns_series(scraped):
     print("\nalert query series / alert expression series (firing now):")
     for name in alerts:
         print(f"  {counts[name]:3d} / {firing[name]}  {name}")
-    # the load makes these true: a dead target, and 3 of 11 calls failing upstream
+    # the load makes these true: a dead target, 4 of 11 calls failing upstream, a
+    # policy reload that failed, and a limits store that is down for every call
     assert firing["MyRouterBridgeDown"] == 1
     assert firing["MyRouterBridgeErrorRatio"] == 1
+    assert firing["MyRouterBridgePolicyReloadFailing"] == 1
+    assert firing["MyRouterBridgeLimitsStoreFailing"] == 1
+    assert firing["MyRouterBridgeUpstreamCircuitOpen"] == 0  # its breakers stay closed
     # and Prometheus itself evaluates every rule without error
     rules = scraped.api("rules")["groups"][0]["rules"]
     assert {r["name"]: r["health"] for r in rules} == dict.fromkeys(alerts, "ok")

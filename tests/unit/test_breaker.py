@@ -137,3 +137,16 @@ def test_breakers_are_made_at_a_first_failure_and_bounded():
     assert len(breakers.states()) == MAX_BREAKERS
     off = Breakers(BreakerSettings(failures=0, failure_rate=0.0))
     assert off.failing("a") is None
+
+
+def test_a_new_breaker_reports_its_closed_state_once():
+    changes: list[tuple[str, str]] = []
+    breakers = Breakers(BreakerSettings(failures=2), on_change=lambda m, s: changes.append((m, s)))
+    breakers.failing("a")
+    breakers.failing("a")
+    assert changes == [("a", CLOSED)]  # the gauge's series exists, at 0, before any opening
+    breaker = breakers.get("a")
+    assert breaker is not None
+    breaker.record(False)
+    breaker.record(False)
+    assert changes == [("a", CLOSED), ("a", OPEN)]

@@ -243,3 +243,12 @@ def test_policy_reloads_are_counted_by_result(tmp_path):
         return metrics.registry.get_sample_value("bridge_policy_reloads_total", {"result": result})
 
     assert (count("ok"), count("error")) == (1.0, 1.0)
+
+
+def test_the_failure_counters_the_alerts_read_start_at_zero():
+    """increase() and rate() see a first failure only from a series that was there at 0."""
+    sample = Metrics().registry.get_sample_value
+    for result in ("ok", "error"):
+        assert sample("bridge_policy_reloads_total", {"result": result}) == 0
+    for mode in ("open", "closed"):
+        assert sample("bridge_limits_store_failures_total", {"mode": mode}) == 0

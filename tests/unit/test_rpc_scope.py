@@ -19,7 +19,7 @@ from bridge.config import BridgeConfig
 from bridge.errors import UpstreamHTTPError
 from bridge.metrics import Metrics
 from bridge.observe import Observer
-from bridge.service import RpcScope, Undecodable, requested_model
+from bridge.service import RpcScope, TooLarge, Undecodable, requested_model
 from myrouter.chat.v1 import chat_pb2
 
 
@@ -88,6 +88,12 @@ def test_an_error_whose_abort_fails_is_recorded_unknown_never_ok():
 def test_an_undecodable_request_is_refused_on_entry():
     metrics = run(Context(), None, Undecodable("myrouter.chat.v1.ChatCompletionRequest"))
     assert counted(metrics, "INVALID_ARGUMENT") == 1
+
+
+def test_a_too_large_request_is_refused_on_entry_as_resource_exhausted():
+    metrics = run(Context(), None, TooLarge("myrouter.chat.v1.ChatCompletionRequest", 2048, 1024))
+    assert counted(metrics, "RESOURCE_EXHAUSTED") == 1
+    assert counted(metrics, "INVALID_ARGUMENT") == 0
 
 
 @pytest.mark.parametrize(

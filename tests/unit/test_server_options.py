@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.config import BridgeConfig
-from bridge.server_options import server_options
+from bridge.server_options import RECEIVE_MARGIN_BYTES, grpc_receive_limit, server_options
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,3 +50,24 @@ def test_zero_means_off():
         "grpc.max_concurrent_streams",
     ):
         assert name not in options
+
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("max_request_bytes", "receive_limit"),
+    [
+        (1024, 2048),  # twice a small setting
+        (64 * 1024, 128 * 1024),
+        (4 * MIB, 8 * MIB),
+        (8 * MIB, 12 * MIB),  # the default: 4 MiB more, not twice
+        (100 * MIB, 104 * MIB),
+        (2**31 - 1, 2**31 - 1),  # a C int, whatever the setting
+    ],
+)
+def test_grpc_reads_the_setting_plus_a_bounded_margin(max_request_bytes, receive_limit):
+    assert grpc_receive_limit(max_request_bytes) == receive_limit
+    assert grpc_receive_limit(max_request_bytes) - max_request_bytes <= RECEIVE_MARGIN_BYTES
+    options = dict(server_options(BridgeConfig(max_request_bytes=max_request_bytes)))
+    assert options["grpc.max_receive_message_length"] == receive_limit
