@@ -206,9 +206,13 @@ def test_mtls_callers_get_their_policy_through_the_bridge(
         return Contract(mtls_bridge, mtls_stubs[name], rpc_lines)
 
     # an allowed caller on the bridge's key, matched by a glob entry
+    tokens = {"caller": SEARCH, "model": "myrouter/echo", "kind": "output"}
+    registry = mtls_bridge.server.metrics.registry
+    before = registry.get_sample_value("bridge_caller_tokens_total", tokens) or 0.0
     assert contract("ranker").call(chat_request(), label=SEARCH, identity=RANKER) is None
     [sent] = upstream.requests()
     assert sent.headers["authorization"] == f"Bearer {SERVICE_KEY}"
+    assert registry.get_sample_value("bridge_caller_tokens_total", tokens) > before
     upstream.clear()
 
     # a model its entry does not list: refused before anything goes upstream
