@@ -7,7 +7,7 @@ One owner for the three questions the bridge asks of every call, in order:
 2. may it spend the bridge's service key, and the model it names;
 3. is it within its limits (`bridge.quotas`): requests, concurrency, tokens.
 
-The first is `identify`, at the very start of the RPC; the others are `admit`,
+The first is `identify` and `check_allowed`, at the very start of the RPC; the others are `admit`,
 once the request is validated, so a refused call costs nothing upstream. At the
 end `finish` settles the token reservation against the usage the caller was
 told of and gives the concurrency lease back; nothing runs per chunk, and a
@@ -108,18 +108,21 @@ class Access:
 
     def identify(self, context: grpc.aio.ServicerContext) -> Caller:
         """The caller of this RPC and its rule; refuses a malformed identity
-        (`InvalidCallerIdentity`) and a caller the policy does not allow."""
+        (`InvalidCallerIdentity`). Whether the rule allows it is `check_allowed`, once the
+        caller is noted, so that a refused caller is still named in its log line and metrics."""
         identity = caller_identity(
             self._sources, context.auth_context(), context.invocation_metadata()
         )
-        caller = Caller(identity, self.policy.rule_for(identity))
+        return Caller(identity, self.policy.rule_for(identity))
+
+    def check_allowed(self, caller: Caller) -> None:
+        """Refuse a caller the policy does not allow (``allow: false``)."""
         if not caller.rule.allow:
             raise CallerNotAllowed(
                 "the bridge's policy does not admit this caller",
                 reason="CALLER_NOT_ALLOWED",
                 metadata={"caller": caller.label},
             )
-        return caller
 
     def check_service_key(self, caller: Caller, using_service_key: bool) -> None:
         """A call that would spend the bridge's key needs the rule's ``service_key``; a caller
@@ -142,8 +145,11 @@ class Access:
         stream under a token limit it gains ``stream_options.include_usage``.
         """
         rule = caller.rule
+        limits = rule.limits
         tokens = 0
-        if body is not None:
+        if body is None:  # no tokens to count, nor to be refused for (an overdrawn window)
+            limits = dataclasses.replace(limits, tokens_per_minute=None, tokens_per_day=None)
+        else:
             model = body.get("model")
             if isinstance(model, str) and not model_allowed(rule, model):
                 raise CallerNotAllowed(
@@ -155,7 +161,7 @@ class Access:
                 tokens = self._reservation(body)
                 if stream:
                     _ask_for_usage(body)
-        return await self._quotas.admit(caller.identity, rule.limits, tokens)
+        return await self._quotas.admit(caller.identity, limits, tokens)
 
     def _reservation(self, body: Mapping[str, Any]) -> int:
         """The tokens a call reserves: its own cap, else the configured estimate."""

@@ -267,6 +267,7 @@ class RpcScope:
             self.caller = caller = self._access.identify(self._context)
             self.record.caller = caller.identity
             self.record.labels = {"caller": caller.label}
+            self._access.check_allowed(caller)
             if self._undecodable is not None:
                 raise self._undecodable.refusal()
             self._task = self._admission.admit()

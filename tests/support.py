@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import re
 import shutil
@@ -12,13 +13,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -59,6 +65,7 @@ def details_of(error: grpc.RpcError) -> dict[str, Any]:
             error_details_pb2.ErrorInfo,
             error_details_pb2.RetryInfo,
             error_details_pb2.BadRequest,
+            error_details_pb2.QuotaFailure,
         ):
             if detail.Is(cls.DESCRIPTOR):
                 message = cls()
@@ -437,6 +444,69 @@ class Certs:
     def client_pair(self, ca: trustme.CA) -> tuple[bytes, bytes]:
         leaf = ca.issue_cert("bridge-client@example.test")
         return leaf.private_key_pem.bytes(), b"".join(b.bytes() for b in leaf.cert_chain_pems)
+
+
+@dataclass
+class Leaf:
+    key_pem: bytes
+    chain_pem: bytes
+
+
+class CA:
+    """A test CA that signs leaves with any SANs (URI ones included: trustme makes none)
+    and any subject."""
+
+    def __init__(self, name: str) -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.cert = self._sign(
+            subject,
+            self._key.public_key(),
+            [x509.BasicConstraints(ca=True, path_length=None)],
+            subject,
+        )
+        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def _sign(self, subject, public_key, extensions, issuer) -> x509.Certificate:
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=2))
+        )
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=True)
+        return builder.sign(self._key, hashes.SHA256())
+
+    def leaf(self, sans: Sequence[x509.GeneralName], common_name: str | None = None) -> Leaf:
+        key = ec.generate_private_key(ec.SECP256R1())
+        names = (
+            [] if common_name is None else [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        )
+        extensions: list[x509.ExtensionType] = [x509.BasicConstraints(ca=False, path_length=None)]
+        if sans:
+            extensions.append(x509.SubjectAlternativeName(sans))
+        cert = self._sign(x509.Name(names), key.public_key(), extensions, self.cert.subject)
+        return Leaf(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            cert.public_bytes(serialization.Encoding.PEM),
+        )
+
+
+def uri(value: str) -> x509.GeneralName:
+    return x509.UniformResourceIdentifier(value)
+
+
+def dns(value: str) -> x509.GeneralName:
+    return x509.DNSName(value)
 
 
 class RawUpstream:

@@ -3,19 +3,23 @@
 `podman run` needs cgroups that sandboxes (like this project's machines) do
 not give, so the container is assembled by hand, as close to the kubelet's as
 a chroot gets: new mount and PID namespaces (`unshare`), so the entrypoint is
-PID 1 as in a container; the image's layers (`podman image mount`) bound
-read-only as the root; a fresh `/proc`, `/dev` and `/dev/shm` bound from the
-host, a tmpfs on `/tmp` (the manifest's emptyDir, the one writable path); the
-image's user (`chroot --userspec`) and environment (`env -i` plus the image's
-`Env` and the manifest's); the image's ENTRYPOINT with the manifest's args.
-The mounts vanish with the namespaces, which end with their PID 1; every exit
-path kills the processes started here.
+PID 1 as in a container; the image's layers (`podman image mount`) as the
+root, under an overlay whose upper layer is a tmpfs (where the volumes' mount
+points are made, as a runtime makes them), then read-only; a fresh `/proc`,
+`/dev` and `/dev/shm` bound from the host, a tmpfs on `/tmp` (the manifest's
+emptyDir, the one writable path); the manifest's ConfigMap volumes (the caller
+policy that `--policy-file` names) written out from deploy/kubernetes and bound
+read-only where it mounts them; the image's user (`chroot --userspec`) and
+environment (`env -i` plus the image's `Env` and the manifest's); the image's
+ENTRYPOINT with the manifest's args. The mounts vanish with the namespaces,
+which end with their PID 1; every exit path kills the processes started here.
 
 What it proves, against the embedded upstream on the host over loopback:
 
 1. inside the image, with its own Python: the user is 10001, the root is
-   read-only, /tmp is writable, and no compiler, pip, pytest, grpcio-tools
-   or embedded upstream is there;
+   read-only, /tmp is writable, the ConfigMaps' files are readable and
+   read-only, and no compiler, pip, pytest, grpcio-tools or embedded upstream
+   is there;
 2. the bridge (supervisor and `--workers` processes, as in the manifest)
    reports health SERVING, relays a unary call and a stream, and serves
    /metrics;
@@ -55,6 +59,8 @@ from myrouter.chat.v1 import chat_pb2, chat_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MANIFEST = ROOT / "deploy" / "kubernetes" / "bridge.yaml"
+MANIFESTS = sorted(MANIFEST.parent.glob("*.yaml"))
+"""Where the Deployment's ConfigMaps are (the policy's is policy.yaml)."""
 UPSTREAM_MODULE = "myrouter_upstream"
 """The embedded upstream's module: run on the host, and absent from the image."""
 CHAT_SERVICE = "myrouter.chat.v1.ChatService"
@@ -81,6 +87,14 @@ for tool in ("cc", "gcc", "c++", "clang", "make", "git"):
 import bridge.cli, grpc, uvloop  # what serve needs is there
 print("image contents: user 10001, read-only root, writable /tmp, runtime dependencies only"
       + (" (and the embedded upstream, as asked)" if wanted else ""))
+for path in sys.argv[3:]:  # the ConfigMaps' files: readable by the user, never writable
+    assert open(path).read().strip(), path + " is empty"
+    try:
+        open(path, "a").close()
+    except OSError:
+        print("volume: " + path + " mounted read-only from the manifest's ConfigMap")
+    else:
+        raise AssertionError(path + " is writable")
 """
 
 
@@ -117,13 +131,25 @@ def mounted(image: str) -> Iterator[Path]:
         subprocess.run(["podman", "image", "unmount", image], check=False, capture_output=True)
 
 
-# Run by `sh` inside the private mount namespace: $1 the layers, $2 the root, then the command.
+# Run by `sh` inside the private mount namespace: $1 the layers, $2 the root, $3 a scratch
+# directory, $4 the volumes ("host-dir container-path" lines), then the command. The root is
+# an overlay with its upper layer on a tmpfs, as a runtime's is, so that the volumes' mount
+# points can be made in it (the image has none); then it is made read-only.
 _MOUNTS = """
 set -eu
-layers=$1 root=$2
-shift 2
-mount --bind "$layers" "$root"
-mount -o remount,bind,ro "$root"
+layers=$1 root=$2 scratch=$3 volumes=$4
+shift 4
+mount -t tmpfs -o mode=0700 tmpfs "$scratch"
+mkdir "$scratch/upper" "$scratch/work"
+mount -t overlay -o "lowerdir=$layers,upperdir=$scratch/upper,workdir=$scratch/work" \\
+    overlay "$root"
+echo "$volumes" | while read -r source target; do
+    [ -n "$source" ] || continue
+    mkdir -p "$root$target"
+    mount --bind "$source" "$root$target"
+    mount -o remount,bind,ro "$root$target"
+done
+mount -o remount,ro "$root"
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 mount --bind /dev "$root/dev"
 mount --bind /dev/shm "$root/dev/shm"
@@ -135,10 +161,19 @@ exec "$@"
 class Container:
     """Processes run from the image's root as its user, in a private mount namespace."""
 
-    def __init__(self, layers: Path, root: Path, config: ImageConfig) -> None:
+    def __init__(
+        self,
+        layers: Path,
+        root: Path,
+        config: ImageConfig,
+        volumes: Sequence[tuple[Path, str]] = (),
+    ) -> None:
         self._layers = layers
         self._root = root
+        self._scratch = root.with_name(root.name + "-scratch")
+        self._scratch.mkdir(exist_ok=True)
         self._config = config
+        self._volumes = "\n".join(f"{source} {target}" for source, target in volumes)
         self._started: list[subprocess.Popen[str]] = []
 
     def start(
@@ -154,7 +189,16 @@ class Container:
         command = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork"]
         command += ["--kill-child", "sh", "-c", _MOUNTS, "sh"]
         process = subprocess.Popen(
-            [*command, str(self._layers), str(self._root), *chroot], text=True, **kwargs
+            [
+                *command,
+                str(self._layers),
+                str(self._root),
+                str(self._scratch),
+                self._volumes,
+                *chroot,
+            ],
+            text=True,
+            **kwargs,
         )
         self._started.append(process)
         return process
@@ -230,12 +274,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def manifest_container() -> dict[str, Any]:
+def _deployment() -> dict[str, Any]:
     for doc in yaml.safe_load_all(MANIFEST.read_text()):
         if doc and doc["kind"] == "Deployment":
-            [container] = doc["spec"]["template"]["spec"]["containers"]
-            return dict(container)
+            return dict(doc)
     raise SmokeError(f"no Deployment in {MANIFEST}")
+
+
+def manifest_container() -> dict[str, Any]:
+    [container] = _deployment()["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def manifest_volumes(container: dict[str, Any], work: Path) -> list[tuple[Path, str]]:
+    """The container's ConfigMap volumes as the kubelet fills them: each ConfigMap's data
+    (found among deploy/kubernetes's manifests) written to a directory under `work`, with
+    the path it is mounted at. The emptyDir (/tmp) is the container's own tmpfs."""
+    config_maps = {
+        doc["metadata"]["name"]: doc["data"]
+        for path in MANIFESTS
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc["kind"] == "ConfigMap"
+    }
+    pod = _deployment()["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = []
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "configMap" not in volume:
+            continue
+        name = volume["configMap"]["name"]
+        if name not in config_maps:
+            raise SmokeError(f"no ConfigMap {name!r} in {MANIFEST.parent}")
+        directory = work / "volumes" / mount["name"]
+        directory.mkdir(parents=True)
+        directory.chmod(0o755)  # the bound directory's own mode: the image's user reads it
+        for key, text in config_maps[name].items():
+            (directory / key).write_text(text)
+            (directory / key).chmod(0o644)
+        mounts.append((directory, str(mount["mountPath"])))
+    return mounts
 
 
 def manifest_env(container: dict[str, Any]) -> list[str]:
@@ -244,10 +322,11 @@ def manifest_env(container: dict[str, Any]) -> list[str]:
     return [*env, "MYROUTER_API_KEY=image-test-service-key"]
 
 
-def check_contents(container: Container, with_upstream: bool) -> None:
+def check_contents(container: Container, with_upstream: bool, files: Sequence[str]) -> None:
+    """The probe in the image; `files` are the volumes' files, as the container sees them."""
     wanted = "with-upstream" if with_upstream else "without-upstream"
     probe = container.start(
-        ["/opt/bridge/bin/python", "-", UPSTREAM_MODULE, wanted],
+        ["/opt/bridge/bin/python", "-", UPSTREAM_MODULE, wanted, *files],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -365,9 +444,11 @@ def smoke(image: str, work: Path, *, with_upstream: bool) -> None:
     root.mkdir()
     log_path = work / "bridge.log"
     with mounted(image) as layers:
-        container = Container(layers, root, config)
+        volumes = manifest_volumes(container_spec, work)
+        files = [f"{target}/{f.name}" for source, target in volumes for f in source.iterdir()]
+        container = Container(layers, root, config, volumes)
         try:
-            check_contents(container, with_upstream)
+            check_contents(container, with_upstream, files)
             with embedded_upstream() as upstream_url, log_path.open("w") as log:
                 bridge = container.start(
                     [*config.entrypoint, *args, f"--upstream-url={upstream_url}"],
