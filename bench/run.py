@@ -50,7 +50,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import psutil
 
@@ -1026,7 +1026,7 @@ def run_capacity(upstream: Server, args: argparse.Namespace) -> dict[str, Any]:
     """RSS of a fresh bridge holding `args.streams` open streams that each get 1 chunk/s."""
     bridge = start_bridge(upstream)
     try:
-        out = hold_streams(upstream, bridge, args.streams, args.hold)
+        (out,) = hold_streams(upstream, [bridge], args.streams, args.hold)
     finally:
         bridge.stop()
     print(
@@ -1040,46 +1040,67 @@ def run_capacity(upstream: Server, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def hold_streams(
-    upstream: Server, bridge: Server, streams: int, hold: float, window: float = 2.0
-) -> dict[str, Any]:
-    """RSS of `bridge` idle (after a warm-up) and holding `streams` open streams of
-    `HOLD_SCENARIO` for `hold` seconds; the servers' CPU over the last `window` of them."""
-    # Warm the process up (imports, pools, first RPC) before the idle figure.
-    load("stream-bridge", bridge.address, TTFC_SCENARIO, concurrency=4, duration=0.5)
+    upstream: Server, bridges: Sequence[Server], streams: int, hold: float, window: float = 2.0
+) -> list[dict[str, Any]]:
+    """RSS of each of `bridges` idle (after a warm-up) and holding `streams` open streams
+    of `HOLD_SCENARIO` for `hold` seconds, all at once (one client each); the servers'
+    CPU over the last `window` of them."""
+    for bridge in bridges:
+        # Warm the process up (imports, pools, first RPC) before the idle figure.
+        load("stream-bridge", bridge.address, TTFC_SCENARIO, concurrency=4, duration=0.5)
     time.sleep(0.5)
-    idle = bridge.rss()
-    argv = [PY, str(ROOT / "bench" / "load.py"), "hold-bridge", "--target", bridge.address]
-    argv += ["--scenario", json.dumps(HOLD_SCENARIO), "--concurrency", str(streams)]
-    argv += ["--channels", "8"]
-    client = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, cwd=ROOT
-    )
-    assert client.stdout is not None and client.stdin is not None
+    idle = [bridge.rss() for bridge in bridges]
+    clients: list[subprocess.Popen[bytes]] = []
     try:
-        ready = json.loads(client.stdout.readline().decode())
+        for bridge in bridges:
+            argv = [PY, str(ROOT / "bench" / "load.py"), "hold-bridge", "--target"]
+            argv += [bridge.address, "--scenario", json.dumps(HOLD_SCENARIO)]
+            argv += ["--concurrency", str(streams), "--channels", "8"]
+            clients.append(
+                subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, cwd=ROOT
+                )
+            )
+        ready = [json.loads(_pipes(client)[1].readline().decode()) for client in clients]
         time.sleep(hold)  # every stream has had a few chunks: steady state
-        with cpu_window([upstream, bridge]) as shares:
+        with cpu_window([upstream, *bridges]) as shares:
             time.sleep(window)
-        loaded = bridge.rss()
-        client.stdin.close()
-        summary = json.loads(client.stdout.readline().decode())
-        client.wait(60)
+        loaded = [bridge.rss() for bridge in bridges]
+        for client in clients:
+            _pipes(client)[0].close()
+        summaries = [json.loads(_pipes(client)[1].readline().decode()) for client in clients]
+        for client in clients:
+            client.wait(60)
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-    return {
-        "streams": streams,
-        "opened": ready["ready"],
-        "still_open": summary["open"],
-        "ramp_s": ready["ramp_s"],
-        "rss_idle_mib": idle / 2**20,
-        "rss_loaded_mib": loaded / 2**20,
-        "rss_per_stream_kib": (loaded - idle) / streams / 1024,
-        "chunks_per_s": summary["count"] / summary["seconds"],
-        "errors": summary["errors"],
-        "cpu": {"client": summary["cpu"] / summary["seconds"], **shares},
-    }
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    return [
+        {
+            "streams": streams,
+            "opened": ready[index]["ready"],
+            "still_open": summary["open"],
+            "ramp_s": ready[index]["ramp_s"],
+            "rss_idle_mib": idle[index] / 2**20,
+            "rss_loaded_mib": loaded[index] / 2**20,
+            "rss_per_stream_kib": (loaded[index] - idle[index]) / streams / 1024,
+            "chunks_per_s": summary["count"] / summary["seconds"],
+            "errors": summary["errors"],
+            "cpu": {
+                "client": summary["cpu"] / summary["seconds"],
+                "upstream": shares[upstream.name],
+                "bridge": shares[bridge.name],
+            },
+        }
+        for index, (bridge, summary) in enumerate(zip(bridges, summaries, strict=True))
+    ]
+
+
+def _pipes(client: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes]]:
+    """A hold client's stdin and stdout."""
+    assert client.stdin is not None and client.stdout is not None
+    return client.stdin, client.stdout
 
 
 def run_scale(upstream: Server, args: argparse.Namespace) -> dict[str, Any]:
@@ -1270,10 +1291,11 @@ def run_callers(upstream: Server, args: argparse.Namespace, placement: Placement
                 bridge = start_bridge(upstream, *flags, cpus=placement.tested)
                 bridge.name = f"bridge[{variant.name}]"
                 bridges[variant.name] = bridge
-            out["rss"] = {}
-            for name, bridge in bridges.items():
-                held = hold_streams(upstream, bridge, args.caller_streams, 1.0, window=0.5)
-                out["rss"][name] = held
+            held_all = hold_streams(
+                upstream, list(bridges.values()), args.caller_streams, 1.0, window=0.5
+            )
+            out["rss"] = dict(zip(bridges, held_all, strict=True))
+            for name, held in out["rss"].items():
                 print(
                     f"  callers hold {name:18} {held['opened']} open, "
                     f"{held['rss_per_stream_kib']:.1f} KiB/stream, errors {held['errors']}",
