@@ -1197,9 +1197,11 @@ def caller_figures(
     `rounds` has, per variant, one entry a round: ``p50_ms`` and ``p99_ms`` of the
     unary calls, ``us_per_chunk`` of the streams; `rss` the KiB per open stream. The
     added latency is the median over rounds of the variant's figure less the baseline's
-    of the same round; CPU per chunk the median of the same-round ratios. "Within noise"
-    means the difference is no larger than the baseline's own spread over the rounds
-    (its largest figure less its smallest).
+    of the same round; CPU per chunk the median of the same-round ratios. The noise of
+    such a median is the rounds' own scatter: half the range of the same-round figures
+    (differences, ratios). "Within noise" means the median is no farther from nothing
+    added than that: a change every round shows lies outside it, one the rounds
+    disagree on inside.
     """
     variant, baseline = rounds[comparison.variant], rounds[comparison.baseline]
     pairs = list(zip(variant, baseline, strict=True))
@@ -1211,22 +1213,26 @@ def caller_figures(
             return ordered[middle]
         return (ordered[middle - 1] + ordered[middle]) / 2
 
-    def spread(key: str) -> float:
-        values = [entry[key] for entry in baseline]
-        return max(values) - min(values)
+    def scatter(values: Sequence[float]) -> float:
+        return (max(values) - min(values)) / 2
 
     out: dict[str, Any] = {"variant": comparison.variant, "baseline": comparison.baseline}
     for q in ("p50", "p99"):
         out[f"{q}_ms"] = median([v[f"{q}_ms"] for v in variant])
         out[f"baseline_{q}_ms"] = median([b[f"{q}_ms"] for b in baseline])
         out[f"added_{q}_ms"] = median([v[f"{q}_ms"] - b[f"{q}_ms"] for v, b in pairs])
-    out["p50_noise_ms"] = spread("p50_ms")
+    out["p50_noise_ms"] = scatter([v["p50_ms"] - b["p50_ms"] for v, b in pairs])
     limit = comparison.p50_target_ms
-    out["p50_met"] = out["added_p50_ms"] <= (out["p50_noise_ms"] if limit is None else limit)
+    out["p50_met"] = (
+        abs(out["added_p50_ms"]) <= out["p50_noise_ms"]
+        if limit is None
+        else out["added_p50_ms"] <= limit
+    )
     out["us_per_chunk"] = median([v["us_per_chunk"] for v in variant])
     out["baseline_us_per_chunk"] = median([b["us_per_chunk"] for b in baseline])
-    out["chunk_ratio"] = median([v["us_per_chunk"] / b["us_per_chunk"] for v, b in pairs])
-    out["chunk_noise"] = spread("us_per_chunk") / out["baseline_us_per_chunk"]
+    ratios = [v["us_per_chunk"] / b["us_per_chunk"] for v, b in pairs]
+    out["chunk_ratio"] = median(ratios)
+    out["chunk_noise"] = scatter(ratios)
     out["chunk_met"] = abs(out["chunk_ratio"] - 1) <= out["chunk_noise"]
     if comparison.variant in rss and comparison.baseline in rss:
         out["rss_kib"] = rss[comparison.variant]
@@ -1259,11 +1265,11 @@ def run_callers(upstream: Server, args: argparse.Namespace, placement: Placement
     """Issues 18 and 19: what a caller policy (in process, on Redis) and today's retries
     cost. `CALLER_VARIANTS` run side by side, each its own bridge against the one upstream.
 
-    First each fresh bridge holds `args.caller_streams` open streams (its RSS per
-    stream); then `args.caller_rounds` alternating rounds, every variant once a round:
-    unary calls one at a time (p50, p99) and 16 per-event streams (bridge CPU per
-    chunk over the client's window). The rows read each variant against its baseline
-    of the same round (`CALLER_COMPARISONS`).
+    First the fresh bridges hold `args.caller_streams` open streams each (RSS per
+    stream); then `args.caller_rounds` rounds of `_caller_rounds`: unary calls one at
+    a time (p50, p99) and 16 per-event streams (bridge CPU per chunk), every variant
+    in the same window. The rows read each variant against its baseline of the same
+    round (`CALLER_COMPARISONS`).
     """
     out: dict[str, Any] = {"skipped": {}, "policy": caller_policy()}
     redis = None
@@ -1324,45 +1330,154 @@ def _caller_rounds(
     args: argparse.Namespace,
     placement: Placement,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The alternating rounds of `run_callers`: per variant, one entry a round."""
+    """The rounds of `run_callers`: per variant, one entry a round.
+
+    A round is two windows, in each of which every variant is measured at the same
+    moments (the machine is shared: a window that one variant had alone could meet a
+    neighbour's burst the others did not): unary calls from one client taking turns
+    between the bridges, then one client of 16 streams per bridge, all at once, each
+    bridge's CPU over the same window.
+    """
     servers = [upstream, *bridges.values(), *([redis] if redis is not None else [])]
-    timing = {"duration": args.caller_duration, "warmup": 0.5}
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in bridges}
-    for _ in range(args.caller_rounds):
-        for name, bridge in bridges.items():
-            unary = measure(
-                "unary-bridge",
-                bridge.address,
+    names = list(bridges)
+    timing = {"duration": args.caller_duration, "warmup": 0.3}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_ in range(args.caller_rounds):
+        order = rotated(names, round_)
+        unary = _run_client(
+            client_argv(
+                PYTHON_CLIENT,
+                "unary-turns",
+                ",".join(bridges[name].address for name in order),
                 UNARY_SCENARIO,
-                servers,
-                label=f"unary {name}",
-                cpus=placement.load,
-                concurrency=1,
                 **timing,
-            )
-            stream = measure(
-                "stream-bridge",
-                bridge.address,
-                STREAM_SCENARIO,
-                servers,
-                label=f"stream {name}",
-                cpus=placement.load,
-                concurrency=16,
-                **timing,
-            )
-            rounds[name].append(
-                {
-                    "p50_ms": unary["p50_ms"],
-                    "p99_ms": unary["p99_ms"],
-                    "calls": unary["count"],
-                    "unary_errors": unary["errors"],
-                    "chunks_per_s": stream["rate"],
-                    "us_per_chunk": 1e6 * stream["cpu"][bridge.name] / stream["rate"],
-                    "stream_errors": stream["errors"],
-                    "cpu": {"unary": unary["cpu"], "stream": stream["cpu"]},
-                }
+            ),
+            placement.load,
+        )
+        streams = streams_together(
+            {name: bridges[name] for name in order}, servers, placement.load, timing
+        )
+        for name, latencies in zip(order, turns(unary["lat_ms"], len(order)), strict=True):
+            stream = streams[name]
+            entry = {
+                "p50_ms": percentile(latencies, 0.50),
+                "p99_ms": percentile(latencies, 0.99),
+                "calls": len(latencies),
+                "unary_errors": unary["errors"],
+                "chunks_per_s": stream["rate"],
+                "us_per_chunk": stream["us_per_chunk"],
+                "stream_errors": stream["errors"],
+                "stream_cpu": stream["cpu"],
+            }
+            rounds[name].append(entry)
+            print(
+                f"  callers round {round_ + 1} {name:18} unary p50 {entry['p50_ms']:.3f} ms "
+                f"p99 {entry['p99_ms']:.3f} ms ({entry['calls']} calls), 16 streams "
+                f"{entry['chunks_per_s']:,.0f} chunks/s, bridge {entry['us_per_chunk']:.1f} µs "
+                f"per chunk, errors {entry['unary_errors']} / {entry['stream_errors']}",
+                file=sys.stderr,
+                flush=True,
             )
     return rounds
+
+
+def turns(latencies: Sequence[float], targets: int) -> list[list[float]]:
+    """`unary-turns`' latencies, one per target a turn in the targets' order, by target."""
+    if len(latencies) % targets:
+        raise ValueError(f"{len(latencies)} latencies are no whole turns of {targets} targets")
+    return [list(latencies[index::targets]) for index in range(targets)]
+
+
+def _run_client(argv: list[str], cpus: Cpus) -> dict[str, Any]:
+    """One load-generator process to its end: its result (the last line)."""
+    done = subprocess.run(
+        argv, capture_output=True, env=ENV, cwd=ROOT, preexec_fn=_on(cpus), timeout=180
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[2]} failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def streams_together(
+    bridges: Mapping[str, Server],
+    servers: Sequence[Server],
+    cpus: Cpus,
+    timing: Mapping[str, float],
+    concurrency: int = 16,
+) -> dict[str, dict[str, Any]]:
+    """`concurrency` per-event streams through each of `bridges` at once, one client
+    process each, all started together with the same warm-up and duration: per bridge,
+    chunks/s, its CPU per chunk over the first client's window, its client's errors.
+    The clients' windows differ by their start-up skew (milliseconds), which the rates
+    (chunks over each client's own window) absorb."""
+    argvs = {
+        name: client_argv(
+            PYTHON_CLIENT,
+            "stream-bridge",
+            bridge.address,
+            STREAM_SCENARIO,
+            concurrency=concurrency,
+            **timing,
+        )
+        for name, bridge in bridges.items()
+    }
+    edges: dict[str, tuple[float, dict[str, float]]] = {}
+    outputs: dict[str, bytes] = {}
+    with contextlib.ExitStack() as files:
+        errs = {name: files.enter_context(tempfile.TemporaryFile()) for name in argvs}
+        procs = {
+            name: subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=errs[name],
+                env=ENV,
+                cwd=ROOT,
+                preexec_fn=_on(cpus),
+            )
+            for name, argv in argvs.items()
+        }
+        try:
+            for index, (name, proc) in enumerate(procs.items()):
+                assert proc.stdout is not None
+                last = b""
+                for line in proc.stdout:
+                    if index == 0 and b'"window"' in line:
+                        edge = json.loads(line)["window"]
+                        edges[edge] = (time.perf_counter(), {s.name: s.cpu() for s in servers})
+                    last = line
+                outputs[name] = last
+                if proc.wait(180) != 0:
+                    errs[name].seek(0)
+                    tail = errs[name].read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"stream-bridge against {name} failed: {tail}")
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    (t0, before), (t1, after) = edges["start"], edges["end"]
+    out = {}
+    for name, bridge in bridges.items():
+        result = json.loads(outputs[name])
+        rate = result["count"] / result["seconds"]
+        cpu = after[bridge.name] - before[bridge.name]
+        out[name] = {
+            "rate": rate,
+            "us_per_chunk": 1e6 * cpu_per_chunk(cpu, round(rate * (t1 - t0))),
+            "errors": result["errors"],
+            "cpu": {"client": result["cpu"] / result["seconds"], "bridge": cpu / (t1 - t0)},
+        }
+    return out
+
+
+def rotated(names: Sequence[str], by: int) -> list[str]:
+    """`names` starting at index `by` (wrapping): each round of the callers phase starts
+    with another variant, so none always runs right after a given other one."""
+    if not names:
+        return []
+    by %= len(names)
+    return [*names[by:], *names[:by]]
 
 
 def callers_table(callers: Mapping[str, Any]) -> str:
@@ -1371,7 +1486,7 @@ def callers_table(callers: Mapping[str, Any]) -> str:
     rows = [
         "| variant vs baseline | issue | unary p50: baseline / variant / added | target | met "
         "| unary p99 added | bridge µs per chunk: baseline / variant / ratio "
-        "| baseline's spread | within it | RSS KiB per open stream: baseline / variant / added "
+        "| rounds' scatter | within it | RSS KiB per open stream: baseline / variant / added "
         "| target | met |",
         "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- |",
     ]
@@ -1384,7 +1499,7 @@ def callers_table(callers: Mapping[str, Any]) -> str:
         p50_target = (
             f"<= {limit * 1000:g} µs"
             if limit is not None
-            else f"within the baseline's spread ({figure['p50_noise_ms'] * 1000:.0f} µs)"
+            else f"within the rounds' scatter (±{figure['p50_noise_ms'] * 1000:.0f} µs)"
         )
         rss = (
             f"| {figure['baseline_rss_kib']:.1f} / {figure['rss_kib']:.1f} / "
@@ -1824,10 +1939,10 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=2000, help="open streams (capacity)")
     parser.add_argument("--hold", type=float, default=3.0, help="seconds held before RSS")
     parser.add_argument(
-        "--caller-rounds", type=int, default=3, help="callers: alternating rounds of the variants"
+        "--caller-rounds", type=int, default=4, help="callers: rounds of the variants"
     )
     parser.add_argument(
-        "--caller-duration", type=float, default=1.5, help="callers: seconds measured per run"
+        "--caller-duration", type=float, default=2.0, help="callers: seconds measured per window"
     )
     parser.add_argument(
         "--caller-streams", type=int, default=500, help="callers: open streams per bridge (RSS)"
