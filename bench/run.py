@@ -1350,7 +1350,8 @@ def _caller_rounds(
                 "unary-turns",
                 ",".join(bridges[name].address for name in order),
                 UNARY_SCENARIO,
-                **timing,
+                duration=args.caller_unary_duration,
+                warmup=timing["warmup"],
             ),
             placement.load,
         )
@@ -1942,7 +1943,16 @@ def main() -> int:
         "--caller-rounds", type=int, default=4, help="callers: rounds of the variants"
     )
     parser.add_argument(
-        "--caller-duration", type=float, default=2.0, help="callers: seconds measured per window"
+        "--caller-duration",
+        type=float,
+        default=2.0,
+        help="callers: seconds measured per window of streams",
+    )
+    parser.add_argument(
+        "--caller-unary-duration",
+        type=float,
+        default=4.0,
+        help="callers: seconds measured per window of unary calls (shared by the variants)",
     )
     parser.add_argument(
         "--caller-streams", type=int, default=500, help="callers: open streams per bridge (RSS)"
