@@ -22,8 +22,8 @@ Modes:
   unary-open-direct / -bridge   open loop: calls at Poisson arrivals, ``--rate``
                                 per second, ``--count`` of them measured
   unary-turns                   closed loop, one call at a time, taking turns between
-                                the bridges of ``--target A,B,...`` (each round in
-                                another order), so every bridge's calls meet the same
+                                the bridges of ``--target A,B,...`` (each turn in a
+                                random order), so every bridge's calls meet the same
                                 moments of a shared machine; ``lat_ms`` holds one
                                 latency per target a turn, in the targets' order
 
@@ -418,24 +418,26 @@ async def run_unary(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[
 
 
 async def run_unary_turns(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[str, Any]:
-    """One call to each of the comma-separated targets a turn, the first rotating; the
-    turn's latencies appended together in the targets' order (so ``lat_ms[i::n]`` are
-    target i's, whenever the window closes)."""
+    """One call to each of the comma-separated targets a turn; the turn's latencies
+    appended together in the targets' order (so ``lat_ms[i::n]`` are target i's,
+    whenever the window closes).
+
+    Each turn calls them in a random order (``--seed``): in a fixed cyclic order each
+    bridge would always follow the same other one, and meet whatever that one still
+    does after its answer (a Redis write in the background, say) on every call.
+    """
     bridges = [Bridge(target, 1, scenario) for target in args.target.split(",")]
     for bridge in bridges:
         await bridge.ready()
     request = bridges[0].request()
-    turn = 0
+    rng = random.Random(args.seed)
 
     async def worker(counter: Counter, latencies: list[float]) -> None:
-        nonlocal turn
         took = [0.0] * len(bridges)
-        for step in range(len(bridges)):
-            index = (turn + step) % len(bridges)
+        for index in rng.sample(range(len(bridges)), len(bridges)):
             start = time.perf_counter()
             await bridges[index].unary(request)
             took[index] = (time.perf_counter() - start) * 1000
-        turn += 1
         latencies.extend(took)
         counter.chunks += len(bridges)
 
@@ -721,7 +723,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rate", type=float, default=100.0, help="unary-open: calls per second")
     parser.add_argument("--count", type=int, default=1000, help="unary-open: calls measured")
-    parser.add_argument("--seed", type=int, default=1, help="unary-open: the arrivals' seed")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="unary-open: the arrivals' seed; unary-turns: the order's",
+    )
     parser.add_argument(
         "--http", choices=["aiohttp", "httpx"], default="aiohttp", help="direct modes' transport"
     )

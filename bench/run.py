@@ -1352,6 +1352,7 @@ def _caller_rounds(
                 UNARY_SCENARIO,
                 duration=args.caller_unary_duration,
                 warmup=timing["warmup"],
+                seed=round_ + 1,
             ),
             placement.load,
         )
