@@ -1045,9 +1045,26 @@ def hold_streams(
     """RSS of each of `bridges` idle (after a warm-up) and holding `streams` open streams
     of `HOLD_SCENARIO` for `hold` seconds, all at once (one client each); the servers'
     CPU over the last `window` of them."""
-    for bridge in bridges:
-        # Warm the process up (imports, pools, first RPC) before the idle figure.
-        load("stream-bridge", bridge.address, TTFC_SCENARIO, concurrency=4, duration=0.5)
+    # Warm the processes up (imports, pools, first RPC) before the idle figure, all at once.
+    warmups = [
+        subprocess.Popen(
+            client_argv(
+                PYTHON_CLIENT,
+                "stream-bridge",
+                bridge.address,
+                TTFC_SCENARIO,
+                concurrency=4,
+                duration=0.5,
+            ),
+            stdout=subprocess.DEVNULL,
+            env=ENV,
+            cwd=ROOT,
+        )
+        for bridge in bridges
+    ]
+    for warmup in warmups:
+        if warmup.wait(120) != 0:
+            raise RuntimeError(f"the warm-up of a bridge failed ({warmup.returncode})")
     time.sleep(0.5)
     idle = [bridge.rss() for bridge in bridges]
     clients: list[subprocess.Popen[bytes]] = []
@@ -2120,8 +2137,9 @@ def report(results: dict[str, Any], micro_json: Path | None = None) -> str:
     if "callers" in results:
         lines += [
             "\nCaller policy and retries (issues 18, 19): each variant against its baseline "
-            "of the same round, the median over the alternating rounds; unary calls one at "
-            "a time, 16 per-event streams, RSS of each fresh bridge holding open streams:\n",
+            "in the same window, the median over the rounds; unary calls one at a time "
+            "taking turns between the bridges, 16 per-event streams through each at once, "
+            "RSS of the fresh bridges holding open streams:\n",
             callers_table(results["callers"]),
         ]
     micro = micro_table(micro_json) if micro_json is not None else ""
