@@ -1,9 +1,10 @@
 """The benchmark harness's pure parts: percentiles, CPU-per-chunk arithmetic, the open
-loop's schedule, who fell behind, the clients' command lines and the tables.
+loop's schedule, who fell behind, the clients' command lines, the callers phase's
+same-round figures and the tables.
 
 `make bench` reads its targets from these figures, so a slip in the arithmetic
 would report a target met (or missed) that was not. The harness end to end, on
-real sockets, is tests/integration/test_bench_open_loop.py.
+real sockets, is tests/integration/test_bench_open_loop.py and test_bench_callers.py.
 """
 
 from __future__ import annotations
