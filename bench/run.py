@@ -21,7 +21,7 @@ the open loop (thousands of streams paced by the upstream, latency per chunk fro
 the upstream's stamps, the bridge's CPU per chunk over the steady window),
 capacity (RSS of 2,000 open streams), scale (`--workers`), and callers: what a caller
 policy (in process, on Redis) and today's retries add, bridges side by side
-(``--only callers`` runs that phase alone, about a minute and a half).
+(``--only callers`` runs that phase alone, about 65-70 s).
 
 For every phase the harness records the CPU share of each process (client,
 bridge, upstream), so a reader can see which one bounded the figure and that
