@@ -166,8 +166,8 @@ test-unit: $(VENV)/.installed $(GEN) $(GEN_PROTO)
 # bridge against the direct-HTTP baseline in separate processes: closed-loop pairs,
 # unary and streams in open loop, capacity, scale. bench/run.py builds the compiled
 # load client first (bench/goload/build.sh, Go from Debian's packages as .ci/run
-# installs them; its rows are skipped, saying why, without them); ~8 minutes, 8 min 47 s
-# from a fresh clone with the venv.
+# installs them; its rows are skipped, saying why, without them); ~9 minutes: 8 min 47 s
+# from a fresh clone with the venv, before the callers phase (~65 s) was added.
 bench: dev
 	$(PY) -m pytest -q -p no:cacheprovider bench/test_micro.py --benchmark-only \
 		--benchmark-json=bench/micro.json --benchmark-columns=min,mean,ops --benchmark-sort=name

@@ -21,6 +21,11 @@ Modes:
                                 latency per chunk = arrival - the upstream's stamp
   unary-open-direct / -bridge   open loop: calls at Poisson arrivals, ``--rate``
                                 per second, ``--count`` of them measured
+  unary-turns                   closed loop, one call at a time, taking turns between
+                                the bridges of ``--target A,B,...`` (each turn in a
+                                random order), so every bridge's calls meet the same
+                                moments of a shared machine; ``lat_ms`` holds one
+                                latency per target a turn, in the targets' order
 
 The result (stdout, one JSON line) has ``count``, ``seconds``, latencies in
 ``lat_ms`` when the mode measures them, ``errors``, and ``cpu``: this process's
@@ -412,6 +417,37 @@ async def run_unary(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[
         await close()
 
 
+async def run_unary_turns(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[str, Any]:
+    """One call to each of the comma-separated targets a turn; the turn's latencies
+    appended together in the targets' order (so ``lat_ms[i::n]`` are target i's,
+    whenever the window closes).
+
+    Each turn calls them in a random order (``--seed``): in a fixed cyclic order each
+    bridge would always follow the same other one, and meet whatever that one still
+    does after its answer (a Redis write in the background, say) on every call.
+    """
+    bridges = [Bridge(target, 1, scenario) for target in args.target.split(",")]
+    for bridge in bridges:
+        await bridge.ready()
+    request = bridges[0].request()
+    rng = random.Random(args.seed)
+
+    async def worker(counter: Counter, latencies: list[float]) -> None:
+        took = [0.0] * len(bridges)
+        for index in rng.sample(range(len(bridges)), len(bridges)):
+            start = time.perf_counter()
+            await bridges[index].unary(request)
+            took[index] = (time.perf_counter() - start) * 1000
+        latencies.extend(took)
+        counter.chunks += len(bridges)
+
+    try:
+        return await _windowed(worker, 1, args.warmup, args.duration)
+    finally:
+        for bridge in bridges:
+            await bridge.aclose()
+
+
 async def run_stream(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[str, Any]:
     """Streams back to back; ``ttfc`` modes record the time to the first chunk of each."""
     ttfc = args.mode.startswith("ttfc")
@@ -664,6 +700,7 @@ def _parser() -> argparse.ArgumentParser:
             "open-bridge",
             "unary-open-direct",
             "unary-open-bridge",
+            "unary-turns",
         ],
     )
     parser.add_argument("--target", required=True, help="upstream base URL or bridge host:port")
@@ -686,7 +723,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rate", type=float, default=100.0, help="unary-open: calls per second")
     parser.add_argument("--count", type=int, default=1000, help="unary-open: calls measured")
-    parser.add_argument("--seed", type=int, default=1, help="unary-open: the arrivals' seed")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="unary-open: the arrivals' seed; unary-turns: the order's",
+    )
     parser.add_argument(
         "--http", choices=["aiohttp", "httpx"], default="aiohttp", help="direct modes' transport"
     )
@@ -703,7 +745,9 @@ def _parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = _parser().parse_args()
     scenario = orjson.loads(args.scenario)
-    if args.mode.startswith("unary-open"):
+    if args.mode == "unary-turns":
+        coro = run_unary_turns(args, scenario)
+    elif args.mode.startswith("unary-open"):
         coro = run_unary_open(args, scenario)
     elif args.mode.startswith("unary"):
         coro = run_unary(args, scenario)

@@ -19,7 +19,9 @@ latency in open loop at half the bridge's measured capacity, the saturation
 streams again with the compiled client (each variant against its RPC's floor),
 the open loop (thousands of streams paced by the upstream, latency per chunk from
 the upstream's stamps, the bridge's CPU per chunk over the steady window),
-capacity (RSS of 2,000 open streams) and scale (`--workers`).
+capacity (RSS of 2,000 open streams), scale (`--workers`), and callers: what a caller
+policy (in process, on Redis) and today's retries add, bridges side by side
+(``--only callers`` runs that phase alone, about 65-70 s).
 
 For every phase the harness records the CPU share of each process (client,
 bridge, upstream), so a reader can see which one bounded the figure and that
@@ -48,7 +50,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import psutil
 
@@ -1024,45 +1026,9 @@ def run_capacity(upstream: Server, args: argparse.Namespace) -> dict[str, Any]:
     """RSS of a fresh bridge holding `args.streams` open streams that each get 1 chunk/s."""
     bridge = start_bridge(upstream)
     try:
-        # Warm the process up (imports, pools, first RPC) before the idle figure.
-        load("stream-bridge", bridge.address, TTFC_SCENARIO, concurrency=4, duration=0.5)
-        time.sleep(0.5)
-        idle = bridge.rss()
-        argv = [PY, str(ROOT / "bench" / "load.py"), "hold-bridge", "--target", bridge.address]
-        argv += ["--scenario", json.dumps(HOLD_SCENARIO), "--concurrency", str(args.streams)]
-        argv += ["--channels", "8"]
-        client = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, cwd=ROOT
-        )
-        assert client.stdout is not None and client.stdin is not None
-        try:
-            ready = json.loads(client.stdout.readline().decode())
-            time.sleep(args.hold)  # every stream has had a few chunks: steady state
-            with cpu_window([upstream, bridge]) as shares:
-                time.sleep(2.0)
-            loaded = bridge.rss()
-            client.stdin.close()
-            summary = json.loads(client.stdout.readline().decode())
-            client.wait(60)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
+        (out,) = hold_streams(upstream, [bridge], args.streams, args.hold)
     finally:
         bridge.stop()
-    per_stream = (loaded - idle) / args.streams
-    out = {
-        "streams": args.streams,
-        "opened": ready["ready"],
-        "still_open": summary["open"],
-        "ramp_s": ready["ramp_s"],
-        "rss_idle_mib": idle / 2**20,
-        "rss_loaded_mib": loaded / 2**20,
-        "rss_per_stream_kib": per_stream / 1024,
-        "chunks_per_s": summary["count"] / summary["seconds"],
-        "errors": summary["errors"],
-        "cpu": {"client": summary["cpu"] / summary["seconds"], **shares},
-    }
     print(
         f"  capacity: {out['opened']} open, RSS {out['rss_idle_mib']:.1f} -> "
         f"{out['rss_loaded_mib']:.1f} MiB, {out['rss_per_stream_kib']:.1f} KiB/stream, "
@@ -1071,6 +1037,87 @@ def run_capacity(upstream: Server, args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     return out
+
+
+def hold_streams(
+    upstream: Server, bridges: Sequence[Server], streams: int, hold: float, window: float = 2.0
+) -> list[dict[str, Any]]:
+    """RSS of each of `bridges` idle (after a warm-up) and holding `streams` open streams
+    of `HOLD_SCENARIO` for `hold` seconds, all at once (one client each); the servers'
+    CPU over the last `window` of them."""
+    # Warm the processes up (imports, pools, first RPC) before the idle figure, all at once.
+    warmups = [
+        subprocess.Popen(
+            client_argv(
+                PYTHON_CLIENT,
+                "stream-bridge",
+                bridge.address,
+                TTFC_SCENARIO,
+                concurrency=4,
+                duration=0.5,
+            ),
+            stdout=subprocess.DEVNULL,
+            env=ENV,
+            cwd=ROOT,
+        )
+        for bridge in bridges
+    ]
+    for warmup in warmups:
+        if warmup.wait(120) != 0:
+            raise RuntimeError(f"the warm-up of a bridge failed ({warmup.returncode})")
+    time.sleep(0.5)
+    idle = [bridge.rss() for bridge in bridges]
+    clients: list[subprocess.Popen[bytes]] = []
+    try:
+        for bridge in bridges:
+            argv = [PY, str(ROOT / "bench" / "load.py"), "hold-bridge", "--target"]
+            argv += [bridge.address, "--scenario", json.dumps(HOLD_SCENARIO)]
+            argv += ["--concurrency", str(streams), "--channels", "8"]
+            clients.append(
+                subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, cwd=ROOT
+                )
+            )
+        ready = [json.loads(_pipes(client)[1].readline().decode()) for client in clients]
+        time.sleep(hold)  # every stream has had a few chunks: steady state
+        with cpu_window([upstream, *bridges]) as shares:
+            time.sleep(window)
+        loaded = [bridge.rss() for bridge in bridges]
+        for client in clients:
+            _pipes(client)[0].close()
+        summaries = [json.loads(_pipes(client)[1].readline().decode()) for client in clients]
+        for client in clients:
+            client.wait(60)
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    return [
+        {
+            "streams": streams,
+            "opened": ready[index]["ready"],
+            "still_open": summary["open"],
+            "ramp_s": ready[index]["ramp_s"],
+            "rss_idle_mib": idle[index] / 2**20,
+            "rss_loaded_mib": loaded[index] / 2**20,
+            "rss_per_stream_kib": (loaded[index] - idle[index]) / streams / 1024,
+            "chunks_per_s": summary["count"] / summary["seconds"],
+            "errors": summary["errors"],
+            "cpu": {
+                "client": summary["cpu"] / summary["seconds"],
+                "upstream": shares[upstream.name],
+                "bridge": shares[bridge.name],
+            },
+        }
+        for index, (bridge, summary) in enumerate(zip(bridges, summaries, strict=True))
+    ]
+
+
+def _pipes(client: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes]]:
+    """A hold client's stdin and stdout."""
+    assert client.stdin is not None and client.stdout is not None
+    return client.stdin, client.stdout
 
 
 def run_scale(upstream: Server, args: argparse.Namespace) -> dict[str, Any]:
@@ -1098,6 +1145,400 @@ def run_scale(upstream: Server, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             bridge.stop()
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CallerVariant:
+    """A bridge of the callers phase: its name in the rows, its further `serve` flags,
+    whether it runs the generous caller policy (`CALLER_POLICY`), and whether its
+    limits live in the phase's Redis on loopback."""
+
+    name: str
+    flags: tuple[str, ...] = ()
+    policy: bool = False
+    redis: bool = False
+
+
+CALLER_VARIANTS: Final[tuple[CallerVariant, ...]] = (
+    CallerVariant("none"),
+    CallerVariant("none, no retries", ("--retry-attempts", "1")),
+    CallerVariant("policy", policy=True),
+    # A generous timeout: a decision that waited past the default 50 ms would take the
+    # failure mode's fast path, and the figure would no longer be what counting costs.
+    CallerVariant("policy+redis", ("--limits-redis-timeout", "1"), policy=True, redis=True),
+)
+"""The callers phase's bridges, all with today's defaults otherwise (retries and
+breakers on)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CallerComparison:
+    """One row of the callers table: `variant` read against `baseline` of the same round;
+    `p50_target_ms` the most unary p50 it may add (None: within the baseline's noise)."""
+
+    variant: str
+    baseline: str
+    issue: int
+    p50_target_ms: float | None = None
+    rss_target_kib: float = 2.0
+
+
+CALLER_COMPARISONS: Final[tuple[CallerComparison, ...]] = (
+    CallerComparison("policy", "none", 18, p50_target_ms=0.05),
+    CallerComparison("policy+redis", "none", 18, p50_target_ms=0.5),
+    CallerComparison("none", "none, no retries", 19),
+)
+"""Issue 18: a policy that counts every call, in process and on Redis, against none;
+issue 19: today's retries against none on the success path."""
+CALLER_LIMIT: Final = 10**12
+"""Every limit of the callers phase's policy: each call counted, none refused."""
+
+
+def caller_policy(limit: int = CALLER_LIMIT) -> str:
+    """The callers phase's policy file: the default entry (the bench's calls come without
+    an identity, so as the anonymous caller) with all four limits at `limit`."""
+    limits = "".join(
+        f"    {name}: {limit}\n"
+        for name in ("concurrent", "requests_per_minute", "tokens_per_minute", "tokens_per_day")
+    )
+    return f"default:\n  service_key: true\n  limits:\n{limits}"
+
+
+def caller_figures(
+    rounds: Mapping[str, Sequence[Mapping[str, float]]],
+    rss: Mapping[str, float],
+    comparison: CallerComparison,
+) -> dict[str, Any]:
+    """One comparison's figures from the phase's rounds.
+
+    `rounds` has, per variant, one entry a round: ``p50_ms`` and ``p99_ms`` of the
+    unary calls, ``us_per_chunk`` of the streams; `rss` the KiB per open stream. The
+    added latency is the median over rounds of the variant's figure less the baseline's
+    of the same round; CPU per chunk the median of the same-round ratios. The noise of
+    such a median is the rounds' own scatter: half the range of the same-round figures
+    (differences, ratios). "Within noise" means the median is no farther from nothing
+    added than that: a change every round shows lies outside it, one the rounds
+    disagree on inside.
+    """
+    variant, baseline = rounds[comparison.variant], rounds[comparison.baseline]
+    pairs = list(zip(variant, baseline, strict=True))
+
+    def median(values: Sequence[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        if len(ordered) % 2:
+            return ordered[middle]
+        return (ordered[middle - 1] + ordered[middle]) / 2
+
+    def scatter(values: Sequence[float]) -> float:
+        return (max(values) - min(values)) / 2
+
+    out: dict[str, Any] = {"variant": comparison.variant, "baseline": comparison.baseline}
+    for q in ("p50", "p99"):
+        out[f"{q}_ms"] = median([v[f"{q}_ms"] for v in variant])
+        out[f"baseline_{q}_ms"] = median([b[f"{q}_ms"] for b in baseline])
+        out[f"added_{q}_ms"] = median([v[f"{q}_ms"] - b[f"{q}_ms"] for v, b in pairs])
+    out["p50_noise_ms"] = scatter([v["p50_ms"] - b["p50_ms"] for v, b in pairs])
+    limit = comparison.p50_target_ms
+    out["p50_met"] = (
+        abs(out["added_p50_ms"]) <= out["p50_noise_ms"]
+        if limit is None
+        else out["added_p50_ms"] <= limit
+    )
+    out["us_per_chunk"] = median([v["us_per_chunk"] for v in variant])
+    out["baseline_us_per_chunk"] = median([b["us_per_chunk"] for b in baseline])
+    ratios = [v["us_per_chunk"] / b["us_per_chunk"] for v, b in pairs]
+    out["chunk_ratio"] = median(ratios)
+    out["chunk_noise"] = scatter(ratios)
+    out["chunk_met"] = abs(out["chunk_ratio"] - 1) <= out["chunk_noise"]
+    if comparison.variant in rss and comparison.baseline in rss:
+        out["rss_kib"] = rss[comparison.variant]
+        out["baseline_rss_kib"] = rss[comparison.baseline]
+        out["added_rss_kib"] = out["rss_kib"] - out["baseline_rss_kib"]
+        out["rss_met"] = abs(out["added_rss_kib"]) <= comparison.rss_target_kib
+    return out
+
+
+def start_redis(cpus: Cpus = None) -> Server | None:
+    """A redis-server on a free loopback port, without persistence; None without one."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        return None
+    port = _free_port()
+    directory = tempfile.mkdtemp(prefix="bench-redis-")
+    argv = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no", "--dir", directory]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, preexec_fn=_on(cpus))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return Server("redis", process, f"redis://127.0.0.1:{port}/0")
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not listen within 10 s")
+
+
+def run_callers(upstream: Server, args: argparse.Namespace, placement: Placement) -> dict[str, Any]:
+    """Issues 18 and 19: what a caller policy (in process, on Redis) and today's retries
+    cost. `CALLER_VARIANTS` run side by side, each its own bridge against the one upstream.
+
+    First the fresh bridges hold `args.caller_streams` open streams each (RSS per
+    stream); then `args.caller_rounds` rounds of `_caller_rounds`: unary calls one at
+    a time (p50, p99) and 16 per-event streams (bridge CPU per chunk), every variant
+    in the same window. The rows read each variant against its baseline of the same
+    round (`CALLER_COMPARISONS`).
+    """
+    out: dict[str, Any] = {"skipped": {}, "policy": caller_policy()}
+    redis = None
+    variants = list(CALLER_VARIANTS)
+    if any(variant.redis for variant in variants):
+        redis = start_redis()
+        if redis is None:
+            reason = "redis-server not on PATH (.ci/run installs it)"
+            for variant in variants:
+                if variant.redis:
+                    out["skipped"][variant.name] = reason
+                    print(f"  callers: {variant.name} skipped: {reason}", file=sys.stderr)
+            variants = [variant for variant in variants if not variant.redis]
+    bridges: dict[str, Server] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-callers-") as directory:
+        policy_file = Path(directory) / "policy.yaml"
+        policy_file.write_text(out["policy"])
+        try:
+            for variant in variants:
+                flags = list(variant.flags)
+                if variant.policy:
+                    flags += ["--policy-file", str(policy_file)]
+                if variant.redis and redis is not None:
+                    flags += ["--limits-redis-url", redis.address]
+                bridge = start_bridge(upstream, *flags, cpus=placement.tested)
+                bridge.name = f"bridge[{variant.name}]"
+                bridges[variant.name] = bridge
+            held_all = hold_streams(
+                upstream, list(bridges.values()), args.caller_streams, 1.0, window=0.5
+            )
+            out["rss"] = dict(zip(bridges, held_all, strict=True))
+            for name, held in out["rss"].items():
+                print(
+                    f"  callers hold {name:18} {held['opened']} open, "
+                    f"{held['rss_per_stream_kib']:.1f} KiB/stream, errors {held['errors']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            out["rounds"] = _caller_rounds(upstream, bridges, redis, args, placement)
+        finally:
+            for bridge in bridges.values():
+                bridge.stop()
+            if redis is not None:
+                redis.stop()
+    rss = {name: held["rss_per_stream_kib"] for name, held in out["rss"].items()}
+    out["figures"] = [
+        caller_figures(out["rounds"], rss, comparison)
+        for comparison in CALLER_COMPARISONS
+        if comparison.variant in bridges and comparison.baseline in bridges
+    ]
+    return out
+
+
+def _caller_rounds(
+    upstream: Server,
+    bridges: Mapping[str, Server],
+    redis: Server | None,
+    args: argparse.Namespace,
+    placement: Placement,
+) -> dict[str, list[dict[str, Any]]]:
+    """The rounds of `run_callers`: per variant, one entry a round.
+
+    A round is two windows, in each of which every variant is measured at the same
+    moments (the machine is shared: a window that one variant had alone could meet a
+    neighbour's burst the others did not): unary calls from one client taking turns
+    between the bridges, then one client of 16 streams per bridge, all at once, each
+    bridge's CPU over the same window.
+    """
+    servers = [upstream, *bridges.values(), *([redis] if redis is not None else [])]
+    names = list(bridges)
+    timing = {"duration": args.caller_duration, "warmup": 0.3}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_ in range(args.caller_rounds):
+        order = rotated(names, round_)
+        unary = _run_client(
+            client_argv(
+                PYTHON_CLIENT,
+                "unary-turns",
+                ",".join(bridges[name].address for name in order),
+                UNARY_SCENARIO,
+                duration=args.caller_unary_duration,
+                warmup=timing["warmup"],
+                seed=round_ + 1,
+            ),
+            placement.load,
+        )
+        streams = streams_together(
+            {name: bridges[name] for name in order}, servers, placement.load, timing
+        )
+        for name, latencies in zip(order, turns(unary["lat_ms"], len(order)), strict=True):
+            stream = streams[name]
+            entry = {
+                "p50_ms": percentile(latencies, 0.50),
+                "p99_ms": percentile(latencies, 0.99),
+                "calls": len(latencies),
+                "unary_errors": unary["errors"],
+                "chunks_per_s": stream["rate"],
+                "us_per_chunk": stream["us_per_chunk"],
+                "stream_errors": stream["errors"],
+                "stream_cpu": stream["cpu"],
+            }
+            rounds[name].append(entry)
+            print(
+                f"  callers round {round_ + 1} {name:18} unary p50 {entry['p50_ms']:.3f} ms "
+                f"p99 {entry['p99_ms']:.3f} ms ({entry['calls']} calls), 16 streams "
+                f"{entry['chunks_per_s']:,.0f} chunks/s, bridge {entry['us_per_chunk']:.1f} µs "
+                f"per chunk, errors {entry['unary_errors']} / {entry['stream_errors']}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return rounds
+
+
+def turns(latencies: Sequence[float], targets: int) -> list[list[float]]:
+    """`unary-turns`' latencies, one per target a turn in the targets' order, by target."""
+    if len(latencies) % targets:
+        raise ValueError(f"{len(latencies)} latencies are no whole turns of {targets} targets")
+    return [list(latencies[index::targets]) for index in range(targets)]
+
+
+def _run_client(argv: list[str], cpus: Cpus) -> dict[str, Any]:
+    """One load-generator process to its end: its result (the last line)."""
+    done = subprocess.run(
+        argv, capture_output=True, env=ENV, cwd=ROOT, preexec_fn=_on(cpus), timeout=180
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[2]} failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def streams_together(
+    bridges: Mapping[str, Server],
+    servers: Sequence[Server],
+    cpus: Cpus,
+    timing: Mapping[str, float],
+    concurrency: int = 16,
+) -> dict[str, dict[str, Any]]:
+    """`concurrency` per-event streams through each of `bridges` at once, one client
+    process each, all started together with the same warm-up and duration: per bridge,
+    chunks/s, its CPU per chunk over the first client's window, its client's errors.
+    The clients' windows differ by their start-up skew (milliseconds), which the rates
+    (chunks over each client's own window) absorb."""
+    argvs = {
+        name: client_argv(
+            PYTHON_CLIENT,
+            "stream-bridge",
+            bridge.address,
+            STREAM_SCENARIO,
+            concurrency=concurrency,
+            **timing,
+        )
+        for name, bridge in bridges.items()
+    }
+    edges: dict[str, tuple[float, dict[str, float]]] = {}
+    outputs: dict[str, bytes] = {}
+    with contextlib.ExitStack() as files:
+        errs = {name: files.enter_context(tempfile.TemporaryFile()) for name in argvs}
+        procs = {
+            name: subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=errs[name],
+                env=ENV,
+                cwd=ROOT,
+                preexec_fn=_on(cpus),
+            )
+            for name, argv in argvs.items()
+        }
+        try:
+            for index, (name, proc) in enumerate(procs.items()):
+                assert proc.stdout is not None
+                last = b""
+                for line in proc.stdout:
+                    if index == 0 and b'"window"' in line:
+                        edge = json.loads(line)["window"]
+                        edges[edge] = (time.perf_counter(), {s.name: s.cpu() for s in servers})
+                    last = line
+                outputs[name] = last
+                if proc.wait(180) != 0:
+                    errs[name].seek(0)
+                    tail = errs[name].read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"stream-bridge against {name} failed: {tail}")
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    (t0, before), (t1, after) = edges["start"], edges["end"]
+    out = {}
+    for name, bridge in bridges.items():
+        result = json.loads(outputs[name])
+        rate = result["count"] / result["seconds"]
+        cpu = after[bridge.name] - before[bridge.name]
+        out[name] = {
+            "rate": rate,
+            "us_per_chunk": 1e6 * cpu_per_chunk(cpu, round(rate * (t1 - t0))),
+            "errors": result["errors"],
+            "cpu": {"client": result["cpu"] / result["seconds"], "bridge": cpu / (t1 - t0)},
+        }
+    return out
+
+
+def rotated(names: Sequence[str], by: int) -> list[str]:
+    """`names` starting at index `by` (wrapping): each round of the callers phase starts
+    with another variant, so none always runs right after a given other one."""
+    if not names:
+        return []
+    by %= len(names)
+    return [*names[by:], *names[:by]]
+
+
+def callers_table(callers: Mapping[str, Any]) -> str:
+    """One row per comparison: unary latency added, bridge CPU per chunk, RSS per open
+    stream, each with its target and whether it was met."""
+    rows = [
+        "| variant vs baseline | issue | unary p50: baseline / variant / added | target | met "
+        "| unary p99 added | bridge µs per chunk: baseline / variant / ratio "
+        "| rounds' scatter | within it | RSS KiB per open stream: baseline / variant / added "
+        "| target | met |",
+        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- |",
+    ]
+    targets = {(c.variant, c.baseline): c for c in CALLER_COMPARISONS}
+    for figure in callers.get("figures", []):
+        comparison = targets.get((figure["variant"], figure["baseline"]))
+        if comparison is None:
+            continue  # an older results file
+        limit = comparison.p50_target_ms
+        p50_target = (
+            f"<= {limit * 1000:g} µs"
+            if limit is not None
+            else f"within the rounds' scatter (±{figure['p50_noise_ms'] * 1000:.0f} µs)"
+        )
+        rss = (
+            f"| {figure['baseline_rss_kib']:.1f} / {figure['rss_kib']:.1f} / "
+            f"{figure['added_rss_kib']:+.1f} | within ±{comparison.rss_target_kib:g} KiB "
+            f"| {_met(figure['rss_met'])} |"
+            if "rss_kib" in figure
+            else "| | | |"
+        )
+        rows.append(
+            f"| {figure['variant']} vs {figure['baseline']} | {comparison.issue} "
+            f"| {figure['baseline_p50_ms']:.3f} / {figure['p50_ms']:.3f} / "
+            f"{figure['added_p50_ms'] * 1000:+.0f} µs | {p50_target} | {_met(figure['p50_met'])} "
+            f"| {figure['added_p99_ms'] * 1000:+.0f} µs "
+            f"| {figure['baseline_us_per_chunk']:.1f} / {figure['us_per_chunk']:.1f} / "
+            f"{figure['chunk_ratio']:.3f}x | ±{figure['chunk_noise']:.1%} "
+            f"| {_met(figure['chunk_met'])} " + rss
+        )
+    for name, reason in callers.get("skipped", {}).items():
+        rows.append(f"| {name}: skipped ({reason}) | | | | | | | | | | | |")
+    return "\n".join(rows)
 
 
 # --------------------------------------------------------------------------- #
@@ -1516,6 +1957,24 @@ def main() -> int:
     )
     parser.add_argument("--streams", type=int, default=2000, help="open streams (capacity)")
     parser.add_argument("--hold", type=float, default=3.0, help="seconds held before RSS")
+    parser.add_argument(
+        "--caller-rounds", type=int, default=4, help="callers: rounds of the variants"
+    )
+    parser.add_argument(
+        "--caller-duration",
+        type=float,
+        default=2.0,
+        help="callers: seconds measured per window of streams",
+    )
+    parser.add_argument(
+        "--caller-unary-duration",
+        type=float,
+        default=4.0,
+        help="callers: seconds measured per window of unary calls (shared by the variants)",
+    )
+    parser.add_argument(
+        "--caller-streams", type=int, default=500, help="callers: open streams per bridge (RSS)"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--micro-json", type=Path, default=ROOT / "bench" / "micro.json")
     parser.add_argument(
@@ -1587,6 +2046,8 @@ def main() -> int:
             results["capacity"] = run_capacity(upstream, args)
         if "scale" in only:
             results["scale"] = run_scale(upstream, args)
+        if "callers" in only:
+            results["callers"] = run_callers(upstream, args, placement)
     finally:
         upstream.stop()
     results["load_after"] = os.getloadavg()
@@ -1598,7 +2059,7 @@ def main() -> int:
     return 0
 
 
-PHASES: Final = ("pairs", "unary-open", "compiled", "open", "capacity", "scale")
+PHASES: Final = ("pairs", "unary-open", "compiled", "open", "capacity", "scale", "callers")
 """`--only`'s choices, in the order they run (all of them by default)."""
 
 
@@ -1673,6 +2134,14 @@ def report(results: dict[str, Any], micro_json: Path | None = None) -> str:
     if len(cpu_table(results).splitlines()) > 2:
         lines += ["\nCPU share of each process (cores; 1.00 = one core busy):\n"]
         lines += [cpu_table(results)]
+    if "callers" in results:
+        lines += [
+            "\nCaller policy and retries (issues 18, 19): each variant against its baseline "
+            "in the same window, the median over the rounds; unary calls one at a time "
+            "taking turns between the bridges, 16 per-event streams through each at once, "
+            "RSS of the fresh bridges holding open streams:\n",
+            callers_table(results["callers"]),
+        ]
     micro = micro_table(micro_json) if micro_json is not None else ""
     if micro:
         lines += ["\nHot-path micro-benchmarks (pytest-benchmark):\n", micro]

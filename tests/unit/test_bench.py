@@ -1,9 +1,10 @@
 """The benchmark harness's pure parts: percentiles, CPU-per-chunk arithmetic, the open
-loop's schedule, who fell behind, the clients' command lines and the tables.
+loop's schedule, who fell behind, the clients' command lines, the callers phase's
+same-round figures and the tables.
 
 `make bench` reads its targets from these figures, so a slip in the arithmetic
 would report a target met (or missed) that was not. The harness end to end, on
-real sockets, is tests/integration/test_bench_open_loop.py.
+real sockets, is tests/integration/test_bench_open_loop.py and test_bench_callers.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 import pytest
 
 from bench import floor, load, run
+from bridge.callers import ANONYMOUS
+from bridge.policy import Limits, parse_policy
 from myrouter.chat.v1 import chat_pb2
 
 
@@ -412,3 +415,127 @@ def test_emit_writes_every_byte_through_partial_writes(monkeypatch: pytest.Monke
     load.emit(message)
     assert b"".join(written) == json.dumps(message, separators=(",", ":")).encode() + b"\n"
     assert len(written) > 5 and waits == [([], [1], [])]
+
+
+def test_caller_policy_counts_every_call_of_the_bench_and_refuses_none() -> None:
+    """The bench's calls come without an identity: the default entry must carry all four
+    limits (each call counted, streams asked for their usage) and the service key."""
+    policy = parse_policy(run.caller_policy(), "policy.yaml")
+    rule = policy.rule_for(ANONYMOUS)
+    assert rule.service_key
+    limit = run.CALLER_LIMIT
+    assert rule.limits == Limits(limit, limit, limit, limit)
+    assert parse_policy(run.caller_policy(7)).rule_for(ANONYMOUS).limits == Limits(7, 7, 7, 7)
+
+
+def test_caller_comparisons_name_variants_the_phase_runs() -> None:
+    names = {variant.name for variant in run.CALLER_VARIANTS}
+    assert len(names) == len(run.CALLER_VARIANTS)
+    for comparison in run.CALLER_COMPARISONS:
+        assert {comparison.variant, comparison.baseline} <= names
+    assert "callers" in run.PHASES
+
+
+def _caller_rounds(**variants: list[tuple[float, float, float]]) -> dict[str, Any]:
+    return {
+        name: [{"p50_ms": p50, "p99_ms": p99, "us_per_chunk": us} for p50, p99, us in entries]
+        for name, entries in variants.items()
+    }
+
+
+def test_caller_figures_read_each_round_against_the_same_rounds_baseline() -> None:
+    # The machine slows down in round 2 for both: same-round differences stay 30-50 µs.
+    rounds = _caller_rounds(
+        none=[(1.00, 2.0, 40.0), (1.50, 3.0, 44.0), (1.10, 2.0, 42.0)],
+        policy=[(1.03, 2.5, 41.0), (1.55, 3.0, 44.0), (1.14, 2.1, 41.0)],
+    )
+    comparison = run.CallerComparison("policy", "none", 18, p50_target_ms=0.05)
+    figures = run.caller_figures(rounds, {"none": 10.0, "policy": 11.5}, comparison)
+    assert figures["added_p50_ms"] == pytest.approx(0.04)  # median of 0.03, 0.05, 0.04
+    assert figures["baseline_p50_ms"] == pytest.approx(1.10)
+    assert figures["p50_ms"] == pytest.approx(1.14)
+    assert figures["added_p99_ms"] == pytest.approx(0.1)
+    assert figures["p50_met"]
+    # The noise is the rounds' scatter of the paired figures, not the machine's drift.
+    assert figures["p50_noise_ms"] == pytest.approx(0.01)
+    # Ratios 41/40, 44/44, 41/42: half their range is the noise.
+    assert figures["chunk_ratio"] == pytest.approx(1.0)
+    assert figures["chunk_noise"] == pytest.approx((41 / 40 - 41 / 42) / 2)
+    assert figures["chunk_met"]
+    assert figures["added_rss_kib"] == pytest.approx(1.5) and figures["rss_met"]
+
+    slower = run.CallerComparison("policy", "none", 18, p50_target_ms=0.035)
+    assert not run.caller_figures(rounds, {}, slower)["p50_met"]
+    assert "rss_kib" not in run.caller_figures(rounds, {}, slower)
+    assert not run.caller_figures(rounds, {"none": 10.0, "policy": 12.5}, comparison)["rss_met"]
+    assert not run.caller_figures(rounds, {"none": 12.5, "policy": 10.0}, comparison)["rss_met"]
+
+
+def test_caller_figures_without_a_target_are_held_to_the_rounds_scatter() -> None:
+    steady = [(1.00, 2.0, 40.0), (1.02, 2.0, 40.4), (1.01, 2.0, 40.2)]
+    rounds = _caller_rounds(
+        # +10, -10, 0 µs and +0.5%, -0.5%, 0: the rounds disagree, the median is nothing.
+        retries=[(1.01, 2.0, 40.2), (1.01, 2.0, 40.2), (1.01, 2.0, 40.2)],
+        costly=[(1.10, 2.0, 44.0), (1.12, 2.0, 44.4), (1.11, 2.0, 44.2)],
+        steady=steady,
+    )
+    within = run.caller_figures(rounds, {}, run.CallerComparison("retries", "steady", 19))
+    assert within["p50_met"] and within["chunk_met"]
+    costly = run.caller_figures(rounds, {}, run.CallerComparison("costly", "steady", 19))
+    assert not costly["p50_met"] and not costly["chunk_met"]
+    # A change every round shows is outside the scatter, however small; cheaper too.
+    assert costly["chunk_noise"] < 0.001 and costly["p50_noise_ms"] == pytest.approx(0.0)
+    cheaper = _caller_rounds(steady=steady, cheap=[(0.5, 1.0, 30.0)] * 3)
+    assert not run.caller_figures(cheaper, {}, run.CallerComparison("cheap", "steady", 19))[
+        "chunk_met"
+    ]
+
+
+def test_callers_table_reports_against_the_targets() -> None:
+    rounds = _caller_rounds(
+        none=[(1.00, 2.0, 40.0), (1.20, 3.0, 44.0)],
+        policy=[(1.03, 2.5, 41.0), (1.25, 3.0, 43.8)],
+        **{"policy+redis": [(1.70, 4.0, 42.0), (1.90, 5.0, 45.0)]},
+        **{"none, no retries": [(1.00, 2.0, 40.0), (1.20, 3.0, 44.0)]},
+    )
+    rss = {"none": 10.0, "policy": 10.5, "policy+redis": 13.0, "none, no retries": 10.0}
+    callers = {
+        "figures": [run.caller_figures(rounds, rss, c) for c in run.CALLER_COMPARISONS],
+        "skipped": {},
+    }
+    table = run.callers_table(callers).splitlines()
+    assert len(table) == 2 + len(run.CALLER_COMPARISONS)
+    policy, redis, retries = table[2:]
+    assert policy.startswith("| policy vs none | 18 | 1.100 / 1.140 / +40 µs | <= 50 µs | yes |")
+    assert policy.endswith(
+        "| +250 µs | 42.0 / 42.4 / 1.010x | ±1.5% | yes "
+        "| 10.0 / 10.5 / +0.5 | within ±2 KiB | yes |"
+    )
+    assert redis.startswith("| policy+redis vs none | 18 | 1.100 / 1.800 / +700 µs | <= 500 µs ")
+    assert "| **no** |" in redis and redis.endswith(
+        "| 10.0 / 13.0 / +3.0 | within ±2 KiB | **no** |"
+    )
+    assert retries.startswith(
+        "| none vs none, no retries | 19 | 1.100 / 1.100 / +0 µs "
+        "| within the rounds' scatter (±0 µs) | yes |"
+    )
+    skipped = run.callers_table({"figures": [], "skipped": {"policy+redis": "no redis"}})
+    assert skipped.splitlines()[-1].startswith("| policy+redis: skipped (no redis) |")
+
+
+def test_rotated_starts_each_round_with_another_variant() -> None:
+    names = ["a", "b", "c"]
+    assert [run.rotated(names, r) for r in range(4)] == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
+    assert run.rotated([], 3) == []
+
+
+def test_turns_split_the_unary_turns_latencies_by_target() -> None:
+    assert run.turns([1.0, 2.0, 3.0, 1.5, 2.5, 3.5], 3) == [[1.0, 1.5], [2.0, 2.5], [3.0, 3.5]]
+    assert run.turns([], 4) == [[], [], [], []]
+    with pytest.raises(ValueError, match="no whole turns"):
+        run.turns([1.0, 2.0, 3.0], 2)
