@@ -387,14 +387,23 @@ class RedisStore:
         timeout: float,
         lease_seconds: float,
         prefix: str = "bridge:quota",
+        max_connections: int = 1000,
     ) -> None:
         # One immediate retry: a pooled connection that a restarted Redis closed is
-        # replaced within the same call; the call's timeout bounds both tries.
-        self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+        # replaced within the same call; the call's timeout bounds both tries. The pool
+        # blocks (for at most the timeout) rather than failing when every connection is
+        # busy: redis-py sends one command at a time per connection, so a burst of
+        # calls needs as many connections as calls in flight (`max_connections`).
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(redis.backoff.NoBackoff(), 1),
+        )
+        self._client: redis.asyncio.Redis = redis.asyncio.Redis(
+            connection_pool=pool, retry=Retry(redis.backoff.NoBackoff(), 1)
         )
         self._admit = self._client.register_script(_ADMIT)
         self._finish = self._client.register_script(_FINISH)
@@ -512,6 +521,8 @@ class Quotas:
                 config.limits_redis_url.value,
                 timeout=config.limits_redis_timeout,
                 lease_seconds=config.request_timeout + LEASE_MARGIN_SECONDS,
+                # every call in flight may wait on Redis at once, and each call's end too
+                max_connections=2 * config.max_concurrent_rpcs,
             )
         return cls(store, failure_mode=config.limits_failure_mode, metrics=metrics)
 
