@@ -70,6 +70,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 import time
@@ -132,7 +133,7 @@ class StoreUnavailable(Exception):
     """The shared store did not answer in time, or failed; `Quotas` applies the failure mode."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class WindowCount:
     """One windowed limit as a store read it: the bucket counts and where in the bucket we are."""
 
@@ -511,6 +512,10 @@ class Quotas:
         self._pending_releases: deque[tuple[str, str]] = deque(maxlen=_MAX_PENDING_RELEASES)
         self._flushing: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        # A lease id unique among every replica's: a random prefix for this engine, then
+        # a counter (a uuid4 per call cost more than the rest of the decision).
+        self._lease_prefix = uuid.uuid4().hex[:16] + "-"
+        self._leases = itertools.count()
 
     @classmethod
     def from_config(cls, config: BridgeConfig, *, metrics: Metrics | None = None) -> Quotas:
@@ -538,7 +543,9 @@ class Quotas:
         """
         reserve = max(0, reserve_tokens)
         has_tokens = limits.tokens_per_minute is not None or limits.tokens_per_day is not None
-        lease = uuid.uuid4().hex if limits.concurrent is not None else None
+        lease = None
+        if limits.concurrent is not None:
+            lease = f"{self._lease_prefix}{next(self._leases)}"
         if limits.concurrent is None and limits.requests_per_minute is None and not has_tokens:
             return Grant(caller_key, 0, counted=False)
         if self._monotonic() < self._down_until:
