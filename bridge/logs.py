@@ -12,6 +12,7 @@ so no later change to the set-up can forget the redaction.
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import logging
 import sys
@@ -24,6 +25,7 @@ from .config import BridgeConfig
 from .redaction import redact
 
 __all__ = [
+    "CALL_CALLER",
     "GrpcMetadataDecoding",
     "JSONFormatter",
     "RedactingFilter",
@@ -39,6 +41,26 @@ _STANDARD_ATTRS = frozenset(
 )
 
 
+CALL_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("bridge_caller", default="")
+"""The caller of the RPC whose task is running (its identity, `bridge.access`), set once
+the RPC knows it: grpc.aio runs each RPC in a task of its own, so it is per call."""
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's `extra` fields, and the running RPC's caller (`CALL_CALLER`) when the
+    record names none: so every line logged during a call (a retry, a failure, a limits
+    warning), whatever logger logs it, says whom it was for."""
+    fields = {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _STANDARD_ATTRS and not key.startswith("_")
+    }
+    caller = CALL_CALLER.get()
+    if caller and "caller" not in fields:
+        fields["caller"] = caller
+    return fields
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message and the `extra` fields."""
 
@@ -52,9 +74,7 @@ class JSONFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
+        entry.update(_fields(record))
         if record.exc_text:  # already formatted (and redacted) by the RedactingFilter
             entry["exception"] = record.exc_text
         elif record.exc_info:
@@ -71,11 +91,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        fields = [
-            f"{key}={value}"
-            for key, value in vars(record).items()
-            if key not in _STANDARD_ATTRS and not key.startswith("_") and value is not None
-        ]
+        fields = [f"{key}={value}" for key, value in _fields(record).items() if value is not None]
         if fields:
             text = f"{text} {' '.join(fields)}"
         return redact(text)

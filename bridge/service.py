@@ -42,6 +42,7 @@ from .errors import (
     to_status,
 )
 from .event_stream import EventStream
+from .logs import CALL_CALLER
 from .metrics import Metrics
 from .observe import Observer, RpcRecord
 from .policy import model_allowed
@@ -266,6 +267,7 @@ class RpcScope:
         try:
             self.caller = caller = self._access.identify(self._context)
             self.record.caller = caller.identity
+            CALL_CALLER.set(caller.identity)  # every log line of the call names it
             self.record.labels = {"caller": caller.label}
             self._access.check_allowed(caller)
             if self._undecodable is not None:

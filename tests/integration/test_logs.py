@@ -68,3 +68,22 @@ def test_serve_writes_json_lines_without_the_token(start_bridge_process):
     assert any(e.get("method") == "CreateChatCompletion" and e["status"] == "OK" for e in entries)
     assert CALLER_TOKEN not in rest
     assert SERVICE_KEY not in rest
+
+
+def test_every_line_of_a_call_names_its_caller(start_bridge_process):
+    """Not only the RPC's own line: the failure line too (and any other a call logs)."""
+    proc = start_bridge_process("--log-format", "json", "--caller-identity", "header:x-test-caller")
+    channel, stub = stub_for(proc.target)
+    metadata = (*CALLER_METADATA, ("x-test-caller", "svc-logs"), ("x-request-id", "who-1"))
+    with channel, pytest.raises(grpc.RpcError):
+        stub.CreateChatCompletion(
+            with_scenario(chat_request(), kind="status", status=400), metadata=metadata, timeout=10
+        )
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    entries = [json.loads(line) for line in proc.output().splitlines() if line.strip()]
+    mine = [e for e in entries if "who-1" in e["message"] or e.get("request_id") == "who-1"]
+    assert len(mine) >= 2  # the failure line and the RPC line
+    assert all(e.get("caller") == "svc-logs" for e in mine), mine
+    startup = [e for e in entries if "listening on" in e["message"]]
+    assert startup and "caller" not in startup[0]  # outside a call: no caller

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
@@ -9,7 +10,7 @@ import logging
 import pytest
 
 from bridge.config import BridgeConfig, Secret
-from bridge.logs import JSONFormatter, RedactingFilter, TextFormatter, setup_logging
+from bridge.logs import CALL_CALLER, JSONFormatter, RedactingFilter, TextFormatter, setup_logging
 from bridge.redaction import REDACTED
 
 pytestmark = pytest.mark.timeout(60)
@@ -70,3 +71,20 @@ def test_setup_logging_takes_level_and_format_from_the_config(root_logging):
     assert root_logging.level == logging.WARNING
     assert isinstance(handler.formatter, JSONFormatter)
     assert isinstance(setup_logging(BridgeConfig(log_format="text")).formatter, TextFormatter)
+
+
+def test_a_line_logged_during_a_call_names_the_calls_caller():
+    record = logging.LogRecord("bridge.x", logging.WARNING, "", 0, "retrying", None, None)
+    named = logging.LogRecord("bridge.rpc", logging.INFO, "", 0, "rpc", None, None)
+    named.caller = "its-own"
+
+    def formatted() -> list[dict[str, object]]:
+        return [json.loads(JSONFormatter().format(r)) for r in (record, named)]
+
+    assert "caller" not in formatted()[0]  # outside a call
+    context = contextvars.copy_context()
+    context.run(CALL_CALLER.set, "spiffe://cluster.local/ns/a/sa/b")
+    plain, own = context.run(formatted)
+    assert plain["caller"] == "spiffe://cluster.local/ns/a/sa/b"
+    assert own["caller"] == "its-own"
+    assert "caller=spiffe://cluster.local/ns/a/sa/b" in context.run(TextFormatter().format, record)
