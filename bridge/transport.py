@@ -126,18 +126,20 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        read = self._response.content.readany
-        with _translated(self._request):
-            while True:
-                data = await read()
-                if not data:
-                    return
-                yield data
+        while data := await self.read():
+            yield data
 
     async def read(self) -> bytes:
+        content = self._response.content
         try:
-            return await self._response.content.readany()
+            return await content.readany()
         except Exception as exc:
+            # aiohttp raises a connection's failure before the bytes that came ahead of
+            # it (a reset right after two events): hand those over first, the failure
+            # with the next read, so nothing the upstream sent is lost.
+            arrived = _arrived_before_failure(content)
+            if arrived:
+                return arrived
             raise _as_httpx(exc, self._request) from exc
 
     async def aclose(self) -> None:
@@ -146,6 +148,20 @@ class _ResponseStream(httpx.AsyncByteStream):
             response.release()  # the connection goes back to the pool
         else:
             response.close()  # unread body: drop the connection, end the generation
+
+
+def _arrived_before_failure(content: aiohttp.StreamReader) -> bytes:
+    """What `content` holds that its failure hides from ``readany``; b"" when nothing, or
+    when this aiohttp keeps its buffer otherwise (the failure then comes first, as before)."""
+    buffered = getattr(content, "_buffer", None)
+    take = getattr(content, "_read_nowait", None)
+    if not buffered or take is None:
+        return b""
+    try:
+        data = take(-1)
+    except Exception:  # its own read timeout, say: the failure stands
+        return b""
+    return data if isinstance(data, bytes) else b""
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

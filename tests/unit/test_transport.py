@@ -7,14 +7,17 @@ upstream in tests/integration/test_transport.py.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import aiohttp.client_exceptions
 import httpx
 import pytest
+from aiohttp.base_protocol import BaseProtocol
 
 from bridge import transport
-from bridge.transport import BodyReads, body_reads, httpx_exception
+from bridge.transport import BodyReads, body_reads, httpx_exception, httpx_response
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -78,3 +81,28 @@ def test_the_aiohttp_mapping_does_not_depend_on_the_tables_order(monkeypatch):
     )
     assert [httpx_exception(failure) for failure in failures] == as_written
     assert len(failures) > 20 and None not in as_written  # every aiohttp failure is mapped
+
+
+def test_bytes_that_arrived_before_a_failure_are_read_before_it():
+    """aiohttp's readany raises a connection's failure ahead of the bytes buffered before
+    it (a reset right after two events): the body hands those over first."""
+
+    async def main() -> tuple[bytes, BaseException | None]:
+        protocol = BaseProtocol(asyncio.get_running_loop())
+        protocol.transport = asyncio.Transport()
+        content = aiohttp.StreamReader(protocol, 2**16)
+        content.feed_data(b"data: 1\n\n")
+        content.feed_data(b"data: 2\n\n")
+        content.set_exception(aiohttp.ClientPayloadError("reset"))
+        aio: Any = SimpleNamespace(status=200, raw_headers=(), content=content)
+        reads = body_reads(httpx_response(aio, httpx.Request("GET", "http://upstream.test/")))
+        first = await reads.read()
+        try:
+            await reads.read()
+        except httpx.TransportError as exc:
+            return first, exc
+        return first, None
+
+    first, failure = asyncio.run(main())
+    assert first == b"data: 1\n\ndata: 2\n\n"
+    assert isinstance(failure, httpx.ReadError)
