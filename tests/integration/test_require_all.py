@@ -4,6 +4,9 @@ skip is a failure that keeps its reason; xfail and passing tests are untouched).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 SUITE = """
@@ -56,15 +59,25 @@ REASONS = (
 )
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """The sandbox suite, run in a process of its own (`runpytest_subprocess`): run in this
+    one, whose bridge and upstream threads live on, CPython 3.11.7's AST constructor once
+    reported a false "recursion depth mismatch" rewriting the sandbox's test files in CI
+    (python/cpython#106905, a depth counter left wrong). The plugin is found through
+    PYTHONPATH."""
     monkeypatch.delenv("REQUIRE_ALL", raising=False)
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", str(REPO) if not path else f"{REPO}{os.pathsep}{path}")
     pytester.makepyfile(test_suite=SUITE, test_module_skipped=MODULE_SKIPPED)
     return pytester
 
 
 def test_without_it_skips_stay_skips_and_say_why(suite):
-    result = suite.runpytest("-p", "tests.require_all", "-ra")
+    result = suite.runpytest_subprocess("-p", "tests.require_all", "-ra")
     result.assert_outcomes(passed=1, skipped=6, xfailed=1)
     for reason in (*REASONS, "another_missing_module_for_require_all"):
         assert reason in result.stdout.str()
@@ -81,7 +94,7 @@ def test_with_it_every_kind_of_skip_fails_with_its_reason(suite, monkeypatch, ho
             monkeypatch.setenv("REQUIRE_ALL", "0")
         args.append("--require-all")
 
-    result = suite.runpytest(*args)
+    result = suite.runpytest_subprocess(*args)
 
     # A skip in the setup phase (marks, fixtures) is an error, in the call a failure.
     result.assert_outcomes(passed=1, failed=2, xfailed=1, errors=4)
@@ -94,5 +107,5 @@ def test_with_it_every_kind_of_skip_fails_with_its_reason(suite, monkeypatch, ho
 
 def test_require_all_0_means_off(suite, monkeypatch):
     monkeypatch.setenv("REQUIRE_ALL", "0")
-    result = suite.runpytest("-p", "tests.require_all")
+    result = suite.runpytest_subprocess("-p", "tests.require_all")
     result.assert_outcomes(passed=1, skipped=6, xfailed=1)
