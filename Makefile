@@ -150,14 +150,14 @@ demo: install
 
 # Every test but the soak: tests/unit (pure), tests/integration (the bridge, the
 # embedded upstream and child processes over loopback), tests/toolchains (the wheels,
-# Node, Ruby, Go, Java, buf, the deploy manifests); ~2-4 minutes. Tests whose toolchain
+# Node, Ruby, Go, Java, buf, the deploy manifests); ~5-6 minutes on 2 cores. Tests whose toolchain
 # (Node, Ruby, Go, Java, root) is missing skip with the reason in the summary (pytest -ra),
 # and fail instead under REQUIRE_ALL.
 test: dev toolchain-deps
 	$(PY) -m pytest -q -m "not soak"
 
 # tests/unit alone: pure code, no socket, no subprocess, no server (its conftest
-# refuses them); needs only the venv and the stubs; ~20 seconds on 2 cores, most
+# refuses them); needs only the venv and the stubs; ~1 minute on 2 cores, most
 # of it the hypothesis property tests of mapping and sse.
 test-unit: $(VENV)/.installed $(GEN) $(GEN_PROTO)
 	$(PY) -m pytest -q tests/unit
