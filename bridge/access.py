@@ -75,6 +75,10 @@ class Access:
         policy_file: PolicyFile | None = None,
     ) -> None:
         self._sources = config.caller_identity
+        # What the listed sources read, so that nothing else is decoded per call (grpc
+        # decodes the metadata anew at each `invocation_metadata`).
+        self._reads_tls = any(source.kind == "tls" for source in self._sources)
+        self._reads_metadata = any(source.header is not None for source in self._sources)
         self._token_estimate = config.token_estimate
         self._quotas = quotas
         self._policy_file = policy_file
@@ -111,7 +115,9 @@ class Access:
         (`InvalidCallerIdentity`). Whether the rule allows it is `check_allowed`, once the
         caller is noted, so that a refused caller is still named in its log line and metrics."""
         identity = caller_identity(
-            self._sources, context.auth_context(), context.invocation_metadata()
+            self._sources,
+            context.auth_context() if self._reads_tls else None,
+            context.invocation_metadata() if self._reads_metadata else None,
         )
         return Caller(identity, self.policy.rule_for(identity))
 

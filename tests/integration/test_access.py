@@ -443,17 +443,22 @@ def _tokens_counted(client: redis.Redis, team: str) -> int:
     return sum(int(float(client.get(key) or 0)) for key in keys)
 
 
-def test_two_replicas_share_a_callers_limits_and_settle_streamed_usage(
-    start_bridge_process, redis_server: RedisServer, tmp_path, upstream
-):
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(TEAMS)
-    flags = (
+def _shared_limits_flags(policy: Path, redis_server: RedisServer) -> tuple[str, ...]:
+    """A replica's flags: the policy, callers named by a header, limits in the shared Redis."""
+    return (
         "--policy-file", str(policy),
         "--caller-identity", "header:x-caller-id",
         "--limits-redis-url", redis_server.url,
         "--limits-redis-timeout", "2",
     )  # fmt: skip
+
+
+def test_two_replicas_share_a_callers_limits_and_settle_streamed_usage(
+    start_bridge_process, redis_server: RedisServer, tmp_path, upstream
+):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TEAMS)
+    flags = _shared_limits_flags(policy, redis_server)
     replicas = [Replica(start_bridge_process, *flags) for _ in range(2)]
     client = redis.Redis(port=redis_server.port)
     try:
@@ -507,12 +512,7 @@ def test_redis_killed_and_back_with_real_replicas(
 ):
     policy = tmp_path / "policy.yaml"
     policy.write_text(REQUESTS)
-    flags = (
-        "--policy-file", str(policy),
-        "--caller-identity", "header:x-caller-id",
-        "--limits-redis-url", redis_server.url,
-        "--limits-redis-timeout", "2",
-    )  # fmt: skip
+    flags = _shared_limits_flags(policy, redis_server)
     open_ = Replica(start_bridge_process, *flags, "--limits-failure-mode", "open")
     closed = Replica(start_bridge_process, *flags, "--limits-failure-mode", "closed")
     try:
